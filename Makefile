@@ -1,0 +1,43 @@
+# Two set-up commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+BENCH_STAMP := $(VENV)/.installed-bench
+STATE  ?= .state
+CONFIG ?=
+
+.PHONY: run test bench lint mosquitto clean
+
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
+	@touch $@
+
+# The tests start their own broker; install the binary where it is missing.
+mosquitto:
+	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
+		echo "installing mosquitto (apt-get)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; \
+	fi
+
+run: $(STAMP)
+	$(VENV)/bin/edge-agent run --state-dir $(STATE) $(if $(CONFIG),--config $(CONFIG),)
+
+test: $(STAMP) mosquitto
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(BENCH_STAMP) mosquitto
+	$(PY) -m tests.bench.run $(BENCH)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check agent drivers tests
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) $(STATE) build *.egg-info bench-results.md

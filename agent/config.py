@@ -1,0 +1,200 @@
+"""The agent's configuration: frozen dataclasses, loaded strictly from TOML.
+
+Only :func:`load` and :func:`load_file` read files or the environment.  Every
+default lives on the dataclasses, so an empty file is a valid configuration
+(the embedded default used by ``make run``); ``config/agent.toml`` documents
+the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import pathlib
+import tomllib
+from collections.abc import Mapping
+
+from agent.configschema import build
+from agent.discovery.settings import DiscoverySettings
+from agent.errors import ConfigError
+from agent.logs.settings import LogSettings, RetentionSettings
+from agent.matching.settings import MatchingSettings
+from agent.provisioning.settings import ProvisioningSettings
+from agent.upgrade.settings import UpgradeSettings
+
+MAX_CONFIG_BYTES = 256 * 1024
+
+
+def _topic_segment(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if any(c in value for c in "/+#\x00") or len(value) > 64:
+        return "must not contain '/', '+', '#' or NUL and be at most 64 characters"
+    return None
+
+
+def _topic_prefix(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if any(c in value for c in "+#\x00") or value.startswith("/") or value.endswith("/"):
+        return "must not contain '+', '#', NUL or start/end with '/'"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSettings:
+    serial_number: str = dataclasses.field(
+        default="EA-SAMPLE-0001", metadata={"check": _topic_segment}
+    )
+    model: str = "edge-cam-1"
+    hardware_class: str = "edge-cam-1/rev-a"
+
+
+class TlsMode(enum.Enum):
+    OFF = "off"
+    ON = "on"
+
+
+@dataclasses.dataclass(frozen=True)
+class MqttSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = dataclasses.field(default=1883, metadata={"min": 1, "max": 65535})
+    topic_prefix: str = dataclasses.field(default="edge", metadata={"check": _topic_prefix})
+    client_id: str | None = None
+    username: str | None = None
+    password_file: pathlib.Path | None = None
+    tls: TlsMode = TlsMode.OFF
+    ca_file: pathlib.Path | None = None
+    cert_file: pathlib.Path | None = None
+    key_file: pathlib.Path | None = None
+    keepalive_seconds: int = dataclasses.field(default=30, metadata={"min": 5, "max": 3600})
+    reconnect_min_seconds: float = dataclasses.field(
+        default=0.5, metadata={"min": 0.05, "max": 60}
+    )
+    reconnect_max_seconds: float = dataclasses.field(
+        default=30.0, metadata={"min": 0.1, "max": 3600}
+    )
+    max_inflight: int = dataclasses.field(default=200, metadata={"min": 1, "max": 65535})
+    max_command_bytes: int = dataclasses.field(
+        default=64 * 1024, metadata={"min": 256, "max": 16 * 1024 * 1024}
+    )
+
+
+class TimestampPrecision(enum.Enum):
+    SECOND = "second"
+    MINUTE = "minute"
+    HOUR = "hour"
+
+
+@dataclasses.dataclass(frozen=True)
+class PrivacySettings:
+    policy_version: str = "2026-11"
+    timestamp_precision: TimestampPrecision = TimestampPrecision.SECOND
+    max_event_bytes: int = dataclasses.field(
+        default=256 * 1024, metadata={"min": 1024, "max": 16 * 1024 * 1024}
+    )
+    statistics_interval_seconds: int = dataclasses.field(
+        default=3600, metadata={"min": 60, "max": 86400}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxSettings:
+    max_messages: int = dataclasses.field(default=100_000, metadata={"min": 1, "max": 10_000_000})
+    default_expiry_seconds: int = dataclasses.field(
+        default=7 * 86400, metadata={"min": 1, "max": 365 * 86400}
+    )
+    replay_batch: int = dataclasses.field(default=500, metadata={"min": 1, "max": 100_000})
+
+
+class CameraSource(enum.Enum):
+    SAMPLE = "sample"
+    FILE = "file"
+    RTSP = "rtsp"
+    V4L2 = "v4l2"
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraSettings:
+    source: CameraSource = CameraSource.SAMPLE
+    uri: str = ""
+    fps: float = dataclasses.field(default=5.0, metadata={"min": 0.1, "max": 60})
+    width: int = dataclasses.field(default=320, metadata={"min": 16, "max": 8192})
+    height: int = dataclasses.field(default=240, metadata={"min": 16, "max": 8192})
+    queue_frames: int = dataclasses.field(default=4, metadata={"min": 1, "max": 256})
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeSettings:
+    watchdog_fraction: float = dataclasses.field(default=0.5, metadata={"min": 0.1, "max": 0.9})
+    tick_seconds: float = dataclasses.field(default=0.2, metadata={"min": 0.01, "max": 10})
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    state_dir: pathlib.Path = pathlib.Path("/var/lib/edge-agent")
+    device: DeviceSettings = DeviceSettings()
+    mqtt: MqttSettings = MqttSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    outbox: OutboxSettings = OutboxSettings()
+    camera: CameraSettings = CameraSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    matching: MatchingSettings = MatchingSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    upgrade: UpgradeSettings = UpgradeSettings()
+    logs: LogSettings = LogSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+
+def parse(text: str | bytes, source: str = "<config>") -> AgentConfig:
+    """Parse TOML text into an :class:`AgentConfig`; raises ConfigError."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError("", f"{source}: larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError("", f"{source}: not UTF-8 ({exc})") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("", f"{source}: invalid TOML: {exc}") from exc
+    return from_mapping(data)
+
+
+def from_mapping(data: Mapping[str, object]) -> AgentConfig:
+    return build(AgentConfig, data)
+
+
+def load_file(path: pathlib.Path) -> AgentConfig:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or exc}") from exc
+    return parse(raw, str(path))
+
+
+def load(
+    path: pathlib.Path | None,
+    *,
+    state_dir: pathlib.Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Load the configuration the way ``edge-agent`` does.
+
+    ``path=None`` means the embedded defaults.  The state directory comes, in
+    order of precedence, from ``state_dir``, systemd's ``$STATE_DIRECTORY``,
+    then the file.
+    """
+    config = AgentConfig() if path is None else load_file(path)
+    env = os.environ if environ is None else environ
+    chosen = state_dir
+    if chosen is None and env.get("STATE_DIRECTORY"):
+        # systemd may pass several colon-separated directories; the first is ours.
+        chosen = pathlib.Path(env["STATE_DIRECTORY"].split(":")[0])
+    if chosen is not None:
+        config = dataclasses.replace(config, state_dir=chosen)
+    return config

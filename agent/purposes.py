@@ -1,0 +1,33 @@
+"""The purposes personal data may be processed for; each needs its own consent."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Purpose(enum.Enum):
+    FACE_RECOGNITION = "face_recognition"
+    PLATE_RECOGNITION = "plate_recognition"
+    EVENT_SNAPSHOTS = "event_snapshots"
+    USAGE_STATISTICS = "usage_statistics"
+    TROUBLESHOOTING_LOGS = "troubleshooting_logs"
+    CLOUD_EVENTS = "cloud_events"
+    # Device operation (status, upgrade progress, availability) carries no
+    # personal data and needs no consent; it is never purged by a withdrawal.
+    DEVICE_OPERATION = "device_operation"
+
+    @property
+    def needs_consent(self) -> bool:
+        return self is not Purpose.DEVICE_OPERATION
+
+    @classmethod
+    def parse(cls, value: object) -> Purpose:
+        from agent.errors import DecodeError
+
+        for member in cls:
+            if member.value == value:
+                return member
+        raise DecodeError(f"unknown purpose {str(value)[:40]!r}")
+
+
+CONSENTABLE = tuple(p for p in Purpose if p.needs_consent)

@@ -1,0 +1,1 @@
+"""I/O edge of edge-agent: hardware, OS, sockets, broker, camera."""

@@ -1,0 +1,5 @@
+import sys
+
+from drivers.cli import main
+
+sys.exit(main())

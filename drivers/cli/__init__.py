@@ -1,0 +1,58 @@
+"""``edge-agent`` command line: the composition root for one-shot commands.
+
+Each ``drivers/cli/cmd_*.py`` module adds its sub-commands through
+``register(subparsers)``; the handler it sets with ``set_defaults(func=...)``
+receives the parsed arguments and returns the process exit code.  Errors of the
+agent's tree become one line on stderr and a non-zero exit code (2 for bad
+data such as a bad config, 1 for transport failures), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+
+from agent.errors import BadDataError, EdgeAgentError, TransportError
+
+EXIT_OK = 0
+EXIT_TRANSPORT = 1
+EXIT_BAD_DATA = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent", description="Security camera / NVR edge agent"
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    package = sys.modules[__name__]
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("cmd_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.func
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("edge-agent: interrupted", file=sys.stderr)
+        return 130
+    except BadDataError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    except TransportError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_TRANSPORT
+    except EdgeAgentError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_TRANSPORT
