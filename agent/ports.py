@@ -53,3 +53,33 @@ class Service(Protocol):
         ...
 
     def stop(self) -> None: ...
+
+
+class PersonalDataHolder(Protocol):
+    """A store that holds personal data: it can export and erase all of it."""
+
+    name: str
+
+    def export_personal_data(self) -> Mapping[str, object]:
+        """Every personal item held, as CBOR/JSON-able plain values."""
+        ...
+
+    def erase_personal_data(self) -> int:
+        """Erase every personal item (overwriting, not just unlinking); return the count."""
+        ...
+
+
+class RetentionTarget(Protocol):
+    """A store whose items expire after a configured age."""
+
+    name: str
+
+    def purge_older_than(self, cutoff: float) -> int:
+        """Delete items created before ``cutoff`` (epoch seconds); return the count."""
+        ...
+
+
+class AuditSink(Protocol):
+    """Append-only record of consent changes, exports, erasures, pulls, upgrades."""
+
+    def record(self, kind: str, detail: Mapping[str, object], now: float) -> None: ...

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 
 
-class WifiBackend(enum.Enum):
+class WifiBackendKind(enum.Enum):
     WPA_SUPPLICANT = "wpa_supplicant"
     NETWORK_MANAGER = "networkmanager"
     ESP_AT = "esp_at"
@@ -15,5 +15,5 @@ class WifiBackend(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class ProvisioningSettings:
-    wifi_backend: WifiBackend = WifiBackend.NONE
+    wifi_backend: WifiBackendKind = WifiBackendKind.NONE
     window_seconds: int = dataclasses.field(default=600, metadata={"min": 30, "max": 86400})
