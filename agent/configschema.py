@@ -54,7 +54,8 @@ def _convert(tp: Any, value: object, path: str) -> object:
             return tuple(_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(path, f"expected {len(args)} items, got {len(value)}")
-        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in pairs)
     if origin is dict:
         key_tp, val_tp = typing.get_args(tp)
         if not isinstance(value, Mapping):

@@ -24,23 +24,35 @@ EXIT_BAD_DATA = 2
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_modules() -> list[str]:
+    package = sys.modules[__name__]
+    return sorted(
+        info.name for info in pkgutil.iter_modules(package.__path__) if info.name.startswith("cmd_")
+    )
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or with ``only`` just that module's commands.
+
+    ``edge-agent run`` takes the narrow path so the long-running process does
+    not import every tool's dependencies (OpenCV, zeroconf...) it never uses.
+    """
     parser = argparse.ArgumentParser(
         prog="edge-agent", description="Security camera / NVR edge agent"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    package = sys.modules[__name__]
-    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if info.name.startswith("cmd_"):
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            module.register(subparsers)
+    for name in [only] if only else command_modules():
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    narrow = f"cmd_{arguments[0]}" if arguments else ""
+    parser = build_parser(narrow if narrow in {"cmd_run", "cmd_config"} else None)
+    args = parser.parse_args(arguments)
     handler: Handler = args.func
     try:
         return handler(args)

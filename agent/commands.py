@@ -1,0 +1,144 @@
+"""Request/response commands arriving over MQTT.
+
+A command is a CBOR map of arguments published to ``<prefix>/<device>/cmd/<name>``
+with the MQTT v5 ``ResponseTopic`` and ``CorrelationData`` properties.  The
+reply is a CBOR map ``{"ok": true, "result": {...}}`` or
+``{"ok": false, "error": {"code": ..., "message": ...}}`` sent to the response
+topic with the same correlation data.  Nothing a sender does -- oversized,
+malformed, deeply nested, unknown command, a handler that blows up -- gets
+past :meth:`CommandRouter.handle` as an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+
+from agent import cbor
+from agent.consent import ConsentLedger
+from agent.errors import (
+    BadDataError,
+    ConsentRequiredError,
+    DecodeError,
+    NotFoundError,
+    PolicyError,
+    TooLargeError,
+    TransportError,
+)
+from agent.ports import CommandArgs, CommandHandler, CommandResult
+from agent.purposes import Purpose
+
+log = logging.getLogger(__name__)
+
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,3}$")
+MAX_COMMAND_DEPTH = 8
+MAX_ERROR_TEXT = 300
+
+
+def _error(code: str, message: str) -> dict[str, object]:
+    return {"ok": False, "error": {"code": code, "message": message[:MAX_ERROR_TEXT]}}
+
+
+def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, TooLargeError):
+        return "too_large"
+    if isinstance(exc, ConsentRequiredError):
+        return "consent_required"
+    if isinstance(exc, NotFoundError):
+        return "not_found"
+    if isinstance(exc, PolicyError):
+        return "forbidden"
+    if isinstance(exc, BadDataError):
+        return "bad_request"
+    if isinstance(exc, TransportError):
+        return "unavailable"
+    return "internal"
+
+
+class CommandRouter:
+    def __init__(self, *, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._handlers: dict[str, CommandHandler] = {}
+        self.handled = 0
+        self.failed = 0
+
+    def register(self, name: str, handler: CommandHandler) -> None:
+        if not COMMAND_NAME.match(name):
+            raise ValueError(f"bad command name {name!r}")
+        if name in self._handlers:
+            raise ValueError(f"command {name!r} registered twice")
+        self._handlers[name] = handler
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._handlers)
+
+    def handle(self, name: str, payload: bytes) -> bytes:
+        """Decode, dispatch and encode the reply; never raises."""
+        self.handled += 1
+        reply = self._dispatch(name, payload)
+        if not reply.get("ok"):
+            self.failed += 1
+        return cbor.dumps(reply)
+
+    def _dispatch(self, name: str, payload: bytes) -> dict[str, object]:
+        handler = self._handlers.get(name) if COMMAND_NAME.match(name) else None
+        if handler is None:
+            return _error("unknown_command", f"unknown command {name[:64]!r}")
+        try:
+            args = cbor.loads_untrusted(
+                payload or b"\xa0", max_bytes=self.max_bytes, max_depth=MAX_COMMAND_DEPTH
+            )
+            if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+                raise DecodeError("arguments must be a CBOR map with text keys")
+            result = handler(args)
+            return {"ok": True, "result": dict(result)}
+        except Exception as exc:
+            code = _error_code(exc)
+            if code == "internal":
+                log.exception("command %s failed", name)
+                return _error(code, "internal error")
+            return _error(code, str(exc))
+
+
+def require_str(args: CommandArgs, key: str, *, max_len: int = 256) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise DecodeError(f"argument {key!r} must be a text string of 1..{max_len} characters")
+    return value
+
+
+def require_bool(args: CommandArgs, key: str) -> bool:
+    value = args.get(key)
+    if not isinstance(value, bool):
+        raise DecodeError(f"argument {key!r} must be true or false")
+    return value
+
+
+def consent_commands(
+    ledger: ConsentLedger, clock: Callable[[], float]
+) -> dict[str, CommandHandler]:
+    def consent_set(args: CommandArgs) -> CommandResult:
+        purpose = Purpose.parse(require_str(args, "purpose", max_len=64))
+        granted = require_bool(args, "granted")
+        change = ledger.set(purpose, granted, clock(), source="mqtt")
+        return {
+            "purpose": purpose.value,
+            "granted": change.granted,
+            "changed": change.changed,
+            "purged": dict(change.purged),
+            "policy_version": ledger.policy_version,
+        }
+
+    def consent_get(args: CommandArgs) -> CommandResult:
+        return {"consent": ledger.snapshot(), "policy_version": ledger.policy_version}
+
+    return {"consent.set": consent_set, "consent.get": consent_get}
+
+
+def status_command(collect: Callable[[], Mapping[str, object]]) -> CommandHandler:
+    def status(args: CommandArgs) -> CommandResult:
+        return dict(collect())
+
+    return status

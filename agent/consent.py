@@ -1,0 +1,193 @@
+"""Per-purpose consent ledger.
+
+Everything is off until the owner grants it.  Every grant and withdrawal is
+recorded with its time, the privacy-policy version it was given under and
+where it came from.  Withdrawing a purpose purges everything stored for it:
+the queued outbox messages in the same SQLite transaction as the withdrawal
+itself, then the files of the stores that registered a hook (gallery,
+watch-list, snapshots).  The purpose's pseudonym key generation is bumped, so
+pseudonyms issued before and after a withdrawal cannot be linked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import sqlite3
+from collections.abc import Callable, Mapping
+
+from agent.database import Database
+from agent.errors import DecodeError
+from agent.ports import AuditSink
+from agent.purposes import CONSENTABLE, Purpose
+
+log = logging.getLogger(__name__)
+
+SqlPurger = Callable[[sqlite3.Connection, Purpose], int]
+WithdrawalHook = Callable[[Purpose], int | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsentChange:
+    purpose: Purpose
+    granted: bool
+    changed: bool
+    purged: Mapping[str, int]
+
+
+class ConsentLedger:
+    name = "consent"
+
+    def __init__(
+        self, db: Database, policy_version: str, audit: AuditSink | None = None
+    ) -> None:
+        self.db = db
+        self.policy_version = policy_version
+        self.audit = audit
+        self._sql_purgers: dict[str, SqlPurger] = {"outbox": _purge_outbox}
+        self._hooks: dict[str, WithdrawalHook] = {}
+        self._cache: dict[Purpose, bool] = {}
+        self._cache_version: int | None = None
+
+    @classmethod
+    def open(cls, state_dir: pathlib.Path, policy_version: str = "unversioned") -> ConsentLedger:
+        return cls(Database.in_state_dir(state_dir), policy_version)
+
+    def add_withdrawal_hook(self, store: str, hook: WithdrawalHook) -> None:
+        """``hook(purpose)`` purges ``store``'s files of that purpose after the commit."""
+        self._hooks[store] = hook
+
+    def add_sql_purger(self, store: str, purger: SqlPurger) -> None:
+        """``purger(conn, purpose)`` runs inside the withdrawal transaction."""
+        self._sql_purgers[store] = purger
+
+    # --- reading -----------------------------------------------------------
+
+    def _refresh(self) -> None:
+        # data_version changes whenever another connection (the CLI) commits.
+        with self.db.lock:
+            version = int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+            if version == self._cache_version and self._cache:
+                return
+            rows = self.db.conn.execute("SELECT purpose, granted FROM consent_state").fetchall()
+        state = {p: False for p in CONSENTABLE}
+        for purpose_text, granted in rows:
+            try:
+                state[Purpose.parse(purpose_text)] = bool(granted)
+            except DecodeError:
+                log.warning("ignoring unknown purpose %r in the consent ledger", purpose_text)
+        self._cache = state
+        self._cache_version = version
+
+    def is_granted(self, purpose: Purpose) -> bool:
+        if not purpose.needs_consent:
+            return True
+        self._refresh()
+        return self._cache.get(purpose, False)
+
+    def snapshot(self) -> dict[str, bool]:
+        self._refresh()
+        return {p.value: self._cache.get(p, False) for p in CONSENTABLE}
+
+    def key_generation(self, purpose: Purpose) -> int:
+        return self.db.query_int(
+            "SELECT key_generation FROM consent_state WHERE purpose = ?", (purpose.value,)
+        )
+
+    def history(self) -> list[dict[str, object]]:
+        rows = self.db.query(
+            "SELECT purpose, action, at, policy_version, source, purged "
+            "FROM consent_history ORDER BY id"
+        )
+        keys = ("purpose", "action", "at", "policy_version", "source", "purged")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # --- changing ----------------------------------------------------------
+
+    def set(self, purpose: Purpose, granted: bool, now: float, source: str) -> ConsentChange:
+        if not purpose.needs_consent:
+            raise DecodeError(f"{purpose.value} needs no consent and cannot be changed")
+        was = self.is_granted(purpose)
+        purged: dict[str, int] = {}
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO consent_state (purpose, granted, changed_at, policy_version) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT(purpose) DO UPDATE SET "
+                "granted = excluded.granted, changed_at = excluded.changed_at, "
+                "policy_version = excluded.policy_version",
+                (purpose.value, int(granted), now, self.policy_version),
+            )
+            if not granted:
+                conn.execute(
+                    "UPDATE consent_state SET key_generation = key_generation + 1 "
+                    "WHERE purpose = ?",
+                    (purpose.value,),
+                )
+                for store, purger in self._sql_purgers.items():
+                    purged[store] = purger(conn, purpose)
+            conn.execute(
+                "INSERT INTO consent_history (purpose, action, at, policy_version, source, purged)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    purpose.value,
+                    "grant" if granted else "withdraw",
+                    now,
+                    self.policy_version,
+                    source[:64],
+                    sum(purged.values()),
+                ),
+            )
+        self._cache_version = None
+        if not granted:
+            for store, hook in self._hooks.items():
+                try:
+                    purged[store] = int(hook(purpose) or 0)
+                except Exception:
+                    # A failing store must not undo the withdrawal; it retries on start.
+                    log.exception("purging %s after withdrawal of %s failed", store, purpose.value)
+        if self.audit is not None:
+            self.audit.record(
+                "consent.grant" if granted else "consent.withdraw",
+                {"purpose": purpose.value, "source": source[:64], "purged": dict(purged)},
+                now,
+            )
+        return ConsentChange(purpose, granted, was != granted, purged)
+
+    def grant(self, purpose: Purpose, now: float, source: str = "local") -> ConsentChange:
+        return self.set(purpose, True, now, source)
+
+    def withdraw(self, purpose: Purpose, now: float, source: str = "local") -> ConsentChange:
+        return self.set(purpose, False, now, source)
+
+    def reapply_withdrawals(self) -> None:
+        """At start-up: re-run file purges for every withdrawn purpose (crash between steps)."""
+        for purpose in CONSENTABLE:
+            if not self.is_granted(purpose):
+                for store, hook in self._hooks.items():
+                    try:
+                        hook(purpose)
+                    except Exception:
+                        log.exception("purging %s for %s at start-up failed", store, purpose.value)
+
+    # --- data-subject rights -------------------------------------------------
+
+    def export_personal_data(self) -> Mapping[str, object]:
+        return {"state": self.snapshot(), "history": self.history()}
+
+    def erase_personal_data(self) -> int:
+        with self.db.transaction() as conn:
+            count = int(conn.execute("SELECT COUNT(*) FROM consent_history").fetchone()[0])
+            conn.execute("DELETE FROM consent_history")
+            conn.execute(
+                "UPDATE consent_state SET granted = 0, key_generation = key_generation + 1"
+            )
+            for purpose in CONSENTABLE:
+                for purger in self._sql_purgers.values():
+                    count += purger(conn, purpose)
+        self._cache_version = None
+        return count
+
+
+def _purge_outbox(conn: sqlite3.Connection, purpose: Purpose) -> int:
+    return int(conn.execute("DELETE FROM outbox WHERE purpose = ?", (purpose.value,)).rowcount)

@@ -1,0 +1,154 @@
+"""Data minimisation: what of an event may leave the device, and in what form.
+
+For each event the minimiser keeps only the fields its schema allows for its
+purpose, replaces identifiers (person, plate, device) with HMAC-SHA256
+pseudonyms under a per-purpose key, keeps an image only when the schema allows
+one AND ``event_snapshots`` is consented, coarsens the timestamp, and encodes
+the result as CBOR under a size cap.  An event whose purpose is not consented
+is refused outright (``None``): it is never queued, so it can never leak.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import os
+import pathlib
+import uuid
+from collections.abc import Callable
+
+from agent import cbor
+from agent.errors import DecodeError, DeviceIOError, TooLargeError
+from agent.events import SCHEMA_VERSION, Event
+from agent.purposes import Purpose
+
+PSEUDONYM_ROOT_FILE = "pseudonym.key"
+PRECISION_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
+
+
+def load_or_create_secret(state_dir: pathlib.Path) -> bytes:
+    """The device's pseudonym root secret: 32 random bytes, 0600, written atomically."""
+    path = state_dir / PSEUDONYM_ROOT_FILE
+    try:
+        data = path.read_bytes()
+        if len(data) == 32:
+            return data
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise DeviceIOError(f"cannot read {path}: {exc}") from exc
+    secret = os.urandom(32)
+    tmp = path.with_suffix(".tmp")
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secret)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DeviceIOError(f"cannot write {path}: {exc}") from exc
+    return secret
+
+
+class Pseudonymiser:
+    """Stable per-purpose pseudonyms; a new key generation after each withdrawal."""
+
+    def __init__(self, secret: bytes, generation_of: Callable[[Purpose], int]) -> None:
+        self._secret = secret
+        self._generation_of = generation_of
+        self._keys: dict[tuple[Purpose, int], bytes] = {}
+
+    def key(self, purpose: Purpose) -> bytes:
+        generation = self._generation_of(purpose)
+        cached = self._keys.get((purpose, generation))
+        if cached is None:
+            label = f"edge-agent/pseudonym/{purpose.value}/{generation}".encode()
+            cached = hmac.new(self._secret, label, hashlib.sha256).digest()
+            self._keys[(purpose, generation)] = cached
+        return cached
+
+    def pseudonym(self, purpose: Purpose, kind: str, value: str) -> str:
+        mac = hmac.new(self.key(purpose), f"{kind}\x00{value}".encode(), hashlib.sha256)
+        # 128 bits: collision-free for any gallery, short on the wire.
+        return base64.b32encode(mac.digest()[:16]).decode().rstrip("=").lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class OutgoingMessage:
+    msg_id: str
+    event_type: str
+    purpose: Purpose
+    payload: bytes
+    created_at: float
+    expiry_seconds: int | None
+
+
+class Minimiser:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        is_granted: Callable[[Purpose], bool],
+        pseudonymiser: Pseudonymiser,
+        timestamp_precision: str = "second",
+        max_event_bytes: int = 256 * 1024,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self.device_id = device_id
+        self.is_granted = is_granted
+        self.pseudonymiser = pseudonymiser
+        self.precision = PRECISION_SECONDS[timestamp_precision]
+        self.max_event_bytes = max_event_bytes
+        self.new_id = new_id
+
+    def minimise(self, event: Event) -> OutgoingMessage | None:
+        schema = event.schema
+        purpose = schema.purpose
+        if not self.is_granted(purpose):
+            return None
+        fields = {k: v for k, v in event.fields.items() if k in schema.fields}
+        ids = {
+            kind: self.pseudonymiser.pseudonym(purpose, kind, value)
+            for kind, value in event.identifiers.items()
+            if kind in schema.identifiers
+        }
+        body: dict[str, object] = {
+            "v": SCHEMA_VERSION,
+            "type": event.type,
+            "purpose": purpose.value,
+            "ts": int(event.occurred_at // self.precision * self.precision),
+            "f": fields,
+        }
+        msg_id = self.new_id()
+        body["id"] = msg_id
+        if ids:
+            body["ids"] = ids
+        if purpose.needs_consent:
+            # The device itself is an identifier of its owner: pseudonymise it too.
+            body["dev"] = self.pseudonymiser.pseudonym(purpose, "device", self.device_id)
+        if (
+            event.image is not None
+            and schema.may_carry_image
+            and self.is_granted(Purpose.EVENT_SNAPSHOTS)
+        ):
+            body["img"] = bytes(event.image)
+        try:
+            payload = cbor.dumps(body)
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"event {event.type} has an unencodable field: {exc}") from exc
+        if len(payload) > self.max_event_bytes and "img" in body:
+            # Better the event without its picture than no event.
+            del body["img"]
+            body["img_dropped"] = True
+            payload = cbor.dumps(body)
+        if len(payload) > self.max_event_bytes:
+            raise TooLargeError(
+                f"event {event.type} is {len(payload)} bytes, cap {self.max_event_bytes}"
+            )
+        return OutgoingMessage(
+            msg_id, event.type, purpose, payload, event.occurred_at, event.expiry_seconds
+        )

@@ -1,0 +1,263 @@
+"""paho-mqtt 2.x glue: one MQTT v5 connection, its LWT, commands and acks.
+
+A new paho client is made for every connection attempt, so no message can sit
+in a hidden paho queue across a disconnect (it might belong to a purpose that
+was withdrawn meanwhile); the outbox is the only queue.  Reconnects back off
+exponentially with jitter.  paho calls back from its own thread: callbacks
+only enqueue and wake the main loop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import random
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.config import MqttSettings, TlsMode
+from agent.errors import ConfigError, ConnectionLostError
+from agent.pump import Pump
+from agent.topics import Topics
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/cbor"
+ONLINE = b"online"
+OFFLINE = b"offline"
+
+
+def _properties(packet_type: int) -> Properties:
+    return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+class IncomingCommand:
+    __slots__ = ("correlation", "name", "payload", "response_topic")
+
+    def __init__(
+        self, name: str, payload: bytes, response_topic: str | None, correlation: bytes | None
+    ) -> None:
+        self.name = name
+        self.payload = payload
+        self.response_topic = response_topic
+        self.correlation = correlation
+
+
+class Backoff:
+    def __init__(self, minimum: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.current = minimum
+        self.rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        delay = self.current * (0.5 + self.rng.random() / 2)
+        self.current = min(self.maximum, self.current * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.minimum
+
+
+class MqttLink:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        topics: Topics,
+        pump: Pump,
+        wake: threading.Event,
+        *,
+        client_id: str,
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.pump = pump
+        self.wake = wake
+        self.client_id = client_id
+        self.commands: collections.deque[IncomingCommand] = collections.deque(maxlen=256)
+        self.backoff = Backoff(settings.reconnect_min_seconds, settings.reconnect_max_seconds)
+        self._client: paho.Client | None = None
+        self._connected = False
+        self._session = 0
+        self._next_attempt = 0.0
+        self._dead = False
+        self._password = self._read_password()
+        self.connects = 0
+        self.last_error = ""
+
+    # --- Transport protocol used by the pump ---------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def publish_queued(
+        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
+    ) -> int:
+        client = self._client
+        if client is None or not self._connected:
+            raise ConnectionLostError("not connected")
+        props = _properties(PacketTypes.PUBLISH)
+        props.ContentType = CONTENT_TYPE
+        props.MessageExpiryInterval = max(1, min(expires_in, 0xFFFFFFFF))
+        props.UserProperty = [("purpose", purpose), ("msg_id", msg_id)]
+        info = client.publish(topic, payload, qos=1, retain=False, properties=props)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise ConnectionLostError(f"publish failed: {paho.error_string(info.rc)}")
+        return int(info.mid)
+
+    # --- connection management (main thread) -------------------------------
+
+    def _read_password(self) -> str | None:
+        path = self.settings.password_file
+        if path is None:
+            return None
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError("mqtt.password_file", f"cannot read: {exc.strerror}") from exc
+
+    def _new_client(self) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5,
+        )
+        client.max_inflight_messages_set(self.settings.max_inflight)
+        will = _properties(PacketTypes.WILLMESSAGE)
+        will.ContentType = "text/plain"
+        client.will_set(self.topics.status, OFFLINE, qos=1, retain=True, properties=will)
+        if self.settings.username is not None:
+            client.username_pw_set(self.settings.username, self._password)
+        if self.settings.tls is TlsMode.ON:
+            ca = str(self.settings.ca_file) if self.settings.ca_file else None
+            cert = str(self.settings.cert_file) if self.settings.cert_file else None
+            key = str(self.settings.key_file) if self.settings.key_file else None
+            client.tls_set(
+                ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT
+            )
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
+        return client
+
+    def tick(self, now: float) -> None:
+        if self._dead:
+            self._teardown()
+        if self._client is None and now >= self._next_attempt:
+            self._client = self._new_client()
+            try:
+                self._client.connect_async(
+                    self.settings.host,
+                    self.settings.port,
+                    keepalive=self.settings.keepalive_seconds,
+                    clean_start=True,
+                )
+                self._client.loop_start()
+            except (OSError, ValueError) as exc:
+                self.last_error = str(exc)
+                self._teardown()
+            self._next_attempt = now + self.backoff.next_delay()
+
+    def _teardown(self) -> None:
+        client, self._client = self._client, None
+        self._connected = False
+        self._dead = False
+        if client is not None:
+            try:
+                client.disconnect()
+            except Exception:
+                log.debug("disconnect of a dead client failed", exc_info=True)
+            client.loop_stop()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Say offline (retained) and disconnect cleanly, so the LWT is not needed."""
+        client = self._client
+        if client is not None and self._connected:
+            info = client.publish(self.topics.status, OFFLINE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.debug("offline status not confirmed before shutdown")
+        self._teardown()
+
+    def reply(self, command: IncomingCommand, body: bytes) -> None:
+        client = self._client
+        if client is None or not self._connected:
+            return
+        props = _properties(PacketTypes.PUBLISH)
+        props.ContentType = CONTENT_TYPE
+        if command.correlation is not None:
+            props.CorrelationData = command.correlation
+        topic = command.response_topic or self.topics.default_reply(command.name)
+        client.publish(topic, body, qos=1, properties=props)
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        client = self._client
+        if client is not None and self._connected:
+            client.publish(topic, payload, qos=1, retain=True)
+
+    # --- paho callbacks (paho's thread) ----------------------------------------
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        if reason.is_failure:
+            self.last_error = f"connect refused: {reason}"
+            self._dead = True
+            self.wake.set()
+            return
+        self._session = self.pump.on_connected()
+        self._connected = True
+        self.connects += 1
+        self.backoff.reset()
+        client.subscribe(self.topics.commands, qos=1)
+        client.publish(self.topics.status, ONLINE, qos=1, retain=True)
+        self.wake.set()
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self.last_error = "broker unreachable"
+        self._dead = True
+        self.wake.set()
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
+    ) -> None:
+        self._connected = False
+        self._dead = True
+        self.last_error = f"disconnected: {reason}"
+        self.wake.set()
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        code = int(reason.value) if hasattr(reason, "value") else 0
+        self.pump.on_ack(self._session, mid, code)
+        self.wake.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
+        name = self.topics.command_name(message.topic)
+        if name is None:
+            return
+        props = getattr(message, "properties", None)
+        response = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        if isinstance(response, str) and (len(response) > 256 or any(c in response for c in "+#")):
+            response = None
+        self.commands.append(
+            IncomingCommand(name, bytes(message.payload), response, correlation)
+        )
+        self.wake.set()
+
+
+def client_id_for(device: str, suffix: Callable[[], str] | None = None) -> str:
+    return f"edge-agent-{device}"[:64] if suffix is None else f"edge-agent-{device}-{suffix()}"[:64]

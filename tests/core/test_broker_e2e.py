@@ -1,0 +1,258 @@
+"""The spine end to end against a real mosquitto: outbox, minimiser, consent, commands."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from agent.purposes import Purpose
+from tests.support.agent_harness import RunningAgent, make_config, motion
+from tests.support.broker import Broker, free_port
+from tests.support.mqtt import Collector
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICE_TOPIC = "edge/EA-SAMPLE-0001"
+
+
+def motion_areas(collector: Collector) -> list[int]:
+    return [e["f"]["area"] for e in collector.events() if e["type"] == "motion"]
+
+
+def test_events_reach_subscriber_as_cbor_with_only_allowed_fields(
+    broker: Broker, tmp_path: Path
+) -> None:
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/#")
+    running = RunningAgent(make_config(tmp_path / "state", broker.port))
+    try:
+        running.agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+        running.agent.emit(motion(7))
+        assert sub.wait_for(lambda c: motion_areas(c) == [7])
+        message = next(m for m in sub.messages if m.topic.endswith("/events/motion"))
+        assert message.properties.ContentType == "application/cbor"
+        assert ("purpose", "cloud_events") in message.properties.UserProperty
+        assert message.properties.MessageExpiryInterval > 0
+        event = cbor2.loads(message.payload)
+        assert set(event["f"]) == {"camera", "area", "duration"}
+        assert "secret_extra" not in message.payload.decode("latin-1")
+        # No snapshot consent: the image never leaves.
+        assert "img" not in event and b"JPEG-BYTES" not in message.payload
+        assert event["v"] == 1 and event["purpose"] == "cloud_events"
+        assert "EA-SAMPLE-0001" not in str(event)  # device id only as a pseudonym
+        assert sub.wait_for(lambda c: f"{DEVICE_TOPIC}/status" in c.topics())
+    finally:
+        running.stop()
+        sub.close()
+
+
+def test_nothing_of_a_withdrawn_purpose_is_published_even_if_queued_before(
+    broker: Broker, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    broker.stop()  # queue while the broker is away
+    running = RunningAgent(make_config(state, broker.port))
+    try:
+        agent = running.agent
+        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+        agent.ledger.grant(Purpose.USAGE_STATISTICS, time.time())
+        for k in range(50):
+            agent.emit(motion(k))
+        assert running.agent.sink.flush(time.time()) >= 0
+        deadline = time.monotonic() + 5
+        while len(agent.outbox) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(agent.outbox) >= 50
+        change = agent.ledger.withdraw(Purpose.CLOUD_EVENTS, time.time(), source="test")
+        assert change.purged["outbox"] >= 50
+        agent.emit(motion(999))  # refused at the door
+        broker.start()
+        sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/#")
+        # Device-operation messages still flow, proving the link is up.
+        agent.emit(motion(1000))
+        assert sub.wait_for(lambda c: f"{DEVICE_TOPIC}/status" in c.topics())
+        time.sleep(1.0)
+        assert motion_areas(sub) == []
+        assert all(e["purpose"] != "cloud_events" for e in sub.events())
+        history = agent.ledger.history()
+        assert [h["action"] for h in history][-1] == "withdraw"
+        assert history[-1]["policy_version"] == agent.config.privacy.policy_version
+        sub.close()
+    finally:
+        running.stop()
+
+
+def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
+    broker: Broker, tmp_path: Path
+) -> None:
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
+    running = RunningAgent(make_config(tmp_path / "state", broker.port))
+    try:
+        agent = running.agent
+        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+        for k in range(100):
+            agent.emit(motion(k))
+        assert sub.wait_for(lambda c: len(set(motion_areas(c))) == 100)
+        sub.close()
+        broker.stop()
+        for k in range(100, 300):
+            agent.emit(motion(k))
+        time.sleep(1.0)
+        assert len(agent.outbox) >= 200  # held on disk while the broker is away
+        broker.start()
+        sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
+        assert sub.wait_for(lambda c: set(range(100, 300)) <= set(motion_areas(c)), 30)
+        ids = {e["id"]: e["f"]["area"] for e in sub.events() if e["type"] == "motion"}
+        assert sorted(set(ids.values()) & set(range(100, 300))) == list(range(100, 300))
+        assert len(ids) == len(set(ids.values()))  # one id per event
+        deadline = time.monotonic() + 10
+        while len(agent.outbox) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(agent.outbox) == 0  # everything acknowledged, nothing left behind
+        sub.close()
+    finally:
+        running.stop()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_stream_then_restart_loses_no_committed_event(
+    broker: Broker, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    from agent.consent import ConsentLedger
+
+    ConsentLedger.open(state).grant(Purpose.CLOUD_EVENTS, time.time())
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.agent_proc", str(state), str(broker.port), "5000"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    committed = -1
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        committed = int(line.split()[1])
+        if committed >= 1500:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert committed >= 1500
+    running = RunningAgent(make_config(state, broker.port))
+    try:
+        wanted = set(range(committed + 1))
+        assert sub.wait_for(lambda c: wanted <= set(motion_areas(c)), 60), (
+            f"missing {sorted(wanted - set(motion_areas(sub)))[:20]}"
+        )
+    finally:
+        running.stop()
+        sub.close()
+
+
+def test_outbox_cap_drops_oldest_and_counts(broker: Broker, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    nowhere = free_port()  # nothing listens: everything stays queued
+    running = RunningAgent(make_config(state, nowhere, max_messages=20))
+    try:
+        agent = running.agent
+        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+        for k in range(50):
+            agent.emit(motion(k))
+        deadline = time.monotonic() + 5
+        while agent.outbox.stats()["dropped_overflow"] < 31 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = agent.outbox.stats()
+        assert stats["queued"] == 20
+        assert stats["dropped_overflow"] == 31  # 50 motion + 1 start-up status - 20 kept
+    finally:
+        running.stop()
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
+    running = RunningAgent(make_config(state, broker.port, max_messages=1000))
+    try:
+        assert sub.wait_for(lambda c: len(motion_areas(c)) >= 20, 20)
+        assert sorted(set(motion_areas(sub))) == list(range(30, 50))  # the newest survive
+    finally:
+        running.stop()
+        sub.close()
+
+
+def test_commands_consent_set_get_and_status_over_mqtt(broker: Broker, tmp_path: Path) -> None:
+    running = RunningAgent(make_config(tmp_path / "state", broker.port))
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
+    try:
+        assert sub.wait_for(lambda c: bool(c.messages))
+        cmd = f"{DEVICE_TOPIC}/cmd"
+        reply = sub.request(f"{cmd}/consent.set", {"purpose": "cloud_events", "granted": True})
+        assert reply["ok"] and reply["result"]["granted"] is True
+        assert running.agent.ledger.is_granted(Purpose.CLOUD_EVENTS)
+        reply = sub.request(f"{cmd}/consent.get", {})
+        assert reply["result"]["consent"]["cloud_events"] is True
+        assert reply["result"]["consent"]["face_recognition"] is False
+        status = sub.request(f"{cmd}/status", {})
+        assert status["ok"] and status["result"]["broker_connected"] is True
+    finally:
+        running.stop()
+        sub.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "payload", "code"),
+    [
+        ("consent.set", b"\xff\xfe garbage", "bad_request"),
+        ("consent.set", cbor2.dumps([1, 2, 3]), "bad_request"),
+        ("consent.set", cbor2.dumps({"purpose": "telepathy", "granted": True}), "bad_request"),
+        ("consent.set", cbor2.dumps({"purpose": "cloud_events", "granted": "yes"}), "bad_request"),
+        ("consent.set", b"\x81" * 5000 + b"\x00", "bad_request"),
+        ("consent.set", b"\x40" * 70_000, "too_large"),
+        ("no.such.command", cbor2.dumps({}), "unknown_command"),
+    ],
+    ids=[
+        "garbage",
+        "not-a-map",
+        "unknown-purpose",
+        "wrong-type",
+        "deep-nesting",
+        "oversized",
+        "unknown-command",
+    ],
+)
+def test_bad_commands_get_error_replies_and_the_agent_keeps_going(
+    broker: Broker, tmp_path: Path, name: str, payload: bytes, code: str
+) -> None:
+    running = RunningAgent(make_config(tmp_path / "state", broker.port))
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
+    try:
+        assert sub.wait_for(lambda c: bool(c.messages))
+        reply = sub.request(f"{DEVICE_TOPIC}/cmd/{name}", None, raw=payload)
+        assert reply["ok"] is False and reply["error"]["code"] == code
+        assert sub.request(f"{DEVICE_TOPIC}/cmd/status", {})["ok"] is True
+    finally:
+        running.stop()
+        sub.close()
+
+
+def test_lwt_marks_device_offline_when_killed(broker: Broker, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.agent_proc", str(state), str(broker.port), "10"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sub.wait_for(lambda c: any(m.payload == b"online" for m in c.messages))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # keepalive 30 s is too slow for a test; the broker notices the closed socket at once.
+        assert sub.wait_for(lambda c: c.messages[-1].payload == b"offline", 20)
+        assert sub.messages[-1].retain is False or sub.messages[-1].payload == b"offline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()

@@ -1,0 +1,96 @@
+"""Hostile MQTT commands: the router answers every one and never raises."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cbor2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.cbor import loads_untrusted
+from agent.commands import CommandRouter, consent_commands
+from agent.consent import ConsentLedger
+from agent.errors import DecodeError
+from agent.purposes import Purpose
+
+
+def router(tmp_path: Path) -> tuple[CommandRouter, ConsentLedger]:
+    ledger = ConsentLedger.open(tmp_path, "v1")
+    r = CommandRouter(max_bytes=4096)
+    for name, handler in consent_commands(ledger, time.time).items():
+        r.register(name, handler)
+
+    def explode(args: object) -> dict[str, object]:
+        raise RuntimeError("secret internal detail")
+
+    r.register("explode", explode)
+    return r, ledger
+
+
+def reply(r: CommandRouter, name: str, payload: bytes) -> dict[str, object]:
+    decoded = cbor2.loads(r.handle(name, payload))
+    assert isinstance(decoded, dict)
+    return decoded
+
+
+def test_handler_crash_becomes_internal_error_without_details(tmp_path: Path) -> None:
+    r, _ = router(tmp_path)
+    answer = reply(r, "explode", cbor2.dumps({}))
+    assert answer == {"ok": False, "error": {"code": "internal", "message": "internal error"}}
+
+
+def test_indefinite_length_and_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    r, ledger = router(tmp_path)
+    indefinite = b"\xbf\x67purpose\x6ccloud_events\x67granted\xf5\xff"
+    assert reply(r, "consent.set", indefinite)["ok"] is False
+    duplicate = b"\xa2\x67granted\xf5\x67granted\xf4"
+    assert reply(r, "consent.set", duplicate)["ok"] is False
+    assert not ledger.is_granted(Purpose.CLOUD_EVENTS)
+
+
+def test_command_names_with_wildcards_or_huge_names_are_unknown(tmp_path: Path) -> None:
+    r, _ = router(tmp_path)
+    for name in ("consent.set/x", "#", "a" * 10_000, "Consent.Set", ""):
+        assert reply(r, name, b"\xa0")["error"]["code"] == "unknown_command"  # type: ignore[index]
+
+
+def test_cbor_bomb_declaring_huge_lengths_is_a_decode_error() -> None:
+    for bomb in (b"\x5b" + b"\xff" * 8, b"\x9b" + b"\x7f" * 8, b"\xbb" + b"\x7f" * 8):
+        try:
+            loads_untrusted(bomb, max_bytes=100)
+        except DecodeError:
+            continue
+        raise AssertionError(f"{bomb!r} decoded")
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=80), payload=st.binary(max_size=600))
+def test_router_never_raises_on_arbitrary_input(tmp_path: Path, name: str, payload: bytes) -> None:
+    r, _ = router(tmp_path)
+    answer = reply(r, name, payload)
+    assert isinstance(answer["ok"], bool)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    args=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        ),
+        max_leaves=30,
+    )
+)
+def test_consent_set_with_arbitrary_structured_args_only_succeeds_when_valid(
+    tmp_path: Path, args: object
+) -> None:
+    r, _ = router(tmp_path)
+    answer = reply(r, "consent.set", cbor2.dumps(args))
+    valid = (
+        isinstance(args, dict)
+        and args.get("purpose") in {p.value for p in Purpose if p.needs_consent}
+        and isinstance(args.get("granted"), bool)
+    )
+    assert answer["ok"] is valid

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cbor2
+import pytest
+
+from agent.consent import ConsentLedger
+from agent.database import Database
+from agent.errors import DecodeError, TooLargeError
+from agent.events import Event
+from agent.minimise import Minimiser, Pseudonymiser, load_or_create_secret
+from agent.outbox import Outbox
+from agent.purposes import CONSENTABLE, Purpose
+
+T0 = 1_790_000_000.0
+
+
+def build(tmp_path: Path, **kw: object) -> tuple[ConsentLedger, Minimiser, Outbox]:
+    db = Database.in_state_dir(tmp_path)
+    ledger = ConsentLedger(db, "2026-11")
+    pseudo = Pseudonymiser(load_or_create_secret(tmp_path), ledger.key_generation)
+    minimiser = Minimiser(
+        device_id="SN1",
+        is_granted=ledger.is_granted,
+        pseudonymiser=pseudo,
+        **kw,  # type: ignore[arg-type]
+    )
+    return ledger, minimiser, Outbox(db, max_messages=1000, default_expiry_seconds=60)
+
+
+def face(person: str = "alice-id", image: bytes | None = b"IMG") -> Event:
+    return Event(
+        "face.match",
+        occurred_at=T0 + 59.7,
+        fields={"score": 0.93, "label": "Alice", "bbox": [1, 2, 3, 4], "embedding": [0.1] * 8},
+        identifiers={"person_id": person, "phone": "+44 7700 900123"},
+        image=image,
+    )
+
+
+def test_everything_is_off_by_default(tmp_path: Path) -> None:
+    ledger, minimiser, _ = build(tmp_path)
+    assert all(not ledger.is_granted(p) for p in CONSENTABLE)
+    assert ledger.is_granted(Purpose.DEVICE_OPERATION)
+    assert minimiser.minimise(face()) is None
+
+
+def test_minimiser_keeps_allowed_fields_and_pseudonymises(tmp_path: Path) -> None:
+    ledger, minimiser, _ = build(tmp_path, timestamp_precision="minute")
+    ledger.grant(Purpose.FACE_RECOGNITION, T0)
+    out = minimiser.minimise(face())
+    assert out is not None
+    body = cbor2.loads(out.payload)
+    assert set(body["f"]) == {"score", "label"}
+    assert set(body["ids"]) == {"person_id"}  # undeclared identifiers are dropped
+    assert "alice-id" not in str(body) and "SN1" not in str(body)
+    assert body["ts"] == T0 + 59.7 - (T0 + 59.7) % 60
+    assert "img" not in body  # snapshots not consented
+    again = cbor2.loads(minimiser.minimise(face()).payload)  # type: ignore[union-attr]
+    assert again["ids"] == body["ids"] and again["id"] != body["id"]
+
+
+def test_image_only_with_snapshot_consent_and_dropped_when_too_big(tmp_path: Path) -> None:
+    ledger, minimiser, _ = build(tmp_path, max_event_bytes=2048)
+    ledger.grant(Purpose.FACE_RECOGNITION, T0)
+    ledger.grant(Purpose.EVENT_SNAPSHOTS, T0)
+    assert cbor2.loads(minimiser.minimise(face()).payload)["img"] == b"IMG"  # type: ignore[union-attr]
+    big = cbor2.loads(minimiser.minimise(face(image=b"x" * 5000)).payload)  # type: ignore[union-attr]
+    assert "img" not in big and big["img_dropped"] is True
+    stats = Event("stats", T0, fields={"counts": {"x": 1}}, image=b"IMG")
+    ledger.grant(Purpose.USAGE_STATISTICS, T0)
+    assert "img" not in cbor2.loads(minimiser.minimise(stats).payload)  # type: ignore[union-attr]
+    huge = Event("stats", T0, fields={"counts": {str(i): i for i in range(2000)}})
+    with pytest.raises(TooLargeError):
+        minimiser.minimise(huge)
+    with pytest.raises(DecodeError):
+        minimiser.minimise(Event("no.such.type", T0))
+
+
+def test_withdrawal_purges_outbox_in_same_transaction_and_rotates_pseudonyms(
+    tmp_path: Path,
+) -> None:
+    ledger, minimiser, outbox = build(tmp_path)
+    ledger.grant(Purpose.FACE_RECOGNITION, T0)
+    ledger.grant(Purpose.CLOUD_EVENTS, T0)
+    first = minimiser.minimise(face())
+    assert first is not None
+    outbox.put_many([("t/face", first)] * 1, T0)
+    motion = minimiser.minimise(Event("motion", T0, fields={"area": 1}))
+    assert motion is not None
+    outbox.put("t/motion", motion, T0)
+    purged_files: list[Purpose] = []
+    ledger.add_withdrawal_hook("gallery", lambda p: purged_files.append(p) or 3)
+    change = ledger.withdraw(Purpose.FACE_RECOGNITION, T0 + 5, source="test")
+    assert change.purged == {"outbox": 1, "gallery": 3}
+    assert len(outbox) == 1 and not outbox.contains(first.msg_id)
+    assert purged_files == [Purpose.FACE_RECOGNITION]
+    ledger.grant(Purpose.FACE_RECOGNITION, T0 + 10)
+    later = cbor2.loads(minimiser.minimise(face()).payload)  # type: ignore[union-attr]
+    assert later["ids"] != cbor2.loads(first.payload)["ids"]  # unlinkable across withdrawal
+    history = ledger.history()
+    assert [(h["purpose"], h["action"]) for h in history] == [
+        ("face_recognition", "grant"),
+        ("cloud_events", "grant"),
+        ("face_recognition", "withdraw"),
+        ("face_recognition", "grant"),
+    ]
+    assert all(h["policy_version"] == "2026-11" for h in history)
+
+
+def test_ledger_sees_changes_made_by_another_process(tmp_path: Path) -> None:
+    ledger, _, _ = build(tmp_path)
+    other = ConsentLedger.open(tmp_path, "2026-11")
+    assert not ledger.is_granted(Purpose.CLOUD_EVENTS)
+    other.grant(Purpose.CLOUD_EVENTS, time.time(), source="cli")
+    assert ledger.is_granted(Purpose.CLOUD_EVENTS)
+
+
+def test_outbox_survives_reopen_expires_and_acks(tmp_path: Path) -> None:
+    ledger, minimiser, outbox = build(tmp_path)
+    ledger.grant(Purpose.CLOUD_EVENTS, T0)
+    messages = [minimiser.minimise(Event("motion", T0, fields={"area": k})) for k in range(5)]
+    outbox.put_many([("t", m) for m in messages if m], T0)
+    outbox.db.close()
+    reopened = Outbox(Database.in_state_dir(tmp_path), max_messages=1000, default_expiry_seconds=60)
+    batch = reopened.batch_after(0, 10, T0 + 1)
+    assert [cbor2.loads(m.payload)["f"]["area"] for m in batch] == [0, 1, 2, 3, 4]
+    assert reopened.ack_many([batch[0].msg_id, batch[0].msg_id, "unknown"]) == 1
+    assert reopened.batch_after(0, 10, T0 + 61) == []  # expired messages are not offered
+    assert reopened.expire(T0 + 61) == 4
+    assert reopened.stats()["dropped_expired"] == 4 and reopened.stats()["acked"] == 1

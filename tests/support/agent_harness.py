@@ -1,0 +1,53 @@
+"""Run a real Agent (the composition root) against the test broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import threading
+import time
+
+from agent.config import AgentConfig, MqttSettings, OutboxSettings, RuntimeSettings
+from agent.events import Event
+from drivers.runtime import Agent
+
+
+def make_config(
+    state_dir: pathlib.Path, port: int, *, max_messages: int = 100_000, **mqtt: object
+) -> AgentConfig:
+    return AgentConfig(
+        state_dir=state_dir,
+        mqtt=MqttSettings(
+            port=port,
+            reconnect_min_seconds=0.1,
+            reconnect_max_seconds=0.5,
+            **mqtt,  # type: ignore[arg-type]
+        ),
+        outbox=OutboxSettings(max_messages=max_messages),
+        runtime=RuntimeSettings(tick_seconds=0.05),
+    )
+
+
+def motion(k: int, now: float | None = None) -> Event:
+    return Event(
+        "motion",
+        occurred_at=time.time() if now is None else now,
+        fields={"camera": "cam0", "area": k, "duration": 1.5, "secret_extra": "must-not-leave"},
+        image=b"\xff\xd8JPEG-BYTES",
+    )
+
+
+class RunningAgent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.agent = Agent(config, environ={})
+        self.thread = threading.Thread(target=self.agent.run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.agent.request_stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive()
+
+
+def with_mqtt(config: AgentConfig, **changes: object) -> AgentConfig:
+    return dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, **changes))  # type: ignore[arg-type]
