@@ -127,6 +127,7 @@ class Agent:
             "published": self.pump.published,
             "consent": self.ledger.snapshot(),
             "services": [s.name for s in self.services],
+            "commands": self.router.names,
             "stale": self.liveness.stale(now),
         }
 
