@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import pathlib
 import shutil
 import socket
@@ -28,7 +29,9 @@ def free_port() -> int:
 class Broker:
     """One mosquitto process; ``stop()``/``start()`` keep the same port."""
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: pathlib.Path, port: int | None = None, *, listener_options: str = ""
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -37,8 +40,10 @@ class Broker:
         self.log = workdir / "mosquitto.log"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
+            + (listener_options or "allow_anonymous true\n")
+            + "persistence false\n"
+            # Stay the invoking user so the broker can read files in the test tmp dir.
+            + f"user {getpass.getuser()}\n"
             "max_inflight_messages 0\n"
             "max_queued_messages 0\n"
             "log_type error\nlog_type warning\n"

@@ -1,0 +1,130 @@
+"""TLS and username/password against a mosquitto that demands both."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import subprocess
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from agent.config import TlsMode
+from agent.purposes import Purpose
+from tests.support.agent_harness import RunningAgent, make_config, motion
+from tests.support.broker import Broker
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+
+
+def make_pki(directory: Path) -> tuple[Path, Path, Path]:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-agent test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = (
+        directory / "ca.pem",
+        directory / "server.pem",
+        directory / "server.key",
+    )
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return ca_path, cert_path, key_path
+
+
+def test_agent_publishes_over_tls_with_username_and_password(tmp_path: Path) -> None:
+    ca, cert, key = make_pki(tmp_path)
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "camera", "s3cret-pw"], check=True)
+    broker = Broker(
+        tmp_path,
+        listener_options=(
+            f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+            f"allow_anonymous false\npassword_file {passwd}\n"
+        ),
+    )
+    broker.start()
+    secret_file = tmp_path / "mqtt.secret"
+    secret_file.write_text("s3cret-pw\n")
+    base = make_config(tmp_path / "state", broker.port)
+    config = dataclasses.replace(
+        base,
+        mqtt=dataclasses.replace(
+            base.mqtt, tls=TlsMode.ON, ca_file=ca, username="camera", password_file=secret_file
+        ),
+    )
+    running = RunningAgent(config)
+    try:
+        agent = running.agent
+        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+        agent.emit(motion(1))
+        deadline = time.monotonic() + 15
+        while agent.outbox.stats()["acked"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert agent.link is not None and agent.link.connected
+        assert agent.outbox.stats()["acked"] >= 2  # start-up status + the motion event
+    finally:
+        running.stop()
+        broker.stop()
+
+
+def test_wrong_password_keeps_everything_queued(tmp_path: Path) -> None:
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "camera", "right"], check=True)
+    broker = Broker(tmp_path, listener_options=f"allow_anonymous false\npassword_file {passwd}\n")
+    broker.start()
+    secret_file = tmp_path / "mqtt.secret"
+    secret_file.write_text("wrong")
+    base = make_config(tmp_path / "state", broker.port)
+    config = dataclasses.replace(
+        base, mqtt=dataclasses.replace(base.mqtt, username="camera", password_file=secret_file)
+    )
+    running = RunningAgent(config)
+    try:
+        time.sleep(1.5)
+        agent = running.agent
+        assert agent.link is not None and not agent.link.connected
+        assert "refused" in agent.link.last_error or "disconnected" in agent.link.last_error
+        assert len(agent.outbox) == 1
+    finally:
+        running.stop()
+        broker.stop()
