@@ -3,13 +3,71 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 import pathlib
+
+
+class GalleryStorage(enum.Enum):
+    FLOAT32 = "float32"
+    # One byte per component plus a float32 scale per vector: a quarter of the memory.
+    INT8 = "int8"
 
 
 @dataclasses.dataclass(frozen=True)
 class MatchingSettings:
     enabled: bool = True
+    # Threads doing the gallery scan (BLAS itself is held to one thread per worker).
     blas_threads: int = dataclasses.field(default=1, metadata={"min": 1, "max": 64})
     face_model: pathlib.Path | None = None
     face_detector_model: pathlib.Path | None = None
     plate_model: pathlib.Path | None = None
+    gallery_storage: GalleryStorage = GalleryStorage.FLOAT32
+    # Cosine score below which a face is reported as unknown; None = the embedder's own default.
+    face_threshold: float | None = dataclasses.field(
+        default=None, metadata={"min": -1.0, "max": 1.0}
+    )
+    # Fraction of samples dropped at each end, per component, for an identity's template.
+    template_trim: float = dataclasses.field(default=0.2, metadata={"min": 0.0, "max": 0.45})
+    max_samples_per_identity: int = dataclasses.field(
+        default=64, metadata={"min": 1, "max": 10_000}
+    )
+    max_identities: int = dataclasses.field(default=10_000, metadata={"min": 1, "max": 10_000_000})
+    # Quality gates before a face is embedded.
+    min_face_area: int = dataclasses.field(default=32 * 32, metadata={"min": 64, "max": 1 << 24})
+    min_blur_score: float = dataclasses.field(default=20.0, metadata={"min": 0.0, "max": 1e6})
+    # An identity is reported once it won ``consensus_frames`` of the last ``consensus_window``.
+    consensus_frames: int = dataclasses.field(default=3, metadata={"min": 1, "max": 100})
+    consensus_window: int = dataclasses.field(default=5, metadata={"min": 1, "max": 100})
+    # Blur faces of people not in the gallery in snapshots that leave the device.
+    snapshot_jpeg_quality: int = dataclasses.field(default=80, metadata={"min": 10, "max": 100})
+    # --- plates (agent/matching/plates*.py) ---
+    # Largest OCR-confusion-weighted edit distance still reported as a match.
+    plate_max_cost: float = dataclasses.field(default=1.0, metadata={"min": 0.0, "max": 4.0})
+    # Cost of substituting one confusable character for its partner (others cost 1).
+    plate_confusable_cost: float = dataclasses.field(
+        default=0.5, metadata={"min": 0.1, "max": 1.0}
+    )
+    # Two-character strings: each pair is confusable both ways.
+    plate_confusable_pairs: tuple[str, ...] = dataclasses.field(
+        default=("O0", "I1", "B8", "S5", "Z2"),
+        metadata={
+            "check": lambda pairs: None
+            if all(len(p) == 2 and p[0] != p[1] for p in pairs)
+            else "each entry must be two different characters, e.g. \"O0\""
+        },
+    )
+    plate_max_entries: int = dataclasses.field(
+        default=200_000, metadata={"min": 1, "max": 5_000_000}
+    )
+    # Recogniser (CTC) model input size and alphabet; blank is class 0 unless blank_last.
+    plate_input_width: int = dataclasses.field(default=94, metadata={"min": 8, "max": 1024})
+    plate_input_height: int = dataclasses.field(default=24, metadata={"min": 8, "max": 512})
+    plate_charset: str = dataclasses.field(
+        default="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        metadata={
+            "check": lambda chars: None
+            if 0 < len(chars) < 255 and len(set(chars)) == len(chars)
+            else "must be 1..254 distinct characters"
+        },
+    )
+    plate_ctc_blank_last: bool = False

@@ -1,0 +1,291 @@
+"""The gallery: enrolled identities, their samples, templates and search.
+
+Every identity has a stable random ``id`` (what events carry, pseudonymised by
+the minimiser), a local ``name`` the owner uses on the command line, and an
+optional display ``label`` that events may carry when the owner set one.  Each
+identity keeps several L2-normalised samples; its *template* is the
+coordinate-wise trimmed mean of its samples, re-normalised, so one bad
+enrolment photo cannot drag it far.  Identification compares a query with the
+templates and reports "unknown" below a threshold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import secrets
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import BadDataError, NotFoundError, PolicyError
+from agent.matching.search import F32, TopK, l2_normalise, top_k
+from agent.matching.settings import GalleryStorage
+from agent.matching.store import IdentityRecord, VectorStore
+
+MAX_NAME_CHARS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Match:
+    identity: IdentityRecord | None
+    score: float
+
+    @property
+    def known(self) -> bool:
+        return self.identity is not None
+
+
+def trimmed_mean(samples: F32, trim: float) -> F32:
+    """Coordinate-wise mean after dropping ``trim`` of the values at each end."""
+    count = samples.shape[0]
+    cut = int(count * trim)
+    if count < 3 or cut == 0:
+        return np.asarray(samples.mean(axis=0), dtype=np.float32)
+    ordered = np.sort(samples, axis=0)
+    return np.asarray(ordered[cut : count - cut].mean(axis=0), dtype=np.float32)
+
+
+def _check_name(name: str, what: str = "name") -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > MAX_NAME_CHARS or not cleaned.isprintable():
+        raise BadDataError(f"{what} must be 1..{MAX_NAME_CHARS} printable characters")
+    return cleaned
+
+
+class Gallery:
+    """Identities and their sample vectors, stored in ``directory``."""
+
+    name = "face_gallery"
+
+    def __init__(
+        self,
+        store: VectorStore,
+        *,
+        trim: float = 0.2,
+        max_samples_per_identity: int = 64,
+        max_identities: int = 10_000,
+        executor: Executor | None = None,
+        workers: int = 1,
+    ) -> None:
+        self.store = store
+        self.trim = trim
+        self.max_samples = max_samples_per_identity
+        self.max_identities = max_identities
+        self.executor = executor
+        self.workers = workers
+        self._templates: F32 | None = None
+        self._template_owners: list[IdentityRecord] = []
+
+    @classmethod
+    def open(
+        cls,
+        directory: pathlib.Path,
+        dim: int,
+        storage: GalleryStorage = GalleryStorage.FLOAT32,
+        *,
+        trim: float = 0.2,
+        max_samples_per_identity: int = 64,
+        max_identities: int = 10_000,
+        executor: Executor | None = None,
+        workers: int = 1,
+    ) -> Gallery:
+        return cls(
+            VectorStore.open(directory, dim, storage),
+            trim=trim,
+            max_samples_per_identity=max_samples_per_identity,
+            max_identities=max_identities,
+            executor=executor,
+            workers=workers,
+        )
+
+    @property
+    def dim(self) -> int:
+        return self.store.manifest.dim
+
+    # --- identities --------------------------------------------------------
+
+    def identities(self) -> list[IdentityRecord]:
+        return list(self.store.manifest.identities)
+
+    def sample_counts(self) -> dict[int, int]:
+        numbers, counts = np.unique(self.store.owners(), return_counts=True)
+        return {int(n): int(c) for n, c in zip(numbers, counts, strict=True)}
+
+    def find(self, name_or_id: str) -> IdentityRecord:
+        for record in self.store.manifest.identities:
+            if name_or_id in (record.name, record.id):
+                return record
+        raise NotFoundError(f"no identity named {name_or_id[:MAX_NAME_CHARS]!r}")
+
+    def _by_number(self, number: int) -> IdentityRecord:
+        for record in self.store.manifest.identities:
+            if record.number == number:
+                return record
+        raise NotFoundError(f"no identity number {number}")
+
+    def enrol(
+        self, name: str, samples: npt.NDArray[np.floating], label: str | None = None
+    ) -> IdentityRecord:
+        """Add ``samples`` to identity ``name``, creating it (with ``label``) if new."""
+        name = _check_name(name)
+        rows = l2_normalise(np.atleast_2d(samples))
+        if rows.shape[1] != self.dim:
+            raise BadDataError(f"samples have {rows.shape[1]} components, gallery wants {self.dim}")
+        if not np.all(np.isfinite(rows)) or not rows.any(axis=1).all():
+            raise BadDataError("samples must be finite, non-zero vectors")
+        manifest = self.store.manifest
+        try:
+            record = self.find(name)
+            created = False
+        except NotFoundError:
+            if len(manifest.identities) >= self.max_identities:
+                raise PolicyError(f"gallery is full ({self.max_identities} identities)") from None
+            record = IdentityRecord(
+                manifest.next_number,
+                "id-" + secrets.token_hex(8),
+                name,
+                None if label is None else _check_name(label, "label"),
+            )
+            created = True
+        have = self.sample_counts().get(record.number, 0)
+        if have + rows.shape[0] > self.max_samples:
+            raise PolicyError(
+                f"{name!r} would have {have + rows.shape[0]} samples (limit {self.max_samples})"
+            )
+        committed_count = manifest.count
+        self.store.append(rows, record.number)
+        if created:
+            manifest.identities.append(record)
+            manifest.next_number += 1
+        try:
+            self.store.commit()
+        except BaseException:
+            manifest.count = committed_count
+            if created:
+                manifest.identities.remove(record)
+                manifest.next_number -= 1
+            raise
+        self._templates = None
+        return record
+
+    def remove(self, name_or_id: str) -> IdentityRecord:
+        record = self.find(name_or_id)
+        keep = self.store.owners() != record.number
+        identities = self.store.manifest.identities
+        index = identities.index(record)
+        del identities[index]
+        try:
+            self.store.rewrite(keep)
+        except BaseException:
+            identities.insert(index, record)
+            raise
+        self._templates = None
+        return record
+
+    def rename(
+        self, name_or_id: str, new_name: str | None = None, label: str | None = None
+    ) -> IdentityRecord:
+        """Give an identity a new local name and/or display label (``""`` clears it)."""
+        record = self.find(name_or_id)
+        new_name = record.name if new_name is None else _check_name(new_name)
+        if new_name != record.name and any(
+            r.name == new_name for r in self.store.manifest.identities
+        ):
+            raise PolicyError(f"an identity named {new_name!r} exists")
+        if label is None:
+            new_label = record.label
+        else:
+            new_label = _check_name(label, "label") if label else None
+        updated = dataclasses.replace(record, name=new_name, label=new_label)
+        identities = self.store.manifest.identities
+        index = identities.index(record)
+        identities[index] = updated
+        try:
+            self.store.commit()
+        except BaseException:
+            identities[index] = record
+            raise
+        self._templates = None
+        return updated
+
+    # --- search ------------------------------------------------------------
+
+    def _queries(self, queries: npt.NDArray[np.floating]) -> F32:
+        rows = np.atleast_2d(queries)
+        if rows.ndim != 2 or rows.shape[1] != self.dim:
+            raise BadDataError(f"query has shape {rows.shape}, gallery vectors have {self.dim}")
+        return l2_normalise(rows)
+
+    def search(self, queries: npt.NDArray[np.floating], k: int) -> TopK:
+        """Top-``k`` samples by cosine similarity for each query row."""
+        return top_k(
+            self.store.vectors(),
+            self._queries(queries),
+            k,
+            scales=self.store.scales(),
+            executor=self.executor,
+            workers=self.workers,
+        )
+
+    def templates(self) -> tuple[F32, list[IdentityRecord]]:
+        """One trimmed-mean template per identity, and the identity of each row."""
+        if self._templates is None:
+            owners = np.asarray(self.store.owners())
+            records = self.identities()
+            rows = np.zeros((len(records), self.dim), dtype=np.float32)
+            for i, record in enumerate(records):
+                mine = np.flatnonzero(owners == record.number)
+                if mine.size:
+                    rows[i] = trimmed_mean(self.store.float_rows(mine), self.trim)
+            self._templates = l2_normalise(rows)
+            self._template_owners = records
+        return self._templates, self._template_owners
+
+    def identify(self, query: npt.NDArray[np.floating], threshold: float) -> Match:
+        """The best identity for ``query``, or an unknown match below ``threshold``."""
+        templates, owners = self.templates()
+        if not owners:
+            return Match(None, 0.0)
+        best = top_k(templates, self._queries(query), 1)
+        score = float(best.scores[0, 0])
+        row = int(best.rows[0, 0])
+        return Match(owners[row] if score >= threshold else None, score)
+
+    def refresh(self) -> bool:
+        """Re-read the gallery if another process (the CLI) committed a change."""
+        if not self.store.changed_on_disk():
+            return False
+        manifest = self.store.manifest
+        self.store = VectorStore.open(self.store.directory, manifest.dim, manifest.storage)
+        self._templates = None
+        return True
+
+    # --- personal data -----------------------------------------------------
+
+    def export_personal_data(self) -> Mapping[str, object]:
+        counts = self.sample_counts()
+        return {
+            "identities": [
+                {
+                    "id": r.id,
+                    "name": r.name,
+                    "label": r.label,
+                    "samples": counts.get(r.number, 0),
+                }
+                for r in self.identities()
+            ]
+        }
+
+    def erase_personal_data(self) -> int:
+        count = len(self.store.manifest.identities)
+        self.store.erase()
+        self._templates = None
+        return count
+
+
+def counts_by_name(gallery: Gallery) -> Sequence[tuple[IdentityRecord, int]]:
+    counts = gallery.sample_counts()
+    return [(r, counts.get(r.number, 0)) for r in gallery.identities()]

@@ -1,0 +1,191 @@
+"""Face gallery commands.
+
+* ``edge-agent enrol face NAME IMAGES... [--label TEXT]``: add samples of a person
+* ``edge-agent match IMAGE``: who is in a photo
+* ``edge-agent gallery list [--json]``, ``gallery remove NAME``,
+  ``gallery rename NAME [--to NEW] [--label TEXT]``
+
+Enrolment and matching need the ``face_recognition`` consent; listing and
+removal always work so the owner can see and delete their data.  A gallery
+found while that consent is off (withdrawn while no agent ran) is erased.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.audit import AuditLog
+from agent.consent import ConsentLedger
+from agent.database import Database
+from agent.errors import BadDataError
+from agent.matching.faces import FaceRecogniser
+from agent.matching.gallery import counts_by_name
+from agent.matching.quality import QualityGate
+from agent.purposes import Purpose
+from drivers.cli.common import add_config_options, load_config
+from drivers.vision.faces import (
+    FaceEmbedderImpl,
+    HaarDetector,
+    build_embedder,
+    crop,
+    grey,
+    main_face_box,
+    read_image,
+)
+from drivers.vision.gallery import build_recogniser
+
+PROGRESS_EVERY = 25
+
+
+def _recogniser(args: argparse.Namespace) -> tuple[FaceRecogniser, FaceEmbedderImpl]:
+    config = load_config(args)
+    embedder = build_embedder(config.matching)
+    if getattr(args, "assume_consent", False):
+        # Test-only escape hatch for machines without a consent ledger.
+        def is_granted(purpose: Purpose) -> bool:
+            return purpose is Purpose.FACE_RECOGNITION
+        audit = None
+    else:
+        ledger = ConsentLedger(
+            Database.in_state_dir(config.state_dir), config.privacy.policy_version
+        )
+        is_granted = ledger.is_granted
+        audit = AuditLog.in_state_dir(config.state_dir)
+    recogniser = build_recogniser(config, embedder, is_granted, camera="cli", audit=audit)
+    if not recogniser.active:
+        recogniser.on_withdrawn(Purpose.FACE_RECOGNITION)
+    return recogniser, embedder
+
+
+def embed_photo(
+    path: pathlib.Path, embedder: FaceEmbedderImpl, detector: HaarDetector
+) -> npt.NDArray[np.float32]:
+    """The embedding of the largest face in ``path`` (the whole photo if none is found)."""
+    image = read_image(path)
+    return embedder.embed(image, main_face_box(detector, image))
+
+
+def _enrol_face(args: argparse.Namespace) -> int:
+    recogniser, embedder = _recogniser(args)
+    recogniser.require_consent()
+    detector = HaarDetector()
+    settings = load_config(args).matching
+    min_blur = settings.min_blur_score if args.min_blur is None else args.min_blur
+    gate = QualityGate(settings.min_face_area, min_blur)
+    paths = [pathlib.Path(p) for p in args.images]
+    samples: list[npt.NDArray[np.float32]] = []
+    skipped = 0
+    for done, path in enumerate(paths, start=1):
+        try:
+            image = read_image(path)
+            box = main_face_box(detector, image)
+            problem = gate.rejects(box.w, box.h, grey(crop(image, box)))
+            if problem is not None:
+                raise BadDataError(f"{path}: face too {problem}")
+            samples.append(embedder.embed(image, box))
+        except BadDataError as exc:
+            skipped += 1
+            print(f"edge-agent: skipped {exc}", file=sys.stderr)
+        if done % PROGRESS_EVERY == 0 or done == len(paths):
+            print(f"enrol: {done}/{len(paths)} images", file=sys.stderr, flush=True)
+    if not samples:
+        raise BadDataError("no usable face image")
+    record = recogniser.enrol(args.name, np.stack(samples), time.time(), label=args.label)
+    print(f"enrolled {record.name} ({record.id}): {len(samples)} samples, {skipped} skipped")
+    return 0
+
+
+def _match(args: argparse.Namespace) -> int:
+    recogniser, embedder = _recogniser(args)
+    recogniser.require_consent()
+    vector = embed_photo(pathlib.Path(args.image), embedder, HaarDetector())
+    match = recogniser.identify(vector)
+    if match.identity is None:
+        print(f"unknown (best score {match.score:.3f})")
+        return 3
+    print(f"{match.identity.name} ({match.identity.id}) score {match.score:.3f}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    recogniser, _ = _recogniser(args)
+    rows = counts_by_name(recogniser.gallery)
+    if args.json:
+        print(json.dumps(recogniser.gallery.export_personal_data(), indent=2))
+        return 0
+    for record, samples in rows:
+        label = f"  label={record.label}" if record.label else ""
+        print(f"{record.name:24} {record.id}  samples={samples}{label}")
+    if not rows:
+        print("no faces enrolled")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    recogniser, _ = _recogniser(args)
+    record = recogniser.gallery.remove(args.name)
+    print(f"removed {record.name} ({record.id})")
+    return 0
+
+
+def _rename(args: argparse.Namespace) -> int:
+    recogniser, _ = _recogniser(args)
+    record = recogniser.gallery.rename(args.name, args.to, args.label)
+    print(f"{record.name} ({record.id}) label={record.label or '-'}")
+    return 0
+
+
+def _add(sub: Any, name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    add_config_options(parser)
+    parser.add_argument("--assume-consent", action="store_true", help=argparse.SUPPRESS)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _plates_hook(function: str, subparsers: Any) -> None:
+    # The plate commands live in their own module; skip them while it is absent.
+    if importlib.util.find_spec("drivers.cli.plates_cli") is None:
+        return
+    module = importlib.import_module("drivers.cli.plates_cli")
+    getattr(module, function)(subparsers)
+
+
+def register(subparsers: Any) -> None:
+    enrol = subparsers.add_parser("enrol", help="add a face or a plate")
+    enrol_subparsers = enrol.add_subparsers(dest="enrol_kind", metavar="KIND")
+    enrol_subparsers.required = True
+    face = _add(enrol_subparsers, "face", _enrol_face, "enrol a person from face photos")
+    face.add_argument("name", metavar="NAME", help="local name of the person")
+    face.add_argument("images", metavar="IMAGES", nargs="+")
+    face.add_argument("--label", default=None, help="display label sent with matches")
+    face.add_argument(
+        "--min-blur", type=float, default=None, help="skip blurrier photos (default: config)"
+    )
+    _plates_hook("register_enrol_plate", enrol_subparsers)
+
+    match = _add(subparsers, "match", _match, "identify the face in a photo")
+    match.add_argument("image", metavar="IMAGE")
+
+    gallery = subparsers.add_parser("gallery", help="list or edit enrolled faces")
+    gallery_subparsers = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
+    gallery_subparsers.required = True
+    listing = _add(gallery_subparsers, "list", _list, "list enrolled people")
+    listing.add_argument("--json", action="store_true")
+    remove = _add(gallery_subparsers, "remove", _remove, "remove a person and their samples")
+    remove.add_argument("name", metavar="NAME")
+    rename = _add(gallery_subparsers, "rename", _rename, "rename or (un)label a person")
+    rename.add_argument("name", metavar="NAME")
+    rename.add_argument("--to", default=None, metavar="NEW_NAME")
+    rename.add_argument("--label", default=None, help="display label ('' clears it)")
+    _plates_hook("register_gallery_plate", gallery_subparsers)

@@ -1,0 +1,108 @@
+"""Plate sub-commands, hooked in by ``cmd_matching`` under ``enrol`` and ``gallery``.
+
+* ``edge-agent enrol plate TEXT [--label L] [--list allow|deny] [--format REGEX]``
+* ``edge-agent gallery plates [--json]``: list the watch-list
+* ``edge-agent gallery remove-plate TEXT``: delete one plate
+
+Enrolment needs the ``plate_recognition`` consent (``edge-agent consent grant
+plate_recognition``); listing and removal always work, so the owner can see
+and delete their data.  Without that consent any leftover watch-list is
+erased on sight, as the agent does at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from agent.audit import AuditLog
+from agent.consent import ConsentLedger
+from agent.database import Database
+from agent.matching.plates import PlateList
+from agent.matching.plates_service import PURPOSE, PlateRecognition
+from drivers.cli.common import add_config_options, load_config
+from drivers.vision.plate_reader import match_policy, open_store
+
+
+def _core(args: argparse.Namespace) -> PlateRecognition:
+    config = load_config(args)
+    ledger = ConsentLedger(Database.in_state_dir(config.state_dir), config.privacy.policy_version)
+    core = PlateRecognition(
+        open_store(config),
+        match_policy(config.matching),
+        ledger.is_granted,
+        audit=AuditLog.in_state_dir(config.state_dir),
+    )
+    if not ledger.is_granted(PURPOSE):
+        # A withdrawal made while no agent ran to purge: no watch-list without consent.
+        core.on_withdrawn(PURPOSE)
+    return core
+
+
+def _enrol(args: argparse.Namespace) -> int:
+    entry = _core(args).enrol(
+        args.text,
+        plate_list=args.list,
+        label=args.label,
+        plate_format=args.format,
+        now=time.time(),
+    )
+    label = f" ({entry.label})" if entry.label else ""
+    print(f"enrolled plate {entry.plate} on the {entry.list.value} list{label}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    entries = _core(args).entries()
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
+        return 0
+    for entry in entries:
+        extras = "".join(
+            f"  {name}={value}"
+            for name, value in (("label", entry.label), ("format", entry.format))
+            if value
+        )
+        print(f"{entry.plate:16} {entry.list.value:5}{extras}")
+    if not entries:
+        print("no plates enrolled")
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    entry = _core(args).remove(args.text, now=time.time())
+    print(f"removed plate {entry.plate}")
+    return 0
+
+
+def register_enrol_plate(enrol_subparsers: Any) -> None:
+    parser = enrol_subparsers.add_parser("plate", help="add a licence plate to the watch-list")
+    parser.add_argument("text", metavar="TEXT", help="plate text; spaces and dashes are ignored")
+    parser.add_argument("--label", default=None, help="owner's label, sent with matches")
+    parser.add_argument(
+        "--list",
+        choices=[p.value for p in PlateList],
+        default=PlateList.ALLOW.value,
+        help="which list the plate goes on (default: allow)",
+    )
+    parser.add_argument(
+        "--format",
+        default=None,
+        metavar="REGEX",
+        help="plate format, e.g. '[A-Z]{1,3}\\d{1,4}'; readings must fit it to match",
+    )
+    add_config_options(parser)
+    parser.set_defaults(func=_enrol)
+
+
+def register_gallery_plate(gallery_subparsers: Any) -> None:
+    listing = gallery_subparsers.add_parser("plates", help="list the plate watch-list")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    add_config_options(listing)
+    listing.set_defaults(func=_list)
+    remove = gallery_subparsers.add_parser("remove-plate", help="remove a plate")
+    remove.add_argument("text", metavar="TEXT")
+    add_config_options(remove)
+    remove.set_defaults(func=_remove)

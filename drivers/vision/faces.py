@@ -1,0 +1,189 @@
+"""Face detection and embedding with OpenCV (the only place faces touch cv2).
+
+Detection: the Haar cascade shipped inside opencv-python-headless is the
+embedded default; a YuNet ONNX file (``matching.face_detector_model``) switches
+to ``cv2.FaceDetectorYN``.  Embedding: the built-in LBP embedder
+(:mod:`agent.matching.lbp`) by default; an SFace ONNX file
+(``matching.face_model``) switches to ``cv2.FaceRecognizerSF``.
+Every ``cv2.error`` is wrapped into the agent's error tree here.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.errors import BadDataError, DecodeError
+from agent.matching import lbp
+from agent.matching.settings import MatchingSettings
+from agent.matching.tracks import Box
+
+Image = npt.NDArray[np.uint8]
+SFACE_THRESHOLD = 0.363  # OpenCV's published cosine threshold for SFace.
+MAX_IMAGE_BYTES = 64 * 1024 * 1024
+
+
+class FaceModelError(BadDataError):
+    """A configured face model file is missing or is not a usable model."""
+
+
+def grey(image: Image) -> Image:
+    if image.ndim == 2:
+        return image
+    return np.asarray(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), dtype=np.uint8)
+
+
+def crop(image: Image, box: Box) -> Image:
+    h, w = image.shape[:2]
+    x0, y0 = max(0, box.x), max(0, box.y)
+    x1, y1 = min(w, box.x + box.w), min(h, box.y + box.h)
+    if x1 <= x0 or y1 <= y0:
+        raise BadDataError("face box lies outside the image")
+    return image[y0:y1, x0:x1]
+
+
+def read_image(path: pathlib.Path) -> Image:
+    """Decode an image file (BGR); DecodeError if it is not an image."""
+    try:
+        if path.stat().st_size > MAX_IMAGE_BYTES:
+            raise DecodeError(f"{path}: larger than {MAX_IMAGE_BYTES} bytes")
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise DecodeError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DecodeError(f"{path}: not a decodable image")
+    return np.asarray(image, dtype=np.uint8)
+
+
+def _require_file(path: pathlib.Path, what: str) -> str:
+    if not path.is_file():
+        raise FaceModelError(f"{what} model {path} does not exist")
+    return str(path)
+
+
+class HaarDetector:
+    name = "haar"
+
+    def __init__(self, min_size: int = 24) -> None:
+        cascades = pathlib.Path(cv2.data.haarcascades)  # type: ignore[attr-defined]
+        path = cascades / "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise FaceModelError(f"cannot load the Haar cascade {path}")
+        self.min_size = min_size
+
+    def detect(self, image: Image) -> list[Box]:
+        found = self._cascade.detectMultiScale(
+            grey(image), scaleFactor=1.1, minNeighbors=3, minSize=(self.min_size, self.min_size)
+        )
+        return [Box(int(x), int(y), int(w), int(h), 1.0) for x, y, w, h in found]
+
+
+class YuNetDetector:
+    name = "yunet"
+
+    def __init__(self, model: pathlib.Path, score_threshold: float = 0.8) -> None:
+        try:
+            self._detector = cv2.FaceDetectorYN.create(
+                _require_file(model, "YuNet"), "", (320, 320), score_threshold
+            )
+        except cv2.error as exc:
+            raise FaceModelError(f"{model} is not a YuNet face detector model: {exc}") from exc
+
+    def detect(self, image: Image) -> list[Box]:
+        h, w = image.shape[:2]
+        try:
+            self._detector.setInputSize((w, h))
+            _, faces = self._detector.detect(image)
+        except cv2.error as exc:
+            raise DecodeError(f"YuNet could not process the frame: {exc}") from exc
+        if faces is None:
+            return []
+        return [
+            Box(int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[-1]), landmarks=f[4:14])
+            for f in faces
+        ]
+
+
+class LbpEmbedder:
+    name = "lbp"
+    dim = lbp.DIM
+    default_threshold = lbp.DEFAULT_THRESHOLD
+
+    # Detector boxes include hair, ears and background; the inner part is the face.
+    inner = 0.7
+
+    def embed(self, image: Image, box: Box) -> npt.NDArray[np.float32]:
+        side = max(1, round(min(box.w, box.h) * self.inner))
+        centre_x, centre_y = box.x + box.w // 2, box.y + box.h // 2
+        inner_box = Box(centre_x - side // 2, centre_y - side // 2, side, side)
+        face = cv2.resize(
+            grey(crop(image, inner_box)),
+            (lbp.CROP_SIZE, lbp.CROP_SIZE),
+            interpolation=cv2.INTER_AREA,
+        )
+        # Smoothing first keeps sensor noise in flat skin from flipping pattern bits.
+        face = cv2.GaussianBlur(face, (0, 0), 1.0)
+        return lbp.embed_lbp(np.asarray(face, dtype=np.uint8))
+
+
+class SFaceEmbedder:
+    name = "sface"
+    dim = 128
+    default_threshold = SFACE_THRESHOLD
+
+    def __init__(self, model: pathlib.Path) -> None:
+        try:
+            self._recognizer = cv2.FaceRecognizerSF.create(_require_file(model, "SFace"), "")
+            probe = np.zeros((112, 112, 3), dtype=np.uint8)
+            feature = self._recognizer.feature(probe)
+        except cv2.error as exc:
+            raise FaceModelError(f"{model} is not an SFace ONNX model: {exc}") from exc
+        if feature is None or np.asarray(feature).size != self.dim:
+            raise FaceModelError(f"{model} does not produce {self.dim}-d face features")
+
+    def embed(self, image: Image, box: Box) -> npt.NDArray[np.float32]:
+        try:
+            if box.landmarks is not None:
+                row = np.array(
+                    [box.x, box.y, box.w, box.h, *box.landmarks, box.score], dtype=np.float32
+                )
+                face = self._recognizer.alignCrop(image, row)
+            else:
+                face = cv2.resize(crop(image, box), (112, 112))
+            feature = self._recognizer.feature(face)
+        except cv2.error as exc:
+            raise DecodeError(f"SFace could not embed the face: {exc}") from exc
+        vector = np.asarray(feature, dtype=np.float32).ravel()
+        return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+FaceDetectorImpl = HaarDetector | YuNetDetector
+FaceEmbedderImpl = LbpEmbedder | SFaceEmbedder
+
+
+def build_detector(settings: MatchingSettings) -> FaceDetectorImpl:
+    if settings.face_detector_model is not None:
+        return YuNetDetector(settings.face_detector_model)
+    return HaarDetector()
+
+
+def build_embedder(settings: MatchingSettings) -> FaceEmbedderImpl:
+    if settings.face_model is not None:
+        return SFaceEmbedder(settings.face_model)
+    return LbpEmbedder()
+
+
+def whole_image_box(image: Image) -> Box:
+    h, w = image.shape[:2]
+    return Box(0, 0, int(w), int(h), 1.0)
+
+
+def main_face_box(detector: FaceDetectorImpl, image: Image) -> Box:
+    """The largest detected face, or the whole image when none is found (a face photo)."""
+    boxes = detector.detect(image)
+    return max(boxes, key=lambda b: b.area) if boxes else whole_image_box(image)

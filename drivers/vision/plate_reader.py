@@ -1,0 +1,181 @@
+"""Plate recognition at the I/O edge: the cv2.dnn ONNX reader and the runtime service.
+
+``OnnxPlateReader`` runs a CTC text recogniser (CRNN/LPRNet style: plate crop
+in, ``[T, C]`` logits out) through ``cv2.dnn``; the decoding is pure and lives
+in :func:`agent.matching.plates.ctc_greedy_decode`.  ``build_service`` wires the
+consent-gated core to the clock, the event sink and the audit log, and hands
+the lead the ``plate.observe`` command handler.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Sequence
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from agent.config import AgentConfig
+from agent.errors import ConfigError, DecodeError, DeviceIOError
+from agent.matching.plates import (
+    MatchPolicy,
+    PlateMatch,
+    PlateReader,
+    PlateReading,
+    ctc_greedy_decode,
+)
+from agent.matching.plates_service import OBSERVE_COMMAND, PURPOSE, PlateRecognition
+from agent.matching.plates_store import PlateStore
+from agent.matching.settings import MatchingSettings
+from agent.ports import AuditSink, Clock, CommandHandler, EventSink
+from agent.purposes import Purpose
+
+MAX_MODEL_BYTES = 256 * 1024 * 1024
+_SETTING = "matching.plate_model"
+
+
+class OnnxPlateReader:
+    """Implements :class:`agent.matching.plates.PlateReader` with ``cv2.dnn``."""
+
+    def __init__(
+        self,
+        model: pathlib.Path,
+        *,
+        charset: str,
+        input_size: tuple[int, int],
+        blank_last: bool = False,
+    ) -> None:
+        self.charset = charset
+        self.input_size = input_size
+        self.blank_last = blank_last
+        try:
+            size = model.stat().st_size
+        except FileNotFoundError:
+            raise ConfigError(_SETTING, f"model file not found: {model}") from None
+        except OSError as exc:
+            raise ConfigError(_SETTING, f"cannot read {model}: {exc.strerror}") from exc
+        if not model.is_file() or size == 0 or size > MAX_MODEL_BYTES:
+            raise ConfigError(_SETTING, f"{model} is not a model file of 1 B..256 MiB")
+        try:
+            self._net = cv2.dnn.readNetFromONNX(str(model))
+        except cv2.error as exc:
+            detail = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""
+            raise ConfigError(_SETTING, f"{model} is not a loadable ONNX model: {detail}") from exc
+        if self._net.empty():
+            raise ConfigError(_SETTING, f"{model} loaded as an empty network")
+
+    def read(self, image: npt.NDArray[np.uint8]) -> Sequence[PlateReading]:
+        if image.ndim not in (2, 3) or image.size == 0:
+            raise DecodeError(f"plate image must be a 2-D or 3-D array, got shape {image.shape}")
+        try:
+            blob = cv2.dnn.blobFromImage(
+                image, scalefactor=1.0 / 255.0, size=self.input_size, swapRB=False
+            )
+            self._net.setInput(blob)
+            output = self._net.forward()
+        except cv2.error as exc:
+            raise DecodeError(f"plate recogniser failed on this image: {exc}") from exc
+        reading = ctc_greedy_decode(output, self.charset, blank_last=self.blank_last)
+        return [reading] if reading.text else []
+
+
+def reader_from_settings(settings: MatchingSettings) -> PlateReader | None:
+    """The configured reader, or None when no model is configured."""
+    if settings.plate_model is None:
+        return None
+    return OnnxPlateReader(
+        settings.plate_model,
+        charset=settings.plate_charset,
+        input_size=(settings.plate_input_width, settings.plate_input_height),
+        blank_last=settings.plate_ctc_blank_last,
+    )
+
+
+def match_policy(settings: MatchingSettings) -> MatchPolicy:
+    return MatchPolicy(
+        max_cost=settings.plate_max_cost,
+        confusable_cost=settings.plate_confusable_cost,
+        confusable_pairs=settings.plate_confusable_pairs,
+    )
+
+
+def open_store(config: AgentConfig) -> PlateStore:
+    return PlateStore.in_state_dir(config.state_dir, max_entries=config.matching.plate_max_entries)
+
+
+def withdrawal_hook(config: AgentConfig) -> Callable[[Purpose], int | None]:
+    """For ``ConsentLedger.add_withdrawal_hook("plates", ...)`` where no service runs (CLI)."""
+
+    def hook(purpose: Purpose) -> int | None:
+        return open_store(config).erase_personal_data() if purpose is PURPOSE else None
+
+    return hook
+
+
+@dataclasses.dataclass
+class PlateService:
+    """Implements ``agent.ports.Service`` and ``PersonalDataHolder`` for the runtime."""
+
+    core: PlateRecognition
+    clock: Clock
+    reader: PlateReader | None = None
+    name: str = "plates"
+
+    def start(self) -> None:
+        self.core.refresh_if_changed()
+
+    def tick(self, now: float) -> None:
+        # Picks up enrolments made meanwhile by ``edge-agent enrol plate``.
+        self.core.refresh_if_changed()
+
+    def stop(self) -> None:
+        self.core.store.close()
+
+    def commands(self) -> dict[str, CommandHandler]:
+        return {OBSERVE_COMMAND: lambda args: self.core.handle_observe(args, self.clock.now())}
+
+    def observe_image(self, image: npt.NDArray[np.uint8], camera: str) -> list[PlateMatch]:
+        """Read a plate crop with the model and match it (nothing runs without consent)."""
+        if self.reader is None or not self.core.is_granted(PURPOSE):
+            return []
+        matches: list[PlateMatch] = []
+        for reading in self.reader.read(image):
+            try:
+                matches += self.core.observe(reading.text, camera=camera, now=self.clock.now())
+            except DecodeError:
+                continue  # a reading that is no plate text is just noise
+        return matches
+
+    def on_withdrawn(self, purpose: Purpose) -> int | None:
+        return self.core.on_withdrawn(purpose)
+
+    def export_personal_data(self) -> dict[str, object]:
+        return dict(self.core.export_personal_data())
+
+    def erase_personal_data(self) -> int:
+        return self.core.erase_personal_data()
+
+
+def build_service(
+    config: AgentConfig,
+    *,
+    sink: EventSink,
+    is_granted: Callable[[Purpose], bool],
+    clock: Clock,
+    audit: AuditSink | None = None,
+) -> PlateService:
+    """The runtime's plate service; raises ConfigError if a configured model is unusable."""
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeviceIOError(f"cannot create {config.state_dir}: {exc.strerror}") from exc
+    core = PlateRecognition(
+        open_store(config),
+        match_policy(config.matching),
+        is_granted,
+        sink=sink,
+        audit=audit,
+    )
+    return PlateService(core, clock, reader_from_settings(config.matching))
