@@ -1,0 +1,1 @@
+"""LAN discovery I/O: UDP sockets, python-zeroconf, and the runtime Service."""

@@ -1,0 +1,59 @@
+"""A boot counter that survives power loss: WS-Discovery's AppSequence InstanceId.
+
+WS-Discovery requires the InstanceId to grow every time the target restarts,
+so receivers can tell a stale message from a new one.  The counter lives in
+the state directory and is replaced atomically (temp file, fsync, rename, fsync
+of the directory), so a power cut leaves either the old or the new value.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Callable
+
+from agent.errors import DeviceIOError
+
+COUNTER_FILE = "discovery-instance-id"
+MAX_COUNTER = 2**32 - 1
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        pathlib.Path(temp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def next_instance_id(state_dir: pathlib.Path, now_fn: Callable[[], float]) -> int:
+    """Increment and return the persisted boot counter (first boot: 1)."""
+    path = state_dir / COUNTER_FILE
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            text = "0"
+        try:
+            previous = int(text)
+        except ValueError:
+            # Unreadable counter (edited by hand?): wall-clock seconds are larger
+            # than any count of boots, so the id still rises.
+            previous = int(now_fn())
+        value = previous + 1 if 0 <= previous < MAX_COUNTER else 1
+        _write_atomically(path, f"{value}\n")
+    except (OSError, UnicodeError) as exc:
+        raise DeviceIOError(f"cannot update boot counter {path}: {exc}") from exc
+    return value

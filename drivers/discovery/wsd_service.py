@@ -1,0 +1,147 @@
+"""The WS-Discovery responder as a runtime Service: socket, waiting, Hello/Bye.
+
+All protocol decisions live in :class:`agent.discovery.responder.Responder`;
+this class only moves datagrams, holds replies until their random delay has
+passed, and announces (Hello on start and when the addresses change, Bye on
+stop).
+"""
+
+from __future__ import annotations
+
+import heapq
+import pathlib
+import socket
+from collections.abc import Callable, Sequence
+
+from agent.discovery.responder import Reply, Responder
+from agent.discovery.wsd import TargetService
+from drivers.discovery.bootcount import next_instance_id
+from drivers.discovery.udp import drain, open_listener
+
+MAX_DATAGRAMS_PER_TICK = 64
+MAX_QUEUED_REPLIES = 256
+
+
+class WsdResponderService:
+    name = "discovery.wsd"
+
+    def __init__(
+        self,
+        *,
+        target: TargetService,
+        state_dir: pathlib.Path,
+        now_fn: Callable[[], float],
+        xaddrs_fn: Callable[[], Sequence[str]],
+        bind_address: str,
+        port: int,
+        group: str | None,
+        announce_to: tuple[str, int],
+        interface_address: str = "",
+        max_delay: float = 0.5,
+        discoverable: bool = True,
+        max_datagram_bytes: int = 16384,
+        address_check_seconds: float = 10.0,
+    ) -> None:
+        self._target = target
+        self._state_dir = state_dir
+        self._now_fn = now_fn
+        self._xaddrs_fn = xaddrs_fn
+        self._bind = (bind_address, port)
+        self._group = group
+        self._interface_address = interface_address
+        self.announce_to = announce_to
+        self._max_delay = max_delay
+        self._discoverable = discoverable
+        self._max_datagram_bytes = max_datagram_bytes
+        self._address_check_seconds = address_check_seconds
+        self._next_address_check = 0.0
+        self._queue: list[tuple[float, int, Reply]] = []
+        self._queued = 0
+        self._sock: socket.socket | None = None
+        self.responder: Responder | None = None
+        self.send_errors = 0
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port); useful when port 0 asked for an ephemeral one."""
+        if self._sock is None:
+            raise RuntimeError("responder is not started")
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def fileno(self) -> int:
+        return self._sock.fileno() if self._sock is not None else -1
+
+    def start(self) -> None:
+        now = self._now_fn()
+        self._sock = open_listener(
+            bind_address=self._bind[0],
+            port=self._bind[1],
+            group=self._group,
+            interface_address=self._interface_address,
+        )
+        self.responder = Responder(
+            self._target,
+            instance_id=next_instance_id(self._state_dir, self._now_fn),
+            max_delay=self._max_delay,
+            discoverable=self._discoverable,
+            max_datagram_bytes=self._max_datagram_bytes,
+        )
+        self.responder.update_xaddrs(self._xaddrs_fn())
+        self._next_address_check = now + self._address_check_seconds
+        self._announce(self.responder.hello())
+
+    def _announce(self, payload: bytes | None) -> None:
+        if payload is not None:
+            self._send(payload, self.announce_to)
+
+    def _send(self, payload: bytes, destination: tuple[str, int]) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(payload, destination)
+        except OSError:
+            # A lost announcement or reply is what UDP discovery is built to survive.
+            self.send_errors += 1
+
+    def _enqueue(self, now: float, data: bytes, source: tuple[str, int]) -> None:
+        if self.responder is None or len(self._queue) >= MAX_QUEUED_REPLIES:
+            return
+        reply = self.responder.handle(data, source)
+        if reply is not None:
+            self._queued += 1
+            heapq.heappush(self._queue, (now + reply.delay, self._queued, reply))
+
+    def tick(self, now: float) -> None:
+        if self._sock is None or self.responder is None:
+            return
+        if now >= self._next_address_check:
+            self._next_address_check = now + self._address_check_seconds
+            if self.responder.update_xaddrs(self._xaddrs_fn()):
+                self._announce(self.responder.hello())
+        drain(
+            self._sock,
+            self._max_datagram_bytes,
+            lambda data, source: self._enqueue(now, data, source),
+            limit=MAX_DATAGRAMS_PER_TICK,
+        )
+        # A reply due further ahead than the largest delay means the wall clock
+        # stepped back since it was queued; send it rather than hold it for hours.
+        while self._queue and (
+            self._queue[0][0] <= now or self._queue[0][0] - now > self._max_delay
+        ):
+            _, _, reply = heapq.heappop(self._queue)
+            self._send(reply.payload, reply.destination)
+
+    def next_due(self) -> float | None:
+        """When the earliest held reply is due (for callers that sleep between ticks)."""
+        return self._queue[0][0] if self._queue else None
+
+    def stop(self) -> None:
+        if self._sock is None:
+            return
+        if self.responder is not None:
+            self._announce(self.responder.bye())
+        self._sock.close()
+        self._sock = None
+        self._queue.clear()

@@ -1,0 +1,84 @@
+"""mDNS announce and browse with python-zeroconf bound to 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+import zeroconf
+
+from agent.discovery import mdns
+from drivers.discovery.mdns_zc import MdnsAnnouncer, browse
+
+LOOPBACK = ["127.0.0.1"]
+
+
+def test_txt_record_is_the_allow_list_only() -> None:
+    txt = mdns.announcement_txt(serial_number="EA-1", model="edge-cam-1", claimed=True)
+    assert txt == {"sn": "EA-1", "model": "edge-cam-1", "claimed": "1"}
+    assert tuple(txt) == mdns.TXT_KEYS
+
+
+def test_instance_name_is_one_safe_dns_label() -> None:
+    assert mdns.instance_name("EA-0001") == "edge-agent-EA-0001"
+    assert mdns.instance_name("a.b/c d") == "edge-agent-a-b-c-d"
+    assert len(mdns.instance_name("x" * 300)) == 63
+
+
+def test_hostile_txt_from_peers_is_capped_and_printable() -> None:
+    properties = {f"k{i}".encode(): b"\xff\x00ok" for i in range(100)}
+    properties[b"k0"] = None  # type: ignore[assignment]
+    decoded = mdns.decode_txt(properties)
+    assert len(decoded) == 32
+    assert decoded["k0"] == ""
+    assert decoded["k1"] == "\ufffd?ok"
+
+
+@pytest.fixture
+def rtsp_camera() -> Iterator[None]:
+    zc = zeroconf.Zeroconf(interfaces=LOOPBACK, ip_version=zeroconf.IPVersion.V4Only)
+    info = zeroconf.ServiceInfo(
+        mdns.RTSP_SERVICE,
+        f"cam-1.{mdns.RTSP_SERVICE}",
+        addresses=[socket.inet_aton("127.0.0.1")],
+        port=554,
+        properties={"path": "/stream1"},
+        server="cam-1.local.",
+    )
+    zc.register_service(info)
+    try:
+        yield
+    finally:
+        zc.unregister_all_services()
+        zc.close()
+
+
+@pytest.mark.slow
+def test_announced_agent_and_rtsp_camera_are_browsed_on_loopback(rtsp_camera: None) -> None:
+    claimed = [False]
+    announcer = MdnsAnnouncer(
+        serial_number="EA-TEST-7",
+        model="edge-cam-1",
+        port=8080,
+        interfaces=LOOPBACK,
+        addresses_fn=lambda: ["127.0.0.1"],
+        claimed_fn=lambda: claimed[0],
+    )
+    announcer.start()
+    try:
+        peers = browse(timeout=1.5, interfaces=LOOPBACK)
+        claimed[0] = True
+        announcer.refresh()
+        after = browse(timeout=1.5, interfaces=LOOPBACK, service_types=[mdns.HTTP_SERVICE])
+    finally:
+        announcer.stop()
+    (agent,) = [p for p in peers if p.is_edge_agent]
+    assert agent.name == f"edge-agent-EA-TEST-7.{mdns.HTTP_SERVICE}"
+    assert agent.addresses == ("127.0.0.1",)
+    assert agent.port == 8080
+    assert dict(agent.properties) == {"sn": "EA-TEST-7", "model": "edge-cam-1", "claimed": "0"}
+    (camera,) = [p for p in peers if p.service_type == mdns.RTSP_SERVICE]
+    assert camera.port == 554 and camera.properties["path"] == "/stream1"
+    (updated,) = [p for p in after if p.is_edge_agent]
+    assert updated.properties["claimed"] == "1"
