@@ -17,3 +17,34 @@ class WifiBackendKind(enum.Enum):
 class ProvisioningSettings:
     wifi_backend: WifiBackendKind = WifiBackendKind.NONE
     window_seconds: int = dataclasses.field(default=600, metadata={"min": 30, "max": 86400})
+    # Provisioning channels (agent/provisioning/, drivers/provisioning/).
+    connect_timeout_seconds: float = dataclasses.field(
+        default=30.0, metadata={"min": 1, "max": 300}
+    )
+    qr_scan_interval_seconds: float = dataclasses.field(
+        default=1.0, metadata={"min": 0.1, "max": 60}
+    )
+    lan_enabled: bool = True
+    # Where installers reach the LAN API; wired hubs are on the LAN before Wi-Fi is set.
+    lan_bind_address: str = "0.0.0.0"  # noqa: S104
+    lan_port: int = dataclasses.field(default=8470, metadata={"min": 0, "max": 65535})
+    lan_max_failed_attempts: int = dataclasses.field(default=5, metadata={"min": 1, "max": 100})
+    lan_failure_window_seconds: int = dataclasses.field(
+        default=300, metadata={"min": 10, "max": 86400}
+    )
+    lan_lockout_seconds: int = dataclasses.field(default=60, metadata={"min": 1, "max": 86400})
+    lan_lockout_max_seconds: int = dataclasses.field(
+        default=3600, metadata={"min": 1, "max": 7 * 86400}
+    )
+    # Empty: Improv over serial disabled.
+    improv_serial_port: str = ""
+    improv_baud: int = dataclasses.field(default=115200, metadata={"min": 9600, "max": 4000000})
+    # Sent in the Improv result after a successful connection; "{ip}" is filled in.
+    redirect_url: str = "http://{ip}/"
+    # Wi-Fi backend options (drivers/wifi/); only the chosen backend's fields are used.
+    wpa_ctrl_path: str = "/run/wpa_supplicant/wlan0"
+    wpa_client_dir: str = ""  # where the client binds its reply socket; "" = system temp dir
+    nmcli_path: str = "nmcli"
+    nmcli_interface: str = ""
+    esp_at_port: str = "/dev/ttyS1"
+    esp_at_baud: int = dataclasses.field(default=115200, metadata={"min": 9600, "max": 4000000})

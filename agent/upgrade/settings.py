@@ -3,9 +3,88 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import pathlib
+
+
+def _windows(value: object) -> str | None:
+    from agent.upgrade.policy import parse_window
+
+    if not isinstance(value, tuple):
+        return "must be a list of 'HH:MM-HH:MM' strings"
+    for item in value:
+        try:
+            parse_window(str(item))
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+class SignatureAlgorithm(enum.Enum):
+    """COSE algorithms a manifest signature may use (RFC 9053 / RFC 9864 ids)."""
+
+    ED25519 = "ed25519"  # -19, fully specified Ed25519
+    EDDSA = "eddsa"  # -8, polymorphic EdDSA (only Ed25519 keys are accepted)
+    ES256 = "es256"  # -7, ECDSA P-256 SHA-256 (the SUIT draft's examples)
+
+
+class SlotBackend(enum.Enum):
+    FILE = "file"
+    UBOOT = "uboot"
+    GRUB = "grub"
 
 
 @dataclasses.dataclass(frozen=True)
 class UpgradeSettings:
     enabled: bool = True
     auto_install_models: tuple[str, ...] = ()
+    # Where the newest signed envelope for this device is published; "" = no periodic check.
+    manifest_url: str = ""
+    # Extra CA bundle for an https manifest/image server on a private PKI; None = system CAs.
+    ca_file: pathlib.Path | None = None
+    check_interval_seconds: int = dataclasses.field(
+        default=6 * 3600, metadata={"min": 60, "max": 7 * 86400}
+    )
+    # PEM public keys trusted initially; rotations are persisted under state_dir.
+    trusted_keys: tuple[pathlib.Path, ...] = ()
+    accepted_algorithms: tuple[SignatureAlgorithm, ...] = (
+        SignatureAlgorithm.ED25519,
+        SignatureAlgorithm.EDDSA,
+    )
+    # vendor-id = UUID5(DNS, vendor_domain); class-id = UUID5(vendor-id, device.hardware_class).
+    vendor_domain: str = "edge-agent.example"
+    # Local-time windows like "02:00-04:00" (may cross midnight); empty = any time.
+    maintenance_windows: tuple[str, ...] = dataclasses.field(
+        default=(), metadata={"check": _windows}
+    )
+    max_deferral_seconds: int = dataclasses.field(
+        default=7 * 86400, metadata={"min": 0, "max": 90 * 86400}
+    )
+    slot_backend: SlotBackend = SlotBackend.FILE
+    # Block devices (or files) of slots a and b; None = files under state_dir/upgrade/slots.
+    slot_a_path: pathlib.Path | None = None
+    slot_b_path: pathlib.Path | None = None
+    uboot_env_config: pathlib.Path | None = None
+    grub_env_path: pathlib.Path = pathlib.Path("/boot/grub/grubenv")
+    boot_limit: int = dataclasses.field(default=3, metadata={"min": 1, "max": 20})
+    max_manifest_bytes: int = dataclasses.field(
+        default=64 * 1024, metadata={"min": 512, "max": 1024 * 1024}
+    )
+    max_image_bytes: int = dataclasses.field(
+        default=2 * 1024**3, metadata={"min": 1024, "max": 64 * 1024**3}
+    )
+    min_throughput_bytes_per_second: int = dataclasses.field(
+        default=4096, metadata={"min": 1, "max": 1024**3}
+    )
+    throughput_grace_seconds: float = dataclasses.field(
+        default=10.0, metadata={"min": 0.1, "max": 3600}
+    )
+    download_deadline_seconds: float = dataclasses.field(
+        default=3600.0, metadata={"min": 1, "max": 7 * 86400}
+    )
+    io_timeout_seconds: float = dataclasses.field(default=30.0, metadata={"min": 0.1, "max": 600})
+    download_attempts: int = dataclasses.field(default=5, metadata={"min": 1, "max": 100})
+    health_grace_seconds: float = dataclasses.field(
+        default=120.0, metadata={"min": 0, "max": 86400}
+    )
+    reboot_command: tuple[str, ...] = ("systemctl", "reboot")

@@ -1,0 +1,205 @@
+"""The upgrade state machine: pure transitions over a persisted :class:`UpgradeRecord`.
+
+Drivers call a transition, persist the returned record, then act; every step
+is idempotent on restart, so a kill at any point resumes (download,
+verification) or resolves (commit, rollback) from what was persisted.
+
+    idle -> downloading -> installing -> awaiting-reboot -> trial -> committed
+                 |              |                 |            `-> rolled-back
+                 `--------------+-> failed        `-> rolled-back (bootloader fell back)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+
+from agent.errors import PolicyError
+from agent.upgrade.errors import StateFileError
+from agent.upgrade.ports import BootStatus
+
+MAX_STATE_BYTES = 256 * 1024
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    DOWNLOADING = "downloading"
+    INSTALLING = "installing"
+    AWAITING_REBOOT = "awaiting-reboot"
+    TRIAL = "trial"
+    COMMITTED = "committed"
+    ROLLED_BACK = "rolled-back"
+    FAILED = "failed"
+
+
+RESTING = frozenset({State.IDLE, State.COMMITTED, State.ROLLED_BACK, State.FAILED})
+
+
+@dataclasses.dataclass(frozen=True)
+class UpgradeRecord:
+    state: State = State.IDLE
+    sequence: int = -1
+    version: str = ""
+    target_slot: str = ""
+    received: int = 0
+    total: int = 0
+    reason: str = ""
+    envelope_hex: str = ""
+    image_digest_hex: str = ""
+    marked_boot_id: str = ""
+    trial_since: float = 0.0
+    installed_sequence: int = -1
+    installed_digest_hex: str = ""
+    deferred_until: float = 0.0
+    updated_at: float = 0.0
+
+    def to_bytes(self) -> bytes:
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data, sort_keys=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> UpgradeRecord:
+        if len(raw) > MAX_STATE_BYTES:
+            raise StateFileError("upgrade state file is too large")
+        try:
+            data = json.loads(raw)
+            data["state"] = State(data["state"])
+            names = {f.name for f in dataclasses.fields(cls)}
+            record = cls(**{k: v for k, v in data.items() if k in names})
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateFileError(f"upgrade state file is unreadable: {exc}") from exc
+        return record
+
+    @property
+    def busy(self) -> bool:
+        return self.state not in RESTING
+
+
+def _require(record: UpgradeRecord, *allowed: State) -> None:
+    if record.state not in allowed:
+        raise PolicyError(f"upgrade is {record.state.value}; cannot do that now")
+
+
+def begin(
+    record: UpgradeRecord,
+    *,
+    sequence: int,
+    version: str,
+    target_slot: str,
+    total: int,
+    envelope: bytes,
+    image_digest: bytes,
+    now: float,
+) -> UpgradeRecord:
+    _require(record, *RESTING)
+    return dataclasses.replace(
+        record,
+        state=State.DOWNLOADING,
+        sequence=sequence,
+        version=version,
+        target_slot=target_slot,
+        received=0,
+        total=total,
+        reason="",
+        envelope_hex=envelope.hex(),
+        image_digest_hex=image_digest.hex(),
+        marked_boot_id="",
+        trial_since=0.0,
+        updated_at=now,
+    )
+
+
+def progress(record: UpgradeRecord, received: int, now: float) -> UpgradeRecord:
+    _require(record, State.DOWNLOADING)
+    return dataclasses.replace(record, received=min(received, record.total), updated_at=now)
+
+
+def downloaded(record: UpgradeRecord, now: float) -> UpgradeRecord:
+    _require(record, State.DOWNLOADING)
+    return dataclasses.replace(
+        record, state=State.INSTALLING, received=record.total, updated_at=now
+    )
+
+
+def marked(record: UpgradeRecord, boot_id: str, now: float) -> UpgradeRecord:
+    _require(record, State.INSTALLING)
+    return dataclasses.replace(
+        record, state=State.AWAITING_REBOOT, marked_boot_id=boot_id, updated_at=now
+    )
+
+
+def failed(record: UpgradeRecord, reason: str, now: float) -> UpgradeRecord:
+    _require(record, State.DOWNLOADING, State.INSTALLING)
+    return dataclasses.replace(record, state=State.FAILED, reason=reason[:200], updated_at=now)
+
+
+def committed(record: UpgradeRecord, now: float) -> UpgradeRecord:
+    _require(record, State.TRIAL)
+    return dataclasses.replace(
+        record,
+        state=State.COMMITTED,
+        installed_sequence=record.sequence,
+        installed_digest_hex=record.image_digest_hex,
+        reason="",
+        updated_at=now,
+    )
+
+
+def rolled_back(record: UpgradeRecord, reason: str, now: float) -> UpgradeRecord:
+    _require(record, State.AWAITING_REBOOT, State.TRIAL)
+    return dataclasses.replace(record, state=State.ROLLED_BACK, reason=reason[:200], updated_at=now)
+
+
+def deferred(record: UpgradeRecord, until: float) -> UpgradeRecord:
+    return dataclasses.replace(record, deferred_until=until)
+
+
+class Decision(enum.Enum):
+    NOTHING = "nothing"
+    RESUME_DOWNLOAD = "resume-download"
+    VERIFY_SLOT = "verify-slot"
+    WAIT_REBOOT = "wait-reboot"
+    CHECK_HEALTH = "check-health"
+    COMMIT = "commit"
+    ROLLBACK = "rollback"
+
+
+def after_start(
+    record: UpgradeRecord, boot: BootStatus, now: float
+) -> tuple[UpgradeRecord, Decision]:
+    """Reconcile the persisted record with what the bootloader did; say what to do next."""
+    target = record.target_slot
+    if record.state == State.DOWNLOADING:
+        return record, Decision.RESUME_DOWNLOAD
+    if record.state == State.INSTALLING:
+        return record, Decision.VERIFY_SLOT
+    if record.state == State.AWAITING_REBOOT:
+        if boot.boot_id == record.marked_boot_id:
+            return record, Decision.WAIT_REBOOT
+        if boot.booted_slot == target and boot.trial:
+            trial = dataclasses.replace(record, state=State.TRIAL, trial_since=now, updated_at=now)
+            return trial, Decision.CHECK_HEALTH
+        reason = f"bootloader fell back to slot {boot.booted_slot} (boot count {boot.bootcount})"
+        return rolled_back(record, reason, now), Decision.NOTHING
+    if record.state == State.TRIAL:
+        if boot.booted_slot != target:
+            return rolled_back(record, "rebooted out of the trial slot", now), Decision.NOTHING
+        if boot.trial and boot.next_slot == target:
+            return record, Decision.CHECK_HEALTH
+        if boot.next_slot == target:
+            return committed(record, now), Decision.NOTHING  # committed, then killed
+        return rolled_back(record, "health check failed", now), Decision.NOTHING
+    return record, Decision.NOTHING
+
+
+def health_decision(
+    record: UpgradeRecord, healthy: bool, now: float, grace_seconds: float
+) -> Decision:
+    _require(record, State.TRIAL)
+    if healthy:
+        return Decision.COMMIT
+    if now - record.trial_since >= grace_seconds:
+        return Decision.ROLLBACK
+    return Decision.CHECK_HEALTH

@@ -1,0 +1,104 @@
+"""Upgrade policy: which manifests may be installed, and when.
+
+Pure: the caller passes the device identity, the installed state and the
+current time (``now`` as epoch seconds, ``local_minute`` as minutes since
+local midnight -- the driver reads the clock and the time zone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import re
+import uuid
+from collections.abc import Iterable
+
+from agent.errors import DecodeError
+from agent.upgrade.errors import (
+    ExpiredManifestError,
+    PrecursorMismatchError,
+    RollbackError,
+    UnsupportedFeatureError,
+    WrongHardwareError,
+)
+from agent.upgrade.manifest import Manifest
+
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+MINUTES_PER_DAY = 24 * 60
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    start: int  # minutes since local midnight
+    end: int
+
+    def contains(self, minute: int) -> bool:
+        if self.start == self.end:
+            return True  # "00:00-00:00": the whole day
+        if self.start < self.end:
+            return self.start <= minute < self.end
+        return minute >= self.start or minute < self.end  # crosses midnight
+
+
+def parse_window(text: str) -> Window:
+    match = _WINDOW.match(text.strip())
+    if not match:
+        raise ValueError(f"maintenance window {text[:40]!r} is not 'HH:MM-HH:MM'")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    return Window(h1 * 60 + m1, h2 * 60 + m2)
+
+
+def in_maintenance_window(windows: Iterable[str], local_minute: int) -> bool:
+    parsed = [parse_window(w) for w in windows]
+    return not parsed or any(w.contains(local_minute % MINUTES_PER_DAY) for w in parsed)
+
+
+def auto_install_allowed(enabled: bool, models: Iterable[str], model: str) -> bool:
+    return enabled and model in set(models)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceIdentity:
+    vendor_id: uuid.UUID
+    class_id: uuid.UUID
+
+
+@dataclasses.dataclass(frozen=True)
+class InstalledImage:
+    sequence: int  # -1 before the first managed install
+    digest: bytes | None
+
+
+def check_manifest(
+    manifest: Manifest, device: DeviceIdentity, installed: InstalledImage, now: float
+) -> None:
+    """Raise a PolicyError subclass unless ``manifest`` may be installed on this device now."""
+    if manifest.uri is None or manifest.image_digest is None or manifest.image_size is None:
+        raise UnsupportedFeatureError("manifest has no installable image (uri, digest and size)")
+    if not (manifest.checks_vendor and manifest.checks_class and manifest.checks_image):
+        raise UnsupportedFeatureError("manifest must check vendor id, class id and image digest")
+    if manifest.vendor_id != device.vendor_id:
+        raise WrongHardwareError(f"manifest is for vendor {manifest.vendor_id}, not ours")
+    if manifest.class_id != device.class_id:
+        raise WrongHardwareError(f"manifest is for class {manifest.class_id}, not this device")
+    if manifest.sequence <= installed.sequence:
+        raise RollbackError(
+            f"sequence {manifest.sequence} is not newer than installed {installed.sequence}"
+        )
+    if manifest.expires_at is not None and now >= manifest.expires_at:
+        raise ExpiredManifestError(f"manifest expired at {manifest.expires_at}")
+    if manifest.precursor_digest is not None and (
+        installed.digest is None
+        or not hmac.compare_digest(manifest.precursor_digest, installed.digest)
+    ):
+        raise PrecursorMismatchError("the installed image is not the delta's precursor")
+    if not manifest.uri.startswith(("http://", "https://")):
+        raise UnsupportedFeatureError(f"uri scheme of {manifest.uri[:60]!r} is not http(s)")
+
+
+def deferral_until(requested_seconds: object, now: float, max_seconds: int) -> float:
+    if not isinstance(requested_seconds, int | float) or isinstance(requested_seconds, bool):
+        raise DecodeError("defer_seconds must be a number")
+    if not 0 <= requested_seconds <= max_seconds:
+        raise DecodeError(f"defer_seconds must be between 0 and {max_seconds}")
+    return now + float(requested_seconds)

@@ -1,0 +1,220 @@
+"""``edge-agent upgrade check|apply|status|sign|keygen``."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pathlib
+import sys
+import time
+import uuid
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from agent import config as agent_config
+from agent.errors import DecodeError, DeviceIOError, NotFoundError
+from agent.upgrade.builder import (
+    ManifestSpec,
+    build_manifest,
+    class_uuid,
+    load_private_key,
+    private_key_pem,
+    public_key_pem,
+    sign_envelope,
+    vendor_uuid,
+)
+from agent.upgrade.keys import key_from_bytes
+from drivers.upgrade.http import fetch_bounded
+from drivers.upgrade.installer import Installer
+from drivers.upgrade.service import build_installer
+from drivers.upgrade.statefile import write_atomic
+
+BAR_WIDTH = 30
+
+
+class ProgressBar:
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.last = -1.0
+
+    def __call__(self, received: int, total: int) -> None:
+        now = time.monotonic()
+        if received < total and now - self.last < 0.2:
+            return
+        self.last = now
+        filled = BAR_WIDTH * received // max(total, 1)
+        percent = 100 * received // max(total, 1)
+        bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+        end = "\n" if received >= total else ""
+        self.stream.write(f"\rdownloading [{bar}] {percent:3d}% {received}/{total} B{end}")
+        self.stream.flush()
+
+
+def _read(path: str, max_bytes: int) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"{path} does not exist") from exc
+    except OSError as exc:
+        raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise DecodeError(f"{path} is larger than {max_bytes} bytes")
+    return data
+
+
+def _installer(args: argparse.Namespace, *, progress: bool = False) -> Installer:
+    cfg = agent_config.load(
+        pathlib.Path(args.config) if args.config else None,
+        state_dir=pathlib.Path(args.state_dir) if args.state_dir else None,
+    )
+    installer, _ = build_installer(cfg, on_progress=ProgressBar() if progress else None)
+    return installer
+
+
+def _envelope(args: argparse.Namespace, installer: Installer) -> bytes:
+    limit = installer.settings.max_manifest_bytes
+    source = args.manifest or installer.settings.manifest_url
+    if not source:
+        raise DecodeError("give --manifest FILE|URL or set upgrade.manifest_url")
+    if source.startswith(("http://", "https://")):
+        return fetch_bounded(
+            source, limit, installer.settings.io_timeout_seconds, installer.settings.ca_file
+        )
+    return _read(source, limit)
+
+
+def _check(args: argparse.Namespace) -> int:
+    installer = _installer(args)
+    manifest = installer.verify(_envelope(args, installer)).manifest
+    print(
+        f"installable: sequence {manifest.sequence}, version {manifest.software_version or '-'}, "
+        f"{manifest.image_size} bytes from {manifest.uri}"
+    )
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    installer = _installer(args, progress=True)
+    record, _ = installer.resume()
+    if not record.busy:
+        record = installer.install(_envelope(args, installer))
+    print(f"upgrade {record.state.value}: sequence {record.sequence} in slot {record.target_slot}")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(json.dumps(_installer(args).status(), indent=2, sort_keys=True))
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+    if args.algorithm == "es256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        key = ed25519.Ed25519PrivateKey.generate()
+    out = pathlib.Path(args.out)
+    write_atomic(out, private_key_pem(key))
+    pub = pathlib.Path(args.public) if args.public else out.with_suffix(".pub.pem")
+    write_atomic(pub, public_key_pem(key))
+    pub.chmod(0o644)
+    kid = key_from_bytes(public_key_pem(key)).key_id.hex()
+    print(f"private key {out}, public key {pub}, key id {kid}")
+    return 0
+
+
+def _uuid(text: str, what: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError as exc:
+        raise DecodeError(f"{what} {text[:40]!r} is not a UUID") from exc
+
+
+def _image_digest(path: str) -> tuple[bytes, int]:
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise NotFoundError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    return digest.digest(), size
+
+
+def _sign(args: argparse.Namespace) -> int:
+    vendor = (
+        _uuid(args.vendor_id, "vendor id") if args.vendor_id else vendor_uuid(args.vendor_domain)
+    )
+    if args.class_id:
+        klass = _uuid(args.class_id, "class id")
+    elif args.hardware_class:
+        klass = class_uuid(vendor, args.hardware_class)
+    else:
+        raise DecodeError("give --class-id UUID or --hardware-class NAME")
+    if not 0 <= args.sequence < 2**63:
+        raise DecodeError("--sequence must be a non-negative integer")
+    digest, size = _image_digest(args.image)
+    precursor = _image_digest(args.precursor)[0] if args.precursor else None
+    spec = ManifestSpec(
+        sequence=args.sequence,
+        vendor_id=vendor,
+        class_id=klass,
+        image_digest=digest,
+        image_size=size,
+        uri=args.uri,
+        software_version=args.version,
+        expires_at=args.expires,
+        precursor_digest=precursor,
+        new_keys=tuple(key_from_bytes(_read(p, 16384)).spki_der for p in args.new_key),
+    )
+    signers = [load_private_key(_read(p, 16384)) for p in args.key]
+    envelope = sign_envelope(build_manifest(spec), signers)
+    write_atomic(pathlib.Path(args.out), envelope)
+    print(f"{args.out}: sequence {args.sequence}, {size} bytes, class {klass}", file=sys.stderr)
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--state-dir", default=None)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("upgrade", help="signed A/B upgrades")
+    sub = parser.add_subparsers(dest="upgrade_command", metavar="ACTION")
+    sub.required = True
+    check = sub.add_parser("check", help="verify a manifest against keys and policy")
+    apply = sub.add_parser("apply", help="download and install into the inactive slot")
+    status = sub.add_parser("status", help="print the upgrade state")
+    for p in (check, apply, status):
+        _common(p)
+    for p in (check, apply):
+        p.add_argument("--manifest", default=None, help="envelope file or URL")
+    check.set_defaults(func=_check)
+    apply.set_defaults(func=_apply)
+    status.set_defaults(func=_status)
+    keygen = sub.add_parser("keygen", help="create a manifest signing key pair")
+    keygen.add_argument("--out", required=True)
+    keygen.add_argument("--public", default=None)
+    keygen.add_argument("--algorithm", choices=("ed25519", "es256"), default="ed25519")
+    keygen.set_defaults(func=_keygen)
+    sign = sub.add_parser("sign", help="build and sign a manifest for an image")
+    sign.add_argument("--key", action="append", required=True, help="signing key (repeatable)")
+    sign.add_argument("--image", required=True)
+    sign.add_argument("--sequence", type=int, required=True)
+    sign.add_argument("--uri", required=True)
+    sign.add_argument("--class-id", default=None)
+    sign.add_argument("--hardware-class", default=None)
+    sign.add_argument("--vendor-id", default=None)
+    sign.add_argument("--vendor-domain", default="edge-agent.example")
+    sign.add_argument("--version", default="")
+    sign.add_argument("--expires", type=int, default=None, help="expiry, epoch seconds")
+    sign.add_argument("--precursor", default=None, help="image a delta applies to")
+    sign.add_argument("--new-key", action="append", default=[], help="rotate to this public key")
+    sign.add_argument("--out", required=True)
+    sign.set_defaults(func=_sign)

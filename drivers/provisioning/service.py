@@ -1,0 +1,276 @@
+"""The provisioning service the runtime runs while the device is unprovisioned.
+
+``build_service(config, wifi_backend, frame_source=None, audit=None)`` wires:
+the binding (serial + verification code, created at first boot), the LAN API
+window, Improv serial (if a port is configured) and the camera QR channel
+(frames offered with :meth:`ProvisioningService.offer_frame`, or pulled from
+``frame_source`` at the scan rate).  Every connection attempt, whatever its
+channel, runs on one worker thread through the :class:`Provisioner`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.config import AgentConfig
+from agent.errors import BadDataError, EdgeAgentError, TransportError
+from agent.ports import AuditSink, CommandArgs, CommandHandler, CommandResult
+from agent.provisioning.binding import Binding
+from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
+from agent.provisioning.lan import LanLimits, LanProvisioning
+from agent.provisioning.limits import ProvisioningWindow, ScanScheduler, WindowState
+from agent.provisioning.provisioner import Provisioner
+from agent.provisioning.qr_channel import QrChannel, QrKind, QrOutcome
+from agent.provisioning.wifi import AccessPoint, ConnectResult, WifiBackend, WifiCredentials
+from drivers.provisioning.improv_serial import ImprovSerialChannel, open_port
+from drivers.provisioning.lan_server import LanApiServer
+from drivers.provisioning.qr_reader import QrReader
+from drivers.provisioning.store import (
+    FileProvisioningStore,
+    FileTokenLedger,
+    load_or_create_binding,
+)
+
+log = logging.getLogger(__name__)
+
+Frame = NDArray[np.uint8]
+FIRMWARE_NAME = "edge-agent"
+
+
+def _firmware_version() -> str:
+    try:
+        return importlib.metadata.version("edge-agent")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# After the window closes the API stays up this long so an installer can read
+# the final status of its session.
+STATUS_GRACE_SECONDS = 30.0
+SCAN_TIMEOUT = 10.0
+SCAN_CACHE_SECONDS = 15.0
+
+
+class ProvisioningService:
+    name = "provisioning"
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        backend: WifiBackend,
+        *,
+        audit: AuditSink | None = None,
+        frame_source: Callable[[], Frame | None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._settings = config.provisioning
+        self._backend = backend
+        self._frame_source = frame_source
+        self._clock = clock
+        self.store = FileProvisioningStore(config.state_dir)
+        self.binding: Binding = load_or_create_binding(
+            config.state_dir, config.device.serial_number
+        )
+        self.provisioner = Provisioner(
+            backend,
+            self.store,
+            clock,
+            audit=audit,
+            connect_timeout=self._settings.connect_timeout_seconds,
+        )
+        self.window = ProvisioningWindow(self._settings.window_seconds)
+        self.qr = QrChannel(FileTokenLedger(config.state_dir))
+        self._scheduler = ScanScheduler(self._settings.qr_scan_interval_seconds)
+        self._reader = QrReader()
+        # One worker owns the radio: scans and connection attempts never overlap.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="provisioning")
+        # Guards the window and the LAN core between HTTP threads and the main loop.
+        self._lock = threading.Lock()
+        self._scan_cache: tuple[float, list[AccessPoint]] | None = None
+        self.lan: LanApiServer | None = None
+        self.lan_core: LanProvisioning | None = None
+        if self._settings.lan_enabled:
+            self.lan_core = LanProvisioning(
+                self.binding.serial_number,
+                self.binding.verification_code,
+                self.window,
+                LanLimits(
+                    self._settings.lan_max_failed_attempts,
+                    self._settings.lan_failure_window_seconds,
+                    self._settings.lan_lockout_seconds,
+                    self._settings.lan_lockout_max_seconds,
+                ),
+            )
+        self.improv: ImprovSerialChannel | None = None
+        self._bound = self.store.load_account() is not None
+
+    @property
+    def provisioned(self) -> bool:
+        return self.provisioner.provisioned
+
+    def start(self) -> None:
+        if self.provisioned:
+            log.info("Wi-Fi already provisioned; provisioning channels stay closed")
+            return
+        self.open_window()
+        settings = self._settings
+        if settings.improv_serial_port:
+            device = ImprovDevice(self._device_info(), self._scan, settings.redirect_url)
+            try:
+                port = open_port(settings.improv_serial_port, settings.improv_baud)
+            except TransportError as exc:
+                log.warning("Improv serial disabled: %s", exc)
+                return
+            self.improv = ImprovSerialChannel(
+                port, device, lambda credentials: self.submit(credentials, "improv").result()
+            )
+            self.improv.start()
+
+    def open_window(self) -> None:
+        """(Re)open the provisioning window and the LAN API, e.g. to change networks.
+
+        The attempt limiter lives on across windows, so reopening never resets a
+        lockout.
+        """
+        with self._lock:
+            self.window.open(self._clock())
+        if self.lan_core is None or self.lan is not None:
+            return
+        settings = self._settings
+        try:
+            self.lan = LanApiServer(
+                self.lan_core,
+                self._scan,
+                lambda credentials: self.submit(credentials, "lan"),
+                self._clock,
+                (settings.lan_bind_address, settings.lan_port),
+                lock=self._lock,
+            )
+        except TransportError as exc:
+            log.warning("LAN provisioning API disabled: %s", exc)
+            return
+        self.lan.start()
+        log.info("LAN provisioning API listening on port %d", self.lan.port)
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            window = self.window.state(self._clock()).value
+        return {"provisioned": self.provisioned, "bound": self._bound, "window": window}
+
+    def _device_info(self) -> DeviceInfo:
+        device = self._config.device
+        return DeviceInfo(
+            FIRMWARE_NAME, _firmware_version(), device.hardware_class, device.serial_number
+        )
+
+    def _scan(self) -> list[AccessPoint]:
+        """Recent scan results; a fresh scan at most every SCAN_CACHE_SECONDS."""
+        now = self._clock()
+        cached = self._scan_cache
+        if cached is not None and 0 <= now - cached[0] < SCAN_CACHE_SECONDS:
+            return cached[1]
+        try:
+            networks = self._executor.submit(self._backend.scan, SCAN_TIMEOUT).result()
+        except EdgeAgentError as exc:
+            log.warning("Wi-Fi scan failed: %s", exc)
+            return []
+        self._scan_cache = (now, networks)
+        return networks
+
+    def submit(self, credentials: WifiCredentials, channel: str) -> Future[ConnectResult]:
+        """Queue a connection attempt; attempts never overlap."""
+        future = self._executor.submit(self.provisioner.apply, credentials, channel)
+        future.add_done_callback(self._after_connect)
+        return future
+
+    def _after_connect(self, done: Future[ConnectResult]) -> None:
+        if done.exception() is None and done.result().ok:
+            with self._lock:
+                self.window.succeed(self._clock())
+
+    def tick(self, now: float) -> None:
+        if self.lan is not None:
+            with self._lock:
+                state = self.window.state(now)
+                closed_at = self.window.closed_at or now
+            if state is not WindowState.OPEN and now - closed_at >= STATUS_GRACE_SECONDS:
+                log.info("provisioning window %s; LAN API stopped", state.value)
+                self.lan.stop()
+                self.lan = None
+        if self._frame_source is not None and self._wants_qr() and self._scheduler.due(now):
+            frame = self._frame_source()
+            if frame is not None:
+                self._decode(frame, now)
+
+    def _wants_qr(self) -> bool:
+        return not self.provisioned or not self._bound
+
+    def offer_frame(self, frame: Frame, now: float) -> QrOutcome | None:
+        """Called by the camera pipeline with every frame; decodes about once per interval."""
+        if not self._wants_qr() or not self._scheduler.due(now):
+            return None
+        return self._decode(frame, now)
+
+    def _decode(self, frame: Frame, now: float) -> QrOutcome | None:
+        try:
+            text = self._reader.read(frame)
+        except BadDataError as exc:
+            log.debug("QR read failed: %s", exc)
+            return None
+        if text is None:
+            return None
+        outcome = self.qr.handle_text(text, now)
+        if outcome.kind is QrKind.WIFI and outcome.credentials is not None:
+            if self.provisioned:
+                return QrOutcome(QrKind.REJECTED, reason="already provisioned")
+            self.submit(outcome.credentials, "qr")
+        elif outcome.kind is QrKind.BINDING and outcome.binding is not None:
+            self.provisioner.bind_account(outcome.binding.account, "qr")
+            self._bound = True
+        elif outcome.kind is QrKind.REJECTED:
+            log.info("QR code ignored: %s", outcome.reason)
+        return outcome
+
+    def stop(self) -> None:
+        if self.lan is not None:
+            self.lan.stop()
+            self.lan = None
+        if self.improv is not None:
+            self.improv.stop()
+            self.improv = None
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def command_handlers(service: ProvisioningService) -> dict[str, CommandHandler]:
+    """MQTT commands: ``provisioning.status`` and ``provisioning.open_window``."""
+
+    def status(_: CommandArgs) -> CommandResult:
+        return service.status()
+
+    def open_window(_: CommandArgs) -> CommandResult:
+        service.open_window()
+        return service.status()
+
+    return {"provisioning.status": status, "provisioning.open_window": open_window}
+
+
+def build_service(
+    config: AgentConfig,
+    wifi_backend: WifiBackend,
+    frame_source: Callable[[], Frame | None] | None = None,
+    audit: AuditSink | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> ProvisioningService:
+    return ProvisioningService(
+        config, wifi_backend, audit=audit, frame_source=frame_source, clock=clock
+    )

@@ -1,0 +1,337 @@
+"""Drives the pure upgrade state machine: verify, download into the inactive slot, mark, commit.
+
+Every transition is persisted (atomically) before the action it enables, and
+every action is idempotent, so killing the process anywhere and calling
+:meth:`Installer.resume` either finishes the step or rolls it back.
+``EDGE_AGENT_UPGRADE_PAUSE_AT=<point>`` makes the process stop at a named point
+(tests SIGKILL it there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from agent.errors import BadDataError, ConnectionLostError, PolicyError, TransportError
+from agent.events import Event
+from agent.ports import AuditSink, EventSink
+from agent.upgrade import machine
+from agent.upgrade.envelope import VerifiedManifest, verify_envelope
+from agent.upgrade.errors import DeadlineExceededError, ExtraDataError
+from agent.upgrade.image import ImageHasher, ThroughputGuard
+from agent.upgrade.machine import Decision, State, UpgradeRecord
+from agent.upgrade.policy import DeviceIdentity, InstalledImage, check_manifest
+from agent.upgrade.ports import ImageSource, SlotDriver, StateStore, other_slot
+from agent.upgrade.settings import UpgradeSettings
+from drivers.upgrade.keystore import KeyStore
+
+CHUNK = 256 * 1024
+PERSIST_EVERY = 4 * 1024 * 1024
+PAUSE_ENV = "EDGE_AGENT_UPGRADE_PAUSE_AT"
+Progress = Callable[[int, int], None]
+
+
+class DownloadInterruptedError(TransportError):
+    """The download was stopped on request; the persisted state resumes it later."""
+
+
+def pause_point(name: str) -> None:
+    """Test hook: park the process at ``name`` so a test can SIGKILL it there."""
+    if os.environ.get(PAUSE_ENV) == name:
+        print(f"\nPAUSED {name}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(3600)
+
+
+@dataclasses.dataclass
+class Installer:
+    settings: UpgradeSettings
+    device: DeviceIdentity
+    keys: KeyStore
+    slots: SlotDriver
+    source: ImageSource
+    store: StateStore
+    sink: EventSink | None = None
+    audit: AuditSink | None = None
+    now: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    on_progress: Progress | None = None
+    # Polled between chunks: a stopping agent leaves the download resumable, not failed.
+    should_stop: Callable[[], bool] = lambda: False
+
+    # --- persistence & reporting ------------------------------------------
+
+    def record(self) -> UpgradeRecord:
+        raw = self.store.load()
+        return UpgradeRecord() if raw is None else UpgradeRecord.from_bytes(raw)
+
+    def _save(self, record: UpgradeRecord, *, emit: bool = True) -> UpgradeRecord:
+        self.store.save(record.to_bytes())
+        if emit:
+            self._emit(record)
+        return record
+
+    def _emit(self, record: UpgradeRecord) -> None:
+        if self.sink is None:
+            return
+        fields = {
+            "state": record.state.value,
+            "version": record.version,
+            "sequence": record.sequence,
+            "received": record.received,
+            "total": record.total,
+            "reason": record.reason,
+        }
+        self.sink.emit(Event(type="upgrade.state", occurred_at=self.now(), fields=fields))
+
+    def _audit(self, kind: str, record: UpgradeRecord) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                kind,
+                {
+                    "state": record.state.value,
+                    "sequence": record.sequence,
+                    "version": record.version,
+                    "reason": record.reason,
+                },
+                self.now(),
+            )
+
+    # --- verification -----------------------------------------------------
+
+    def verify(self, envelope: bytes) -> VerifiedManifest:
+        """Authenticate ``envelope`` and apply the install policy; raises BadDataError."""
+        verified = verify_envelope(
+            envelope, self.keys.load(), max_bytes=self.settings.max_manifest_bytes
+        )
+        record = self.record()
+        installed = InstalledImage(
+            record.installed_sequence,
+            bytes.fromhex(record.installed_digest_hex) if record.installed_digest_hex else None,
+        )
+        check_manifest(verified.manifest, self.device, installed, self.now())
+        size = verified.manifest.image_size or 0
+        if size > self.settings.max_image_bytes:
+            raise PolicyError(f"image of {size} bytes exceeds upgrade.max_image_bytes")
+        if verified.manifest.new_keys:
+            self.keys.rotate(verified.keys, verified.manifest.sequence)
+        return verified
+
+    # --- install ----------------------------------------------------------
+
+    def install(self, envelope: bytes) -> UpgradeRecord:
+        """Verify, download into the inactive slot, re-verify it and mark it for trial boot."""
+        record = self.record()
+        if record.busy:
+            raise PolicyError(f"an upgrade is already {record.state.value}")
+        verified = self.verify(envelope)
+        boot = self.slots.boot_status()
+        if boot.trial or boot.next_slot != boot.booted_slot:
+            raise PolicyError("the bootloader still has a pending slot; reboot first")
+        manifest = verified.manifest
+        assert manifest.image_digest is not None and manifest.image_size is not None
+        record = self._save(
+            machine.begin(
+                record,
+                sequence=manifest.sequence,
+                version=manifest.software_version,
+                target_slot=other_slot(boot.booted_slot),
+                total=manifest.image_size,
+                envelope=envelope,
+                image_digest=manifest.image_digest,
+                now=self.now(),
+            )
+        )
+        self._audit("upgrade.started", record)
+        pause_point("downloading")
+        return self._continue(record)
+
+    def _continue(self, record: UpgradeRecord) -> UpgradeRecord:
+        try:
+            if record.state == State.DOWNLOADING:
+                record = self._download(record)
+            if record.state == State.INSTALLING:
+                record = self._verify_and_mark(record)
+        except DownloadInterruptedError:
+            raise
+        except (BadDataError, TransportError) as exc:
+            record = self._save(machine.failed(self.record(), str(exc), self.now()))
+            self._audit("upgrade.failed", record)
+            raise
+        return record
+
+    def _manifest_of(self, record: UpgradeRecord) -> VerifiedManifest:
+        # Re-authenticated on resume: the persisted copy is not trusted blindly.
+        return verify_envelope(
+            bytes.fromhex(record.envelope_hex),
+            self.keys.load(),
+            max_bytes=self.settings.max_manifest_bytes,
+        )
+
+    def _hasher_from_slot(self, record: UpgradeRecord) -> ImageHasher:
+        """Resume hashing from what the slot holds (synced before progress was saved)."""
+        digest = bytes.fromhex(record.image_digest_hex)
+        hasher = ImageHasher(record.total, digest)
+        for chunk in self.slots.read(record.target_slot, record.received):
+            hasher.accept(chunk)
+        if hasher.received != record.received:
+            return ImageHasher(record.total, digest)  # the slot is shorter: start over
+        return hasher
+
+    def _download(self, record: UpgradeRecord) -> UpgradeRecord:
+        manifest = self._manifest_of(record).manifest
+        assert manifest.uri is not None
+        hasher = self._hasher_from_slot(record)
+        guard = ThroughputGuard(
+            self.monotonic(),
+            min_bytes_per_second=self.settings.min_throughput_bytes_per_second,
+            grace_seconds=self.settings.throughput_grace_seconds,
+            deadline_seconds=self.settings.download_deadline_seconds,
+        )
+        attempt = 0
+        while True:
+            try:
+                record = self._fetch_once(record, manifest.uri, hasher, guard)
+                break
+            except (DeadlineExceededError, DownloadInterruptedError):
+                raise
+            except TransportError:
+                attempt += 1
+                if attempt >= self.settings.download_attempts:
+                    raise
+                self.sleep(min(0.05 * 2**attempt, 5.0))
+        hasher.finish()
+        record = self._save(machine.downloaded(record, self.now()))
+        pause_point("installing")
+        return record
+
+    def _fetch_once(
+        self, record: UpgradeRecord, uri: str, hasher: ImageHasher, guard: ThroughputGuard
+    ) -> UpgradeRecord:
+        offset = hasher.received
+        stream = self.source.open(uri, offset)
+        writer = self.slots.open_writer(record.target_slot, offset)
+        guard.restart_window(self.monotonic())
+        last_saved = offset
+        try:
+            skip = offset - stream.start  # the server ignored our Range: discard the prefix
+            if skip < 0:
+                raise ConnectionLostError("server resumed past the requested offset")
+            if stream.length is not None and stream.length - skip > hasher.remaining:
+                raise ExtraDataError(
+                    f"server announces {stream.length} bytes; signed size is {hasher.expected_size}"
+                )
+            while True:
+                want = CHUNK if skip else min(CHUNK, hasher.remaining) or 1
+                if self.should_stop():
+                    raise DownloadInterruptedError("agent is stopping; download will resume")
+                chunk = stream.read(min(want, skip) if skip else want)
+                guard.check(self.monotonic(), len(chunk))
+                if not chunk:
+                    break
+                if skip:
+                    skip -= len(chunk)
+                    continue
+                hasher.accept(chunk)  # raises on a byte past the signed size
+                writer.write(chunk)
+                if hasher.received - last_saved >= PERSIST_EVERY:
+                    writer.sync()
+                    record = self._progress(record, hasher.received)
+                    last_saved = hasher.received
+                    pause_point("mid-download")
+        except DownloadInterruptedError:
+            writer.sync()  # what progress claims must be on disk first
+            self._progress(record, hasher.received)
+            raise
+        finally:
+            try:
+                writer.sync()
+            finally:
+                writer.close()
+                stream.close()
+        record = self._progress(record, hasher.received)
+        if hasher.remaining:
+            raise ConnectionLostError(f"download cut at {hasher.received} of {record.total}")
+        return record
+
+    def _progress(self, record: UpgradeRecord, received: int) -> UpgradeRecord:
+        before = record.received * 10 // max(record.total, 1)
+        record = machine.progress(record, received, self.now())
+        self._save(record, emit=received * 10 // max(record.total, 1) != before)
+        if self.on_progress is not None:
+            self.on_progress(received, record.total)
+        return record
+
+    def _verify_and_mark(self, record: UpgradeRecord) -> UpgradeRecord:
+        # TOCTOU: what boots is what is in the slot, so hash the slot itself again.
+        hasher = ImageHasher(record.total, bytes.fromhex(record.image_digest_hex))
+        for chunk in self.slots.read(record.target_slot, record.total):
+            hasher.accept(chunk)
+        hasher.finish()
+        self.slots.mark_trial(record.target_slot)
+        pause_point("marked")
+        record = self._save(machine.marked(record, self.slots.boot_status().boot_id, self.now()))
+        self._audit("upgrade.installed", record)
+        pause_point("awaiting-reboot")
+        return record
+
+    # --- after a (re)start --------------------------------------------------
+
+    def resume(self) -> tuple[UpgradeRecord, Decision]:
+        """Reconcile with the bootloader after a start; finish interrupted work."""
+        record = self.record()
+        updated, decision = machine.after_start(record, self.slots.boot_status(), self.now())
+        if updated != record:
+            self._save(updated)
+            if updated.state == State.ROLLED_BACK:
+                self._audit("upgrade.rolled_back", updated)
+            if updated.state == State.COMMITTED:
+                self._audit("upgrade.committed", updated)
+        if decision in (Decision.RESUME_DOWNLOAD, Decision.VERIFY_SLOT):
+            updated = self._continue(updated)
+            decision = Decision.WAIT_REBOOT
+        return updated, decision
+
+    def health(self, healthy: bool) -> tuple[UpgradeRecord, Decision]:
+        """In a trial boot: commit when healthy, roll back after the grace period."""
+        record = self.record()
+        decision = machine.health_decision(
+            record, healthy, self.now(), self.settings.health_grace_seconds
+        )
+        if decision == Decision.COMMIT:
+            self.slots.commit(record.target_slot)
+            pause_point("committing")
+            record = self._save(machine.committed(record, self.now()))
+            self._audit("upgrade.committed", record)
+        elif decision == Decision.ROLLBACK:
+            self.slots.rollback(other_slot(record.target_slot))
+            pause_point("rolling-back")
+            record = self._save(machine.rolled_back(record, "health check failed", self.now()))
+            self._audit("upgrade.rolled_back", record)
+        return record, decision
+
+    def status(self) -> dict[str, object]:
+        """The persisted record plus what the bootloader will do (CLI and MQTT reply)."""
+        record = self.record()
+        boot = self.slots.boot_status()
+        return {
+            "state": record.state.value,
+            "sequence": record.sequence,
+            "version": record.version,
+            "received": record.received,
+            "total": record.total,
+            "reason": record.reason,
+            "installed_sequence": record.installed_sequence,
+            "target_slot": record.target_slot,
+            "deferred_until": record.deferred_until,
+            "booted_slot": boot.booted_slot,
+            "next_slot": boot.next_slot,
+            "trial": boot.trial,
+        }
+
+    def defer(self, until: float) -> UpgradeRecord:
+        return self._save(machine.deferred(self.record(), until), emit=False)

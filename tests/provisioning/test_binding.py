@@ -1,0 +1,187 @@
+"""Verification code, label payload, binding QR payload and the token ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import pathlib
+import stat
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.errors import DecodeError, PolicyError, TooLargeError
+from agent.provisioning import binding
+from agent.provisioning.binding import Binding
+from drivers.provisioning.store import (
+    FileTokenLedger,
+    load_or_create_binding,
+    provisioning_dir,
+    write_private,
+)
+
+NOW = 1_800_000_000.0
+TOKEN = "tok_" + "A1b2" * 6
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "00000000",
+        "11111111",
+        "12345678",
+        "87654321",
+        "78901234",
+        "12121212",
+        "12341234",
+        "11112222",
+    ],
+)
+def test_trivial_codes_rejected(code: str) -> None:
+    assert binding.is_trivial_code(code)
+
+
+@pytest.mark.parametrize("code", ["12345", "abcdefgh", "1234567890"])
+def test_malformed_codes_count_as_trivial(code: str) -> None:
+    assert binding.is_trivial_code(code)
+
+
+def test_non_trivial_code_is_accepted() -> None:
+    assert not binding.is_trivial_code("40719382")
+
+
+def test_generator_redraws_trivial_codes() -> None:
+    # the first eight draws spell 11111111, the next eight a usable code
+    digits = itertools.chain([1] * 8, [4, 0, 7, 1, 9, 3, 8, 2])
+    assert binding.generate_verification_code(lambda _: next(digits)) == "40719382"
+
+
+def test_generated_codes_are_never_trivial() -> None:
+    codes = {binding.generate_verification_code() for _ in range(200)}
+    assert all(len(c) == 8 and c.isdigit() and not binding.is_trivial_code(c) for c in codes)
+    assert len(codes) > 190
+
+
+def test_binding_is_created_once_private_and_stable(tmp_path: pathlib.Path) -> None:
+    first = load_or_create_binding(tmp_path, "EA-1")
+    path = provisioning_dir(tmp_path) / "binding.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_or_create_binding(tmp_path, "EA-1") == first
+    assert first.verification_code not in repr(first)
+
+
+def test_corrupt_binding_file_is_reported(tmp_path: pathlib.Path) -> None:
+    write_private(provisioning_dir(tmp_path) / "binding.json", b'{"verification_code": "11111111"}')
+    with pytest.raises(DecodeError):
+        load_or_create_binding(tmp_path, "EA-1")
+
+
+def test_write_private_leaves_no_temp_files(tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "p" / "f.json"
+    write_private(target, b"one")
+    write_private(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["f.json"]
+
+
+def test_label_payload_round_trip() -> None:
+    original = Binding("EA-2026-0042", "40719382")
+    text = binding.label_payload(original)
+    assert text.startswith("edge-agent:provision?")
+    assert binding.parse_label(text) == original
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "edge-agent:provision?v=2&sn=X&code=40719382",
+        "edge-agent:provision?v=1&sn=X&code=4071",
+        "other:provision?v=1&sn=X&code=40719382",
+        "edge-agent:provision?v=1&code=40719382",
+    ],
+)
+def test_bad_labels_are_rejected(text: str) -> None:
+    with pytest.raises(DecodeError):
+        binding.parse_label(text)
+
+
+def payload(**overrides: object) -> str:
+    body: dict[str, object] = {"v": 1, "account": "acme-site-7", "token": TOKEN, "exp": NOW + 600}
+    body.update(overrides)
+    return json.dumps({k: v for k, v in body.items() if v is not None})
+
+
+def test_binding_payload_parses() -> None:
+    request = binding.parse_binding_payload(payload(exp=int(NOW) + 600), NOW)
+    assert (request.account, request.token, request.expires_at) == (
+        "acme-site-7",
+        TOKEN,
+        int(NOW) + 600,
+    )
+    assert TOKEN not in repr(request)
+
+
+def test_expired_binding_payload_is_refused() -> None:
+    with pytest.raises(PolicyError, match="expired"):
+        binding.parse_binding_payload(payload(exp=int(NOW) - 1), NOW)
+
+
+def test_binding_payload_deep_nesting_is_rejected() -> None:
+    with pytest.raises(TooLargeError, match="nested"):
+        binding.parse_binding_payload("[" * 500 + "]" * 500, NOW)
+
+
+def test_binding_payload_deep_nesting_inside_a_field_is_rejected() -> None:
+    with pytest.raises(TooLargeError, match="nested"):
+        binding.parse_binding_payload(payload(account={"a": {"b": {"c": {"d": 1}}}}), NOW)
+
+
+def test_binding_payload_huge_is_rejected() -> None:
+    with pytest.raises(TooLargeError):
+        binding.parse_binding_payload(payload(account="a" * 5000), NOW)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        payload(exp="soon"),
+        payload(exp=True),
+        payload(v=2),
+        payload(token="short"),
+        payload(account="bad account!"),
+        payload(extra=1),
+        payload(token=None),
+        "[1, 2]",
+        "{not json",
+        '"just a string"',
+    ],
+)
+def test_malformed_binding_payloads_are_rejected(text: str) -> None:
+    with pytest.raises(DecodeError):
+        binding.parse_binding_payload(text, NOW)
+
+
+@given(st.text(max_size=1200))
+def test_binding_payload_parser_raises_only_bad_data(text: str) -> None:
+    with contextlib.suppress(DecodeError, PolicyError):
+        binding.parse_binding_payload(text, NOW)
+
+
+def test_reused_token_is_refused_even_after_restart(tmp_path: pathlib.Path) -> None:
+    request = binding.parse_binding_payload(payload(exp=int(NOW) + 600), NOW)
+    binding.redeem(request, FileTokenLedger(tmp_path), NOW)
+    with pytest.raises(PolicyError, match="already used"):
+        binding.redeem(request, FileTokenLedger(tmp_path), NOW + 1)
+    ledger_file = provisioning_dir(tmp_path) / "used_tokens.json"
+    assert stat.S_IMODE(ledger_file.stat().st_mode) == 0o600
+    assert TOKEN not in ledger_file.read_text()
+
+
+def test_ledger_prunes_expired_tokens(tmp_path: pathlib.Path) -> None:
+    ledger = FileTokenLedger(tmp_path)
+    assert ledger.claim("a" * 64, int(NOW) + 10, NOW)
+    assert ledger.claim("b" * 64, int(NOW) + 1000, NOW + 20)
+    stored = json.loads((provisioning_dir(tmp_path) / "used_tokens.json").read_text())
+    assert set(stored["tokens"]) == {"b" * 64}

@@ -1,0 +1,135 @@
+"""``edge-agent upgrade keygen|sign|check|apply|status`` end to end (real files, real HTTP)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+
+from agent.upgrade.envelope import verify_envelope
+from agent.upgrade.keys import KeySet, key_from_bytes
+from agent.upgrade.settings import SignatureAlgorithm
+from drivers.cli import main
+from tests.upgrade.conftest import HARDWARE_CLASS, VENDOR_DOMAIN, random_image
+from tests.upgrade.imageserver import ImageServer
+
+
+@pytest.fixture
+def vendor(tmp_path: pathlib.Path) -> pathlib.Path:
+    key = tmp_path / "vendor.pem"
+    assert main(["upgrade", "keygen", "--out", str(key)]) == 0
+    return key
+
+
+def _config(tmp_path: pathlib.Path, pub: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'[device]\nhardware_class = "{HARDWARE_CLASS}"\n'
+        f'[upgrade]\ntrusted_keys = ["{pub}"]\nvendor_domain = "{VENDOR_DOMAIN}"\n'
+    )
+    return path
+
+
+def _sign(
+    tmp_path: pathlib.Path,
+    key: pathlib.Path,
+    image: pathlib.Path,
+    uri: str,
+    sequence: int,
+    *extra: str,
+) -> pathlib.Path:
+    out = tmp_path / f"fw-{sequence}.suit"
+    argv = [
+        "upgrade",
+        "sign",
+        "--key",
+        str(key),
+        "--image",
+        str(image),
+        "--sequence",
+        str(sequence),
+        "--hardware-class",
+        HARDWARE_CLASS,
+        "--vendor-domain",
+        VENDOR_DOMAIN,
+        "--uri",
+        uri,
+        "--version",
+        f"2.{sequence}",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def _check(config: pathlib.Path, tmp_path: pathlib.Path, manifest: pathlib.Path) -> int:
+    argv = ["--config", str(config), "--state-dir", str(tmp_path / "state")]
+    return main(["upgrade", "check", *argv, "--manifest", str(manifest)])
+
+
+def test_keygen_writes_a_usable_key_pair(vendor: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    pub = vendor.with_suffix(".pub.pem")
+    assert vendor.stat().st_mode & 0o777 == 0o600
+    image = tmp_path / "img"
+    image.write_bytes(b"hello")
+    envelope = _sign(tmp_path, vendor, image, "http://127.0.0.1/x", 3).read_bytes()
+    keys = KeySet.from_keys([key_from_bytes(pub.read_bytes())], [SignatureAlgorithm.ED25519])
+    manifest = verify_envelope(envelope, keys).manifest
+    assert (manifest.sequence, manifest.image_size, manifest.software_version) == (3, 5, "2.3")
+
+
+def test_check_apply_status_with_progress(
+    vendor: pathlib.Path,
+    tmp_path: pathlib.Path,
+    image_server: ImageServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = random_image(300_000)
+    image = tmp_path / "fw.img"
+    image.write_bytes(data)
+    image_server.files["/fw.img"] = data
+    envelope = _sign(tmp_path, vendor, image, image_server.url("/fw.img"), 7)
+    image_server.files["/fw.suit"] = envelope.read_bytes()
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    common = ["--config", str(config), "--state-dir", str(tmp_path / "state")]
+    capsys.readouterr()
+    assert main(["upgrade", "check", *common, "--manifest", str(envelope)]) == 0
+    assert "sequence 7" in capsys.readouterr().out
+    assert main(["upgrade", "apply", *common, "--manifest", image_server.url("/fw.suit")]) == 0
+    captured = capsys.readouterr()
+    assert "awaiting-reboot" in captured.out
+    assert "100% 300000/300000" in captured.err
+    assert main(["upgrade", "status", *common]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["state"] == "awaiting-reboot"
+    assert (status["next_slot"], status["trial"]) == ("b", True)
+
+
+def test_bad_manifest_exits_2_with_one_line(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    garbage = tmp_path / "garbage.suit"
+    garbage.write_bytes(b"\xd8\x6b\xa0")
+    code = _check(config, tmp_path, garbage)
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "authentication wrapper" in err
+
+
+def test_wrong_key_manifest_is_refused_by_check(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "other.pem"
+    main(["upgrade", "keygen", "--out", str(other), "--algorithm", "es256"])
+    image = tmp_path / "img"
+    image.write_bytes(b"x" * 10)
+    envelope = _sign(tmp_path, other, image, "http://127.0.0.1/x", 1)
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    code = _check(config, tmp_path, envelope)
+    assert code == 2
+    assert "not accepted by policy" in capsys.readouterr().err
