@@ -3,15 +3,51 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
+import pathlib
+
+
+class LogLevel(enum.Enum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
 
 
 @dataclasses.dataclass(frozen=True)
 class LogSettings:
+    # Total bytes of JSON-lines log on disk, over the live file and its backups.
     max_store_bytes: int = dataclasses.field(
         default=8 * 1024 * 1024, metadata={"min": 64 * 1024, "max": 1 << 30}
+    )
+    backup_files: int = dataclasses.field(default=3, metadata={"min": 1, "max": 20})
+    level: LogLevel = LogLevel.INFO
+    # A bundle larger than this is cut (oldest lines first) and says so in its header.
+    max_bundle_bytes: int = dataclasses.field(
+        default=2 * 1024 * 1024, metadata={"min": 4 * 1024, "max": 64 * 1024 * 1024}
+    )
+    serial_chunk_bytes: int = dataclasses.field(
+        default=4096, metadata={"min": 256, "max": 60 * 1024}
+    )
+    # Console port the technician pulls logs over; empty disables the serial service.
+    serial_port: str = ""
+    serial_baud: int = dataclasses.field(default=115200, metadata={"min": 1200, "max": 4_000_000})
+    # A file holding the technician token (an alternative to the verification code).
+    technician_token_file: pathlib.Path | None = None
+    # Failed technician authentications (serial or LAN) before a lockout.
+    max_failed_auth: int = dataclasses.field(default=5, metadata={"min": 1, "max": 100})
+    auth_lockout_seconds: float = dataclasses.field(
+        default=300.0, metadata={"min": 1.0, "max": 86400.0}
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class RetentionSettings:
     events_days: int = dataclasses.field(default=30, metadata={"min": 0, "max": 3650})
+    snapshots_days: int = dataclasses.field(default=7, metadata={"min": 0, "max": 3650})
+    logs_days: int = dataclasses.field(default=14, metadata={"min": 0, "max": 3650})
+    match_history_days: int = dataclasses.field(default=30, metadata={"min": 0, "max": 3650})
+    purge_interval_seconds: int = dataclasses.field(
+        default=3600, metadata={"min": 10, "max": 86400}
+    )

@@ -1,0 +1,1 @@
+"""Data-subject rights (export, erasure) and retention over registered stores."""

@@ -1,0 +1,185 @@
+"""``edge-agent logs bundle|pull|codes``: redacted log bundles for field technicians.
+
+``bundle`` runs on the device and reads the local store; ``pull`` runs on the
+technician's laptop and fetches a bundle over the device's serial console.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import re
+import sys
+import time
+from typing import Any
+
+from agent.audit import AuditLog
+from agent.errors import ConfigError, DecodeError
+from agent.logs import codes
+from agent.logs.bundle import BundleQuery
+from agent.logs.jsonlog import LEVELS
+from drivers.cli.common import add_config_options, load_config
+from drivers.logs.serial_link import SerialChannel, TechnicianClient
+from drivers.logs.store import LogStore
+from drivers.logs.wiring import (
+    auth_limiter,
+    build_serial_log_service,
+    bundle_provider,
+    cli_redactor,
+)
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str | None, now: float) -> float | None:
+    """Epoch seconds, ISO 8601 (UTC unless it says otherwise) or a relative age like 2h."""
+    if text is None:
+        return None
+    relative = _RELATIVE.match(text.strip())
+    if relative:
+        return now - float(relative.group(1)) * _UNIT_SECONDS[relative.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise DecodeError(
+            f"cannot parse time {text[:40]!r} (epoch, ISO 8601 or 10m/2h/7d)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def _query(args: argparse.Namespace, now: float) -> BundleQuery:
+    return BundleQuery(
+        since=parse_time(args.since, now),
+        until=parse_time(args.until, now),
+        tail=args.tail,
+        level=args.level,
+        grep=args.grep,
+    )
+
+
+def _progress(done: int, total: int) -> None:
+    percent = 100 * done // total if total else 100
+    print(f"\rreceived {done}/{total} bytes ({percent}%)", end="", file=sys.stderr, flush=True)
+
+
+def _write(data: bytes, output: str | None) -> None:
+    if output:
+        pathlib.Path(output).write_bytes(data)
+        print(f"wrote {len(data)} bytes to {output}", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    now = time.time()
+    query = _query(args, now)
+    store = LogStore(config.state_dir, config.logs)
+    print(f"collecting logs from {store.directory} ...", file=sys.stderr)
+    bundle = bundle_provider(store, cli_redactor(config), config.logs)(query, now)
+    audit = AuditLog.in_state_dir(config.state_dir)
+    try:
+        audit.record("logs.pull", {"channel": "cli", "bytes": len(bundle.data),
+                                   "lines": bundle.lines}, now)
+    finally:
+        audit.close()
+    if bundle.truncated:
+        print(f"bundle truncated: {bundle.dropped_lines} older lines dropped "
+              f"(cap {config.logs.max_bundle_bytes} bytes)", file=sys.stderr)
+    _write(bundle.data, args.output)
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    if args.code:
+        method, secret = "code", args.code
+    else:
+        method = "token"
+        secret = pathlib.Path(args.token_file).read_text(encoding="utf-8").strip()
+    now = time.time()
+    query = _query(args, now).describe()
+    channel = SerialChannel(args.port, args.baud)
+    try:
+        client = TechnicianClient(channel, timeout=args.timeout)
+        print(f"authenticating on {args.port} ...", file=sys.stderr)
+        data = client.pull(method, secret, query, _progress)
+        print(file=sys.stderr)
+    finally:
+        channel.close()
+    _write(data, args.output)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    store = LogStore(config.state_dir, config.logs)
+    audit = AuditLog.in_state_dir(config.state_dir)
+    service = build_serial_log_service(
+        config, store, cli_redactor(config), auth_limiter(config), audit=audit, port=args.port
+    )
+    if service is None:
+        raise ConfigError("logs.serial_port", "no serial port configured; pass --port")
+    print(f"serving log pulls on {args.port or config.logs.serial_port}", file=sys.stderr)
+    deadline = time.monotonic() + args.duration if args.duration else None
+    service.start()
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            service.tick(time.time())
+            if not service.busy:
+                time.sleep(0.01)
+    finally:
+        service.stop()
+        audit.close()
+    return 0
+
+
+def _codes(args: argparse.Namespace) -> int:
+    for code in codes.REGISTRY.values():
+        print(f"{code.code:13} {code.message_id}  {code.summary}")
+    return 0
+
+
+def _add_query_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", help="epoch, ISO 8601 or age like 2h")
+    parser.add_argument("--until", help="epoch, ISO 8601 or age like 10m")
+    parser.add_argument("--tail", type=int, default=None, help="only the last N matching lines")
+    parser.add_argument("--level", default="DEBUG", choices=sorted(LEVELS, key=LEVELS.__getitem__))
+    parser.add_argument("--grep", default=None, help="plain substring, case-insensitive")
+    parser.add_argument("-o", "--output", default=None, help="file (default: stdout)")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("logs", help="redacted log bundles and error codes")
+    sub = parser.add_subparsers(dest="logs_command", metavar="ACTION")
+    sub.required = True
+    bundle = sub.add_parser("bundle", help="write a redacted log bundle from this device")
+    add_config_options(bundle)
+    _add_query_options(bundle)
+    bundle.set_defaults(func=_bundle)
+    pull = sub.add_parser("pull", help="fetch a bundle from a device over its serial console")
+    pull.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
+    pull.add_argument("--baud", type=int, default=115200)
+    pull.add_argument("--timeout", type=float, default=10.0)
+    who = pull.add_mutually_exclusive_group(required=True)
+    who.add_argument("--code", help="the device's verification code")
+    who.add_argument("--token-file", help="file holding a technician token")
+    _add_query_options(pull)
+    pull.set_defaults(func=_pull)
+    serve = sub.add_parser(
+        "serve", help="answer technician pulls on a serial port (when the agent is down)"
+    )
+    add_config_options(serve)
+    serve.add_argument("--port", default=None, help="default: logs.serial_port")
+    serve.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    serve.set_defaults(func=_serve)
+    listing = sub.add_parser("codes", help="list the stable error codes")
+    listing.set_defaults(func=_codes)

@@ -1,0 +1,179 @@
+"""Export contains every planted item; erase leaves no planted byte anywhere in the state dir."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import pytest
+
+from agent.audit import AuditLog
+from agent.config import AgentConfig
+from agent.errors import DecodeError, DeviceIOError, VerificationError
+from agent.logs.redact import Redactor
+from agent.rights.registry import DataRegistry, ErasureScope
+from agent.rights.signing import verify_reply
+from drivers.logs.files import FileHolder
+from drivers.logs.setup import install_logging
+from drivers.logs.wiring import (
+    build_rights_handlers,
+    default_registry,
+    load_or_create_device_key,
+)
+from tests.logs.holders import SqliteHolder, files_containing
+
+KEY = b"k" * 32
+MARKERS = {
+    "gallery": b"PLANTED-FACE-LABEL-7731",
+    "watchlist": b"PLANTED-PLATE-ZX99QQ",
+    "snapshot": b"PLANTED-SNAPSHOT-BYTES-5521",
+    "wifi": b"PLANTED-WIFI-PSK-0042",
+    "binding": b"PLANTED-BINDING-TOKEN-9876",
+    "log": b"PLANTED-LOG-LINE-3141",
+}
+
+
+class Fixture:
+    def __init__(self, state_dir: pathlib.Path) -> None:
+        self.state_dir = state_dir
+        self.config = AgentConfig(state_dir=state_dir)
+        self.logging = install_logging(self.config, Redactor())
+        self.audit = AuditLog.in_state_dir(state_dir)
+        self.gallery = SqliteHolder("gallery", state_dir / "gallery.sqlite")
+        self.watchlist = SqliteHolder("watchlist", state_dir / "watchlist.sqlite")
+        self.registry: DataRegistry = default_registry(self.config, self.logging.store)
+        self.registry.add_holder(self.gallery)
+        self.registry.add_holder(self.watchlist)
+        wifi_file = state_dir / "wifi" / "credentials.json"
+        self.registry.add_holder(FileHolder("wifi", wifi_file), ErasureScope.WIFI)
+        self.handlers = build_rights_handlers(
+            self.config, self.registry, audit=self.audit, device_key=KEY, clock=lambda: 5000.0,
+            retained_topics=lambda: ["edge/EA-1/status", "edge/EA-1/gallery"],
+        )
+        # Plant one marker in each store, plus decoys so erased pages are not trivially empty.
+        for i in range(50):
+            self.gallery.add(f"decoy-{i}", b"\x01" * 64, 10.0)
+        self.gallery.add(MARKERS["gallery"].decode(), b"\x00embedding", 100.0)
+        self.watchlist.add(MARKERS["watchlist"].decode(), b"", 100.0)
+        (state_dir / "snapshots").mkdir()
+        (state_dir / "snapshots" / "ev1.jpg").write_bytes(b"\xff\xd8" + MARKERS["snapshot"])
+        wifi_file.parent.mkdir()
+        wifi_file.write_bytes(b'{"psk": "' + MARKERS["wifi"] + b'"}')
+        (state_dir / "provisioning").mkdir()
+        (state_dir / "provisioning" / "account.json").write_bytes(
+            b'{"account": "' + MARKERS["binding"] + b'"}'
+        )
+        # A log line whose sensitive literal was unknown when written: erasure must get it too.
+        logging.getLogger("edge.enrol").warning("enrolled %s", MARKERS["log"].decode())
+
+    def close(self) -> None:
+        self.logging.close()
+        self.gallery.close()
+        self.watchlist.close()
+        self.audit.close()
+
+
+@pytest.fixture
+def world(tmp_path: pathlib.Path) -> Iterator[Fixture]:
+    fixture = Fixture(tmp_path)
+    try:
+        yield fixture
+    finally:
+        fixture.close()
+
+
+def test_export_contains_every_planted_item_as_cbor(world: Fixture) -> None:
+    reply = world.handlers["data.export"]({"format": "cbor", "correlation_id": "req-1"})
+    verify_reply(reply, KEY)
+    assert reply["correlation_id"] == "req-1" and reply["complete"]
+    data = reply["data"]
+    assert isinstance(data, bytes)
+    document = cbor2.loads(data)
+    assert set(document["holders"]) == {
+        "logs", "snapshots", "binding", "gallery", "watchlist", "wifi"
+    }
+    for name in ("gallery", "watchlist", "snapshot", "wifi", "binding"):
+        assert MARKERS[name] in data, name
+
+
+def test_export_as_json_encodes_bytes(world: Fixture) -> None:
+    reply = world.handlers["data.export"]({"format": "json"})
+    document = json.loads(str(reply["data"]))
+    labels = [i["label"] for i in document["holders"]["gallery"]["items"]]
+    assert MARKERS["gallery"].decode() in labels
+    assert "$base64" in json.dumps(document["holders"]["snapshots"])
+
+
+def test_erase_leaves_no_planted_byte_in_the_state_dir(world: Fixture) -> None:
+    for marker in MARKERS.values():
+        assert files_containing(world.state_dir, marker), marker
+    reply: Any = world.handlers["data.erase"](
+        {"account_cancellation": True, "correlation_id": "cancel-9"}
+    )
+    verify_reply(reply, KEY)
+    assert reply["complete"] and reply["correlation_id"] == "cancel-9"
+    assert reply["clear_retained_topics"] == ["edge/EA-1/gallery", "edge/EA-1/status"]
+    assert set(reply["erased"]) >= {"gallery", "watchlist", "wifi", "binding", "snapshots", "logs"}
+    for name, marker in MARKERS.items():
+        assert files_containing(world.state_dir, marker) == [], name
+    assert world.gallery.labels() == []
+    assert [e.kind for e in AuditLog.in_state_dir(world.state_dir).entries()][-1] == (
+        "account.cancel"
+    )
+
+
+def test_plain_erase_keeps_wifi_and_binding_unless_asked(world: Fixture) -> None:
+    reply: Any = world.handlers["data.erase"]({})
+    assert "wifi" not in reply["erased"] and "binding" not in reply["erased"]
+    assert files_containing(world.state_dir, MARKERS["wifi"])
+    assert files_containing(world.state_dir, MARKERS["gallery"]) == []
+    reply = world.handlers["data.erase"]({"wifi": True})
+    assert "wifi" in reply["erased"]
+    assert files_containing(world.state_dir, MARKERS["wifi"]) == []
+
+
+def test_tampered_reply_does_not_verify(world: Fixture) -> None:
+    reply = dict(world.handlers["data.erase"]({}))
+    reply["complete"] = False
+    with pytest.raises(VerificationError):
+        verify_reply(reply, KEY)
+
+
+def test_bad_arguments_are_rejected(world: Fixture) -> None:
+    with pytest.raises(DecodeError):
+        world.handlers["data.erase"]({"wifi": "yes"})
+    with pytest.raises(DecodeError):
+        world.handlers["data.export"]({"format": "xml"})
+    with pytest.raises(DecodeError):
+        world.handlers["data.export"]({"correlation_id": "x" * 1000})
+
+
+class BrokenHolder:
+    name = "broken"
+
+    def export_personal_data(self) -> dict[str, object]:
+        raise DeviceIOError("disk gone")
+
+    def erase_personal_data(self) -> int:
+        raise DeviceIOError("disk gone")
+
+
+def test_a_failing_holder_is_reported_not_hidden(tmp_path: pathlib.Path) -> None:
+    registry = DataRegistry()
+    registry.add_holder(BrokenHolder())
+    registry.add_holder(FileHolder("snapshots", tmp_path / "snapshots"))
+    config = AgentConfig(state_dir=tmp_path)
+    handlers = build_rights_handlers(config, registry, device_key=KEY, clock=lambda: 1.0)
+    assert handlers["data.erase"]({})["failed"] == ["broken"]
+    assert handlers["data.export"]({})["complete"] is False
+
+
+def test_device_key_is_private_and_stable(tmp_path: pathlib.Path) -> None:
+    first = load_or_create_device_key(tmp_path)
+    assert len(first) == 32
+    assert (tmp_path / "rights.key").stat().st_mode & 0o077 == 0
+    assert load_or_create_device_key(tmp_path) == first
