@@ -19,11 +19,20 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev,bench]'
 	@touch $@
 
-# The tests start their own broker; install the binary where it is missing.
+# The tests start their own real peers: a mosquitto broker, and wpa_supplicant
+# (-D wired, in a network namespace) where the machine allows. Install what is missing.
 mosquitto:
-	@if ! command -v mosquitto >/dev/null 2>&1 && ! test -x /usr/sbin/mosquitto; then \
-		echo "installing mosquitto (apt-get)"; \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto; \
+	@missing=""; \
+	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
+	command -v wpa_supplicant >/dev/null 2>&1 || test -x /usr/sbin/wpa_supplicant || missing="$$missing wpasupplicant"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing$$missing (apt-get)"; \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		else \
+			echo "missing:$$missing -- install them (sudo apt-get install$$missing)"; \
+			case "$$missing" in *mosquitto*) exit 1;; esac; \
+		fi; \
 	fi
 
 run: $(STAMP)

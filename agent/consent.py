@@ -186,6 +186,7 @@ class ConsentLedger:
                 for purger in self._sql_purgers.values():
                     count += purger(conn, purpose)
         self._cache_version = None
+        self.db.scrub()
         return count
 
 

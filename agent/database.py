@@ -126,6 +126,16 @@ class Database:
     def counter(self, name: str) -> int:
         return self.query_int("SELECT value FROM counters WHERE name = ?", (name,))
 
+    def scrub(self) -> None:
+        """After an erasure: rewrite the file and empty the WAL so no old page survives."""
+        with self.lock:
+            try:
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                self.conn.execute("VACUUM")
+                self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise DeviceIOError(f"cannot scrub {self.path}: {exc}") from exc
+
     def close(self) -> None:
         with self.lock:
             self.conn.close()

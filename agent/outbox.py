@@ -138,6 +138,8 @@ class Outbox:
 
     def erase_personal_data(self) -> int:
         with self.db.transaction() as conn:
-            return int(
+            erased = int(
                 conn.execute("DELETE FROM outbox WHERE purpose != 'device_operation'").rowcount
             )
+        self.db.scrub()
+        return erased

@@ -241,7 +241,10 @@ def install_signal_handlers(agent: Agent) -> None:
 
 
 def run(config: AgentConfig, *, announce: bool = True) -> int:
+    from drivers.features import attach_features
+
     agent = Agent(config)
+    features = attach_features(agent)
     install_signal_handlers(agent)
     if announce:
         mqtt = config.mqtt
@@ -254,9 +257,13 @@ def run(config: AgentConfig, *, announce: bool = True) -> int:
             f"-p {mqtt.port} -t '{agent.topics.base}/#' -v\n"
             f"  consent         : everything off by default; grant with: edge-agent consent "
             f"grant cloud_events --state-dir {config.state_dir}\n"
+            f"  features        : {', '.join(s.name for s in agent.services)}\n"
             "  stop with Ctrl-C",
             file=sys.stderr,
             flush=True,
         )
-    agent.run()
+    try:
+        agent.run()
+    finally:
+        features.close()
     return 0

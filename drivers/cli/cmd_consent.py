@@ -14,8 +14,17 @@ from drivers.cli.common import add_config_options, load_config
 
 
 def _ledger(args: argparse.Namespace) -> ConsentLedger:
+    from agent.audit import AuditLog
+    from drivers.features import add_cli_withdrawal_hooks
+
     config = load_config(args)
-    return ConsentLedger(Database.in_state_dir(config.state_dir), config.privacy.policy_version)
+    ledger = ConsentLedger(
+        Database.in_state_dir(config.state_dir),
+        config.privacy.policy_version,
+        audit=AuditLog.in_state_dir(config.state_dir),
+    )
+    add_cli_withdrawal_hooks(config, ledger)
+    return ledger
 
 
 def _show(args: argparse.Namespace) -> int:

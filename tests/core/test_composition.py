@@ -1,0 +1,72 @@
+"""`edge-agent run` with every feature wired, against a real broker."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.broker import Broker
+from tests.support.mqtt import Collector
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICE = "edge/EA-SAMPLE-0001"
+
+
+def test_full_agent_wires_every_feature_and_answers_rights_commands(
+    broker: Broker, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f"[mqtt]\nport = {broker.port}\n[runtime]\ntick_seconds = 0.05\n"
+        "[camera]\nfps = 4.0\n[discovery]\ndiscoverable = false\n"
+    )
+    state = tmp_path / "state"
+    sub = Collector(broker.host, broker.port, f"{DEVICE}/#")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "drivers",
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(state),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sub.wait_for(lambda c: any(m.payload == b"online" for m in c.messages), 30)
+        status = sub.request(f"{DEVICE}/cmd/status", {})["result"]
+        for service in ("camera", "motion", "faces", "plates", "upgrade", "retention"):
+            assert service in status["services"]
+        for command in (
+            "consent.set",
+            "data.export",
+            "data.erase",
+            "logs.upload",
+            "face.list",
+            "plate.observe",
+            "upgrade.status",
+        ):
+            assert command in status["commands"]
+        sub.request(f"{DEVICE}/cmd/consent.set", {"purpose": "plate_recognition", "granted": True})
+        refused = sub.request(f"{DEVICE}/cmd/logs.upload", {})
+        assert refused["ok"] is False and refused["error"]["code"] == "consent_required"
+        export = sub.request(f"{DEVICE}/cmd/data.export", {})
+        assert export["ok"], export
+        assert "plate_recognition" in str(export["result"])  # the consent history is in it
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sub.close()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert (state / "audit.sqlite").exists() or any(state.glob("audit*"))
