@@ -14,13 +14,12 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-import os
 import pathlib
 import uuid
 from collections.abc import Callable
 
-from agent import cbor
-from agent.errors import DecodeError, DeviceIOError, TooLargeError
+from agent import atomicfile, cbor
+from agent.errors import DecodeError, TooLargeError
 from agent.events import SCHEMA_VERSION, Event
 from agent.purposes import Purpose
 
@@ -30,28 +29,7 @@ PRECISION_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 
 def load_or_create_secret(state_dir: pathlib.Path) -> bytes:
     """The device's pseudonym root secret: 32 random bytes, 0600, written atomically."""
-    path = state_dir / PSEUDONYM_ROOT_FILE
-    try:
-        data = path.read_bytes()
-        if len(data) == 32:
-            return data
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise DeviceIOError(f"cannot read {path}: {exc}") from exc
-    secret = os.urandom(32)
-    tmp = path.with_suffix(".tmp")
-    try:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secret)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise DeviceIOError(f"cannot write {path}: {exc}") from exc
-    return secret
+    return atomicfile.load_or_create_secret(state_dir / PSEUDONYM_ROOT_FILE)
 
 
 class Pseudonymiser:

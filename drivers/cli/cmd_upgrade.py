@@ -14,6 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from agent import config as agent_config
+from agent.atomicfile import write_atomic
 from agent.errors import DecodeError, DeviceIOError, NotFoundError
 from agent.upgrade.builder import (
     ManifestSpec,
@@ -29,7 +30,6 @@ from agent.upgrade.keys import key_from_bytes
 from drivers.upgrade.http import fetch_bounded
 from drivers.upgrade.installer import Installer
 from drivers.upgrade.service import build_installer
-from drivers.upgrade.statefile import write_atomic
 
 BAR_WIDTH = 30
 

@@ -8,33 +8,14 @@ of the directory), so a power cut leaves either the old or the new value.
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 from collections.abc import Callable
 
+from agent.atomicfile import write_atomic
 from agent.errors import DeviceIOError
 
 COUNTER_FILE = "discovery-instance-id"
 MAX_COUNTER = 2**32 - 1
-
-
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        pathlib.Path(temp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def next_instance_id(state_dir: pathlib.Path, now_fn: Callable[[], float]) -> int:
@@ -53,7 +34,7 @@ def next_instance_id(state_dir: pathlib.Path, now_fn: Callable[[], float]) -> in
             # than any count of boots, so the id still rises.
             previous = int(now_fn())
         value = previous + 1 if 0 <= previous < MAX_COUNTER else 1
-        _write_atomically(path, f"{value}\n")
+        write_atomic(path, f"{value}\n".encode("ascii"), mode=0o644)
     except (OSError, UnicodeError) as exc:
         raise DeviceIOError(f"cannot update boot counter {path}: {exc}") from exc
     return value

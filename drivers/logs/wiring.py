@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pathlib
-import secrets
 import time
 from collections.abc import Callable, Sequence
 
+from agent.atomicfile import load_or_create_secret
 from agent.config import AgentConfig
-from agent.errors import ConsentRequiredError, DeviceIOError
+from agent.errors import ConsentRequiredError
 from agent.logs.bundle import Bundle, BundleQuery, build_bundle
 from agent.logs.pull import AuthLimiter, BundleProvider, PullSession, TechnicianSecrets
 from agent.logs.redact import Redactor
@@ -112,22 +111,7 @@ def logs_upload_handler(
 
 def load_or_create_device_key(state_dir: pathlib.Path) -> bytes:
     """The key signing rights replies; created once (0600, fsynced) on first use."""
-    path = state_dir / DEVICE_KEY_FILE
-    try:
-        if path.exists():
-            return path.read_bytes()
-        state_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        return key
-    except OSError as exc:
-        raise DeviceIOError(f"cannot load device key {path}: {exc}") from exc
+    return load_or_create_secret(state_dir / DEVICE_KEY_FILE)
 
 
 def read_verification_code(state_dir: pathlib.Path) -> Callable[[], str | None]:

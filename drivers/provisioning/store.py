@@ -14,10 +14,10 @@ import secrets
 import threading
 from collections.abc import Callable
 
+from agent.atomicfile import read_optional, write_atomic
 from agent.errors import DecodeError, DeviceIOError, PolicyError
 from agent.provisioning.binding import Binding, generate_verification_code, is_trivial_code
 from agent.provisioning.wifi import WifiCredentials
-from drivers.upgrade.statefile import read_optional, write_atomic
 
 MAX_STATE_FILE = 1024 * 1024
 MAX_LEDGER_ENTRIES = 10_000

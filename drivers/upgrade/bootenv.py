@@ -15,8 +15,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from agent.atomicfile import read_optional, write_atomic
 from agent.errors import DecodeError, DeviceIOError, DeviceTimeoutError
-from drivers.upgrade.statefile import read_optional, write_atomic
 
 MAX_ENV_BYTES = 128 * 1024
 TIMEOUT_SECONDS = 20.0

@@ -6,10 +6,10 @@ import json
 import pathlib
 from collections.abc import Iterable
 
+from agent.atomicfile import read_optional, write_atomic
 from agent.errors import ConfigError, DecodeError
 from agent.upgrade.keys import KeySet, TrustedKey, key_from_bytes
 from agent.upgrade.settings import SignatureAlgorithm
-from drivers.upgrade.statefile import read_optional, write_atomic
 
 MAX_KEY_BYTES = 16 * 1024
 

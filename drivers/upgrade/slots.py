@@ -6,10 +6,10 @@ import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
 
+from agent.atomicfile import read_optional, write_atomic
 from agent.errors import DecodeError, DeviceIOError, NotFoundError
 from agent.upgrade.ports import SLOTS, BootStatus, other_slot
 from drivers.upgrade.bootenv import BootEnv, JsonBootEnv
-from drivers.upgrade.statefile import read_optional, write_atomic
 
 ENV_NAMES = ("boot_part", "upgrade_available", "bootcount", "bootlimit")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -35,16 +36,23 @@ def test_hostile_txt_from_peers_is_capped_and_printable() -> None:
     assert decoded["k1"] == "\ufffd?ok"
 
 
+# Names unique to this run: loopback mDNS is shared with anything else on the machine
+# (another test run, a `make run` agent), and equal names would conflict.
+RUN = uuid.uuid4().hex[:8]
+CAMERA = f"cam-{RUN}"
+SERIAL = f"EA-TEST-{RUN}"
+
+
 @pytest.fixture
 def rtsp_camera() -> Iterator[None]:
     zc = zeroconf.Zeroconf(interfaces=LOOPBACK, ip_version=zeroconf.IPVersion.V4Only)
     info = zeroconf.ServiceInfo(
         mdns.RTSP_SERVICE,
-        f"cam-1.{mdns.RTSP_SERVICE}",
+        f"{CAMERA}.{mdns.RTSP_SERVICE}",
         addresses=[socket.inet_aton("127.0.0.1")],
         port=554,
         properties={"path": "/stream1"},
-        server="cam-1.local.",
+        server=f"{CAMERA}.local.",
     )
     zc.register_service(info)
     try:
@@ -58,7 +66,7 @@ def rtsp_camera() -> Iterator[None]:
 def test_announced_agent_and_rtsp_camera_are_browsed_on_loopback(rtsp_camera: None) -> None:
     claimed = [False]
     announcer = MdnsAnnouncer(
-        serial_number="EA-TEST-7",
+        serial_number=SERIAL,
         model="edge-cam-1",
         port=8080,
         interfaces=LOOPBACK,
@@ -73,12 +81,12 @@ def test_announced_agent_and_rtsp_camera_are_browsed_on_loopback(rtsp_camera: No
         after = browse(timeout=1.5, interfaces=LOOPBACK, service_types=[mdns.HTTP_SERVICE])
     finally:
         announcer.stop()
-    (agent,) = [p for p in peers if p.is_edge_agent]
-    assert agent.name == f"edge-agent-EA-TEST-7.{mdns.HTTP_SERVICE}"
+    (agent,) = [p for p in peers if p.is_edge_agent and SERIAL in p.name]
+    assert agent.name == f"edge-agent-{SERIAL}.{mdns.HTTP_SERVICE}"
     assert agent.addresses == ("127.0.0.1",)
     assert agent.port == 8080
-    assert dict(agent.properties) == {"sn": "EA-TEST-7", "model": "edge-cam-1", "claimed": "0"}
-    (camera,) = [p for p in peers if p.service_type == mdns.RTSP_SERVICE]
+    assert dict(agent.properties) == {"sn": SERIAL, "model": "edge-cam-1", "claimed": "0"}
+    (camera,) = [p for p in peers if p.service_type == mdns.RTSP_SERVICE and CAMERA in p.name]
     assert camera.port == 554 and camera.properties["path"] == "/stream1"
-    (updated,) = [p for p in after if p.is_edge_agent]
+    (updated,) = [p for p in after if p.is_edge_agent and SERIAL in p.name]
     assert updated.properties["claimed"] == "1"

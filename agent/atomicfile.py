@@ -1,0 +1,58 @@
+"""Small files that must survive power loss: temp file + fsync + os.replace + dir fsync.
+
+Every store of the agent that keeps state in a plain file goes through here, so
+there is one crash-safe write, one bounded read and one way to make a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import secrets
+
+from agent.errors import DeviceIOError
+
+
+def write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: after a crash readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DeviceIOError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def read_optional(path: pathlib.Path, max_bytes: int) -> bytes | None:
+    """The file's bytes (at most ``max_bytes + 1``, so callers can see it is too big), or None."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(max_bytes + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def load_or_create_secret(path: pathlib.Path, size: int = 32) -> bytes:
+    """A random key kept in ``path`` (0600), made on first use; a damaged one is replaced."""
+    existing = read_optional(path, size)
+    if existing is not None and len(existing) == size:
+        return existing
+    secret = secrets.token_bytes(size)
+    write_atomic(path, secret)
+    return secret
