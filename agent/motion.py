@@ -23,6 +23,8 @@ class MotionSettings:
     area_threshold: float = 0.01
     background_rate: float = 0.05
     quiet_seconds: float = 1.0
+    # Motion that never stops (rain, a flag in the wind) is still reported this often.
+    max_event_seconds: float = 30.0
 
 
 class MotionDetector:
@@ -61,16 +63,23 @@ class MotionDetector:
                 self._peak = 0.0
             self._last_motion = now
             self._peak = max(self._peak, fraction)
-            return None
+            if now - self._started < self.settings.max_event_seconds:
+                return None
+            return self._finish()
         if self._started is not None and now - self._last_motion >= self.settings.quiet_seconds:
-            started, self._started = self._started, None
-            return Event(
-                "motion",
-                occurred_at=started,
-                fields={
-                    "camera": self.camera,
-                    "area": round(self._peak, 4),
-                    "duration": round(self._last_motion - started, 2),
-                },
-            )
+            return self._finish()
         return None
+
+    def _finish(self) -> Event:
+        started = self._started
+        assert started is not None
+        self._started = None
+        return Event(
+            "motion",
+            occurred_at=started,
+            fields={
+                "camera": self.camera,
+                "area": round(self._peak, 4),
+                "duration": round(self._last_motion - started, 2),
+            },
+        )

@@ -156,6 +156,12 @@ class Agent:
         self.emit(
             Event("device.status", occurred_at=now, fields={"state": "started", "version": VERSION})
         )
+        log.info(
+            "agent %s started for device %s, %d messages queued",
+            VERSION,
+            self.config.device.serial_number,
+            len(self.outbox),
+        )
         self.notifier.ready(status=f"queued {len(self.outbox)} messages")
 
     def step(self) -> None:

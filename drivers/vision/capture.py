@@ -35,14 +35,18 @@ class SampleSource:
         self._frames_per_scene = max(1, int(fps * 4))
         self._frame = 0
         self._people: list[int] = []
+        self._scene: Image = np.zeros((height, width, 3), np.uint8)
 
     def read(self) -> Image:
         if self._frame % self._frames_per_scene == 0:
             count = int(self._rng.integers(0, 3))
             self._people = [int(p) for p in self._rng.choice(8, size=count, replace=False)]
+            # Like a fixed camera: the scene holds still until people come or go.
+            self._scene, _ = render_scene(self._people, self._rng, self.width, self.height)
         self._frame += 1
-        frame, _ = render_scene(self._people, self._rng, self.width, self.height)
-        return frame
+        noise = self._rng.integers(-2, 3, size=self._scene.shape, dtype=np.int16)
+        noisy: Image = np.clip(self._scene.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        return noisy
 
     def close(self) -> None:
         self._frame = 0

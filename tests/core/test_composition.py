@@ -58,6 +58,17 @@ def test_full_agent_wires_every_feature_and_answers_rights_commands(
         sub.request(f"{DEVICE}/cmd/consent.set", {"purpose": "plate_recognition", "granted": True})
         refused = sub.request(f"{DEVICE}/cmd/logs.upload", {})
         assert refused["ok"] is False and refused["error"]["code"] == "consent_required"
+        sub.request(
+            f"{DEVICE}/cmd/consent.set", {"purpose": "troubleshooting_logs", "granted": True}
+        )
+        bundle = sub.request(f"{DEVICE}/cmd/logs.upload", {"tail": 50})
+        assert bundle["ok"], bundle
+        text = str(bundle["result"])
+        assert "agent 0.1.0 started for device" in text
+        assert "EA-SAMPLE-0001" not in text  # the serial number is redacted
+        # The embedded sample camera: people come and go, motion events follow consent.
+        sub.request(f"{DEVICE}/cmd/consent.set", {"purpose": "cloud_events", "granted": True})
+        assert sub.wait_for(lambda c: any(e["type"] == "motion" for e in c.events()), 30)
         export = sub.request(f"{DEVICE}/cmd/data.export", {})
         assert export["ok"], export
         assert "plate_recognition" in str(export["result"])  # the consent history is in it

@@ -37,3 +37,16 @@ def test_static_scene_and_sensor_noise_are_not_motion() -> None:
     for i in range(50):
         noisy = np.clip(100 + rng.normal(0, 4, (120, 160)), 0, 255).astype(np.uint8)
         assert detector.feed(noisy, now=i * 0.2) is None
+
+
+def test_motion_that_never_stops_is_still_reported_periodically() -> None:
+    rng = np.random.default_rng(2)
+    detector = MotionDetector("cam0")
+    events = []
+    for i in range(400):  # 80 s of a scene that changes every frame
+        frame = rng.integers(0, 255, (60, 80), dtype=np.uint8)
+        event = detector.feed(frame, now=i * 0.2)
+        if event:
+            events.append(event)
+    assert len(events) == 2  # at 30 s and 60 s
+    assert all(29.5 <= float(e.fields["duration"]) <= 30.1 for e in events)  # type: ignore[arg-type]
