@@ -118,6 +118,8 @@ class CameraSource(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class CameraSettings:
+    # Off: no capture, no motion, no faces, no QR provisioning (and no OpenCV in memory).
+    enabled: bool = True
     source: CameraSource = CameraSource.SAMPLE
     uri: str = ""
     fps: float = dataclasses.field(default=5.0, metadata={"min": 0.1, "max": 60})

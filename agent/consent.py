@@ -48,6 +48,7 @@ class ConsentLedger:
         self._sql_purgers: dict[str, SqlPurger] = {"outbox": _purge_outbox}
         self._hooks: dict[str, WithdrawalHook] = {}
         self._cache: dict[Purpose, bool] = {}
+        self._generations: dict[Purpose, int] = {}
         self._cache_version: int | None = None
 
     @classmethod
@@ -64,36 +65,52 @@ class ConsentLedger:
 
     # --- reading -----------------------------------------------------------
 
-    def _refresh(self) -> None:
-        # data_version changes whenever another connection (the CLI) commits.
+    def refresh(self) -> None:
+        """Re-read the ledger if anyone (this process or the CLI) committed since last time.
+
+        ``is_granted`` answers from memory, because it sits on the per-event path;
+        the runtime calls this once per loop pass and before every commit to the
+        outbox, so a withdrawal made by another process is seen within one pass
+        and never after its purge.
+        """
+        # data_version changes whenever another connection commits.
         with self.db.lock:
             version = int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
             if version == self._cache_version and self._cache:
                 return
-            rows = self.db.conn.execute("SELECT purpose, granted FROM consent_state").fetchall()
+            rows = self.db.conn.execute(
+                "SELECT purpose, granted, key_generation FROM consent_state"
+            ).fetchall()
         state = {p: False for p in CONSENTABLE}
-        for purpose_text, granted in rows:
+        generations: dict[Purpose, int] = {}
+        for purpose_text, granted, generation in rows:
             try:
-                state[Purpose.parse(purpose_text)] = bool(granted)
+                purpose = Purpose.parse(purpose_text)
             except DecodeError:
                 log.warning("ignoring unknown purpose %r in the consent ledger", purpose_text)
-        self._cache = state
+                continue
+            state[purpose] = bool(granted)
+            generations[purpose] = int(generation)
+        self._cache, self._generations = state, generations
         self._cache_version = version
+
+    def _known(self) -> dict[Purpose, bool]:
+        if self._cache_version is None:
+            self.refresh()
+        return self._cache
 
     def is_granted(self, purpose: Purpose) -> bool:
         if not purpose.needs_consent:
             return True
-        self._refresh()
-        return self._cache.get(purpose, False)
+        return self._known().get(purpose, False)
 
     def snapshot(self) -> dict[str, bool]:
-        self._refresh()
+        self.refresh()
         return {p.value: self._cache.get(p, False) for p in CONSENTABLE}
 
     def key_generation(self, purpose: Purpose) -> int:
-        return self.db.query_int(
-            "SELECT key_generation FROM consent_state WHERE purpose = ?", (purpose.value,)
-        )
+        self._known()
+        return self._generations.get(purpose, 0)
 
     def history(self) -> list[dict[str, object]]:
         rows = self.db.query(

@@ -31,12 +31,14 @@ class OutboxSink:
         *,
         max_buffer: int = 1000,
         observers: tuple[Callable[[Event], None], ...] = (),
+        refresh_consent: Callable[[], None] = lambda: None,
     ) -> None:
         self.minimiser = minimiser
         self.outbox = outbox
         self.topics = topics
         self.max_buffer = max_buffer
         self.observers = observers
+        self.refresh_consent = refresh_consent
         self._buffer: list[tuple[str, OutgoingMessage]] = []
         self._lock = threading.Lock()
         self.refused = 0
@@ -65,7 +67,9 @@ class OutboxSink:
     def flush(self, now: float) -> int:
         with self._lock:
             pending, self._buffer = self._buffer, []
-        # Consent may have been withdrawn since emit(): check again at the door.
+        # Consent may have been withdrawn since emit(), even by another process:
+        # read the ledger again and check at the door.
+        self.refresh_consent()
         allowed = [(t, m) for t, m in pending if self.minimiser.is_granted(m.purpose)]
         self.refused += len(pending) - len(allowed)
         if allowed:

@@ -137,7 +137,9 @@ def _register(agent: Agent, handlers: Mapping[str, CommandHandler]) -> None:
         agent.router.register(name, handler)
 
 
-def _attach_camera(agent: Agent, audit: AuditLog, clock: SystemClock) -> CameraService:
+def _attach_camera(agent: Agent, audit: AuditLog, clock: SystemClock) -> CameraService | None:
+    if not agent.config.camera.enabled:
+        return None
     from agent.motion import MotionDetector
     from drivers.camera import CameraService, MotionService
     from drivers.vision.capture import open_source
@@ -169,7 +171,7 @@ def _attach_camera(agent: Agent, audit: AuditLog, clock: SystemClock) -> CameraS
 
 
 def _attach_provisioning(
-    agent: Agent, camera: CameraService, features: Features
+    agent: Agent, camera: CameraService | None, features: Features
 ) -> Callable[[], bool]:
     """Provisioning channels when a Wi-Fi backend is configured; returns ``claimed()``."""
     from drivers.provisioning.store import FileProvisioningStore, load_or_create_binding
@@ -191,10 +193,11 @@ def _attach_provisioning(
         else:
             features.closers.append(backend.close)
             prov = provisioning.build_service(config, backend, audit=features.audit)
-            qr = FrameFeed("provisioning-qr", prov.offer_frame)
-            camera.add_consumer(qr.latest.offer)
             agent.add_service(prov)
-            agent.add_service(qr)
+            if camera is not None:
+                qr = FrameFeed("provisioning-qr", prov.offer_frame)
+                camera.add_consumer(qr.latest.offer)
+                agent.add_service(qr)
             _register(agent, provisioning.command_handlers(prov))
     return lambda: store.load_account() is not None
 
@@ -226,11 +229,14 @@ def _attach_rights_and_logs(
     agent.router.register(
         "logs.upload", logs.logs_upload_handler(bundles, agent.ledger.is_granted, audit=audit)
     )
-    serial = logs.build_serial_log_service(
-        config, store, redactor, logs.auth_limiter(config), audit=audit
-    )
+    # Serial console and LAN share one limiter: guesses on one count on the other.
+    limiter = logs.auth_limiter(config)
+    serial = logs.build_serial_log_service(config, store, redactor, limiter, audit=audit)
     if serial is not None:
         agent.add_service(serial)
+    lan = logs.build_logs_lan_service(config, store, redactor, limiter, audit=audit)
+    if lan is not None:
+        agent.add_service(lan)
 
 
 def attach_features(agent: Agent) -> Features:

@@ -80,7 +80,11 @@ class Agent:
             _LateSink(self), config.privacy.statistics_interval_seconds, self.started_at
         )
         self.sink = OutboxSink(
-            self.minimiser, self.outbox, self.topics, observers=(self.stats.observe,)
+            self.minimiser,
+            self.outbox,
+            self.topics,
+            observers=(self.stats.observe,),
+            refresh_consent=self.ledger.refresh,
         )
         self.pump = Pump(
             self.outbox,
@@ -167,6 +171,7 @@ class Agent:
     def step(self) -> None:
         """One pass of the loop; never raises for a single failing part."""
         now = self.clock()
+        self.ledger.refresh()
         if self.link is not None:
             self.link.tick(now)
             self._handle_commands()

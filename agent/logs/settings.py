@@ -40,6 +40,10 @@ class LogSettings:
     auth_lockout_seconds: float = dataclasses.field(
         default=300.0, metadata={"min": 1.0, "max": 86400.0}
     )
+    # LAN bundle endpoint (technician token only: a bearer secret crosses the network, so
+    # the verification code is never accepted there). 0 = off.
+    lan_port: int = dataclasses.field(default=0, metadata={"min": 0, "max": 65535})
+    lan_bind_address: str = "127.0.0.1"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.server
+import threading
+import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from agent.errors import BadDataError
+from agent.errors import BadDataError, DeviceIOError
 from agent.logs import codes
 from agent.logs.bundle import BundleQuery
 from agent.logs.pull import AuthLimiter, BundleProvider, TechnicianSecrets
@@ -98,3 +101,67 @@ class LogsHttpApi:
             },
             bundle.data,
         )
+
+
+class LogsLanServer:
+    """``agent.ports.Service`` serving :class:`LogsHttpApi` over HTTP on the LAN."""
+
+    name = "logs-lan"
+
+    def __init__(
+        self,
+        api: LogsHttpApi,
+        address: tuple[str, int],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.api = api
+        self.address = address
+        self.clock = clock
+        self._httpd: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1]) if self._httpd else 0
+
+    def start(self) -> None:
+        api, clock = self.api, self.clock
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self, method: str) -> None:
+                response = api.handle(method, self.path, dict(self.headers), clock())
+                self.send_response(response.status)
+                for key, value in response.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(response.body)))
+                self.end_headers()
+                self.wfile.write(response.body)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+            def log_message(self, format: str, *args: object) -> None:
+                # The request line carries the query; the access log is not where it belongs.
+                return None
+
+        try:
+            self._httpd = http.server.ThreadingHTTPServer(self.address, Handler)
+        except OSError as exc:
+            raise DeviceIOError(f"cannot serve logs on {self.address}: {exc.strerror}") from exc
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="logs-lan", daemon=True
+        )
+        self._thread.start()
+
+    def tick(self, now: float) -> None:
+        return None
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None

@@ -29,7 +29,7 @@ from agent.rights.registry import DataRegistry, ErasureScope, RetentionKind
 from agent.rights.requests import RightsHandlers
 from agent.rights.retention import RetentionReport, RetentionService
 from drivers.logs.files import FileHolder
-from drivers.logs.http_api import LogsHttpApi
+from drivers.logs.http_api import LogsHttpApi, LogsLanServer
 from drivers.logs.serial_link import SerialChannel, SerialLogService
 from drivers.logs.setup import LoggingHandle, install_logging
 from drivers.logs.store import LogStore
@@ -38,6 +38,7 @@ __all__ = [
     "LoggingHandle",
     "auth_limiter",
     "build_logs_http_api",
+    "build_logs_lan_service",
     "build_retention_service",
     "build_rights_handlers",
     "build_serial_log_service",
@@ -234,9 +235,26 @@ def build_logs_http_api(
     *,
     audit: AuditSink | None = None,
 ) -> LogsHttpApi:
-    return LogsHttpApi(
-        bundle_provider(store, redactor, config.logs),
-        technician_secrets(config),
-        limiter,
-        audit=audit,
+    # A bearer secret crosses the LAN in the request: only the technician token, never the
+    # verification code, which must stay a proof-of-possession secret for provisioning.
+    lan_secrets = TechnicianSecrets(
+        lambda: None, read_technician_token(config.logs.technician_token_file)
     )
+    return LogsHttpApi(
+        bundle_provider(store, redactor, config.logs), lan_secrets, limiter, audit=audit
+    )
+
+
+def build_logs_lan_service(
+    config: AgentConfig,
+    store: LogStore,
+    redactor: Redactor,
+    limiter: AuthLimiter,
+    *,
+    audit: AuditSink | None = None,
+) -> LogsLanServer | None:
+    """The LAN bundle endpoint as a Service, or None when ``logs.lan_port`` is 0."""
+    if not config.logs.lan_port:
+        return None
+    api = build_logs_http_api(config, store, redactor, limiter, audit=audit)
+    return LogsLanServer(api, (config.logs.lan_bind_address, config.logs.lan_port))

@@ -6,7 +6,6 @@ broker in the same run -- the ceiling for this machine.
 
 from __future__ import annotations
 
-import os
 import pathlib
 import subprocess
 import sys
@@ -81,7 +80,7 @@ def idle_rss(broker: Broker, workdir: pathlib.Path) -> tuple[float, float]:
     config = workdir / "agent.toml"
     config.write_text(
         f"[mqtt]\nport = {broker.port}\n[matching]\nenabled = false\n"
-        "[camera]\nsource = 'sample'\n"
+        "[camera]\nenabled = false\n"
     )
     agent = subprocess.Popen(
         [sys.executable, "-m", "drivers", "run", "--config", str(config),
@@ -119,4 +118,3 @@ def run(report: Report) -> None:
             )
         finally:
             broker.stop()
-    os.environ.pop("BENCH_DUMMY", None)

@@ -13,6 +13,8 @@ from agent.events import Event
 from agent.minimise import Minimiser, Pseudonymiser, load_or_create_secret
 from agent.outbox import Outbox
 from agent.purposes import CONSENTABLE, Purpose
+from agent.sink import OutboxSink
+from agent.topics import Topics
 
 T0 = 1_790_000_000.0
 
@@ -110,12 +112,19 @@ def test_withdrawal_purges_outbox_in_same_transaction_and_rotates_pseudonyms(
     assert all(h["policy_version"] == "2026-11" for h in history)
 
 
-def test_ledger_sees_changes_made_by_another_process(tmp_path: Path) -> None:
-    ledger, _, _ = build(tmp_path)
+def test_ledger_sees_changes_made_by_another_process_on_refresh(tmp_path: Path) -> None:
+    ledger, minimiser, outbox = build(tmp_path)
     other = ConsentLedger.open(tmp_path, "2026-11")
     assert not ledger.is_granted(Purpose.CLOUD_EVENTS)
     other.grant(Purpose.CLOUD_EVENTS, time.time(), source="cli")
+    ledger.refresh()
     assert ledger.is_granted(Purpose.CLOUD_EVENTS)
+    # A withdrawal by the CLI is honoured at the sink's door even before the loop refreshes.
+    sink = OutboxSink(minimiser, outbox, Topics("edge", "SN1"), refresh_consent=ledger.refresh)
+    assert sink.emit(Event("motion", T0, fields={"area": 1}))
+    other.withdraw(Purpose.CLOUD_EVENTS, time.time(), source="cli")
+    assert ledger.is_granted(Purpose.CLOUD_EVENTS)  # not re-read yet
+    assert sink.flush(T0) == 0 and len(outbox) == 0
 
 
 def test_outbox_survives_reopen_expires_and_acks(tmp_path: Path) -> None:
