@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.support.broker import Broker
 from tests.support.mqtt import Collector
+from tests.support.process import spawn_agent
 
-REPO = Path(__file__).resolve().parents[2]
 DEVICE = "edge/EA-SAMPLE-0001"
 
 
@@ -24,22 +22,7 @@ def test_full_agent_wires_every_feature_and_answers_rights_commands(
     )
     state = tmp_path / "state"
     sub = Collector(broker.host, broker.port, f"{DEVICE}/#")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "drivers",
-            "run",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(state),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = spawn_agent(config, state, text=True)
     try:
         assert sub.wait_for(lambda c: any(m.payload == b"online" for m in c.messages), 30)
         status = sub.request(f"{DEVICE}/cmd/status", {})["result"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,8 +13,7 @@ from agent.database import Database
 from agent.outbox import Outbox
 from agent.purposes import Purpose
 from tests.support.broker import free_port
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.process import spawn_agent
 
 
 def test_ready_watchdog_and_clean_sigterm_with_outbox_intact(tmp_path: Path) -> None:
@@ -31,22 +28,7 @@ def test_ready_watchdog_and_clean_sigterm_with_outbox_intact(tmp_path: Path) -> 
     config.write_text(f"[mqtt]\nport = {free_port()}\n[runtime]\ntick_seconds = 0.05\n")
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
     env.pop("WATCHDOG_PID", None)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "drivers",
-            "run",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(state),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_agent(config, state, env=env)
     try:
         messages = []
         while b"WATCHDOG=1" not in messages:

@@ -6,13 +6,11 @@ import http.client
 import pathlib
 import signal
 import subprocess
-import sys
 import time
 
 from drivers.provisioning.store import load_or_create_binding
 from tests.support.broker import free_port
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.process import spawn_agent
 
 
 def get(port: int, token: str | None) -> tuple[int, bytes]:
@@ -35,21 +33,7 @@ def test_agent_serves_redacted_bundles_to_token_holders_only(tmp_path: pathlib.P
         f"[mqtt]\nport = {free_port()}\n[discovery]\ndiscoverable = false\n"
         f"[logs]\nlan_port = {port}\ntechnician_token_file = '{token}'\n"
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "drivers",
-            "run",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(state),
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = spawn_agent(config, state, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
         while True:
