@@ -1,4 +1,8 @@
-"""Building and signing SUIT envelopes (the vendor side; used by ``upgrade sign`` and tests)."""
+"""Building and signing SUIT envelopes (the vendor side; used by ``upgrade sign`` and tests).
+
+``cryptography`` is imported inside the signing functions: the device side
+imports this module only for :func:`vendor_uuid`/:func:`class_uuid`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,9 @@ import dataclasses
 import hashlib
 import uuid
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cbor2
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from agent.errors import PolicyError
 from agent.upgrade import cborguard
@@ -51,7 +53,13 @@ from agent.upgrade.manifest import (
     P_VENDOR_ID,
 )
 
-PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    PrivateKey: TypeAlias = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
 REPORT = 15  # suit-reporting-policy: record success/failure, send both
 
 
@@ -118,6 +126,8 @@ def build_manifest(spec: ManifestSpec) -> bytes:
 
 
 def public_key_of(private: PrivateKey) -> TrustedKey:
+    from cryptography.hazmat.primitives import serialization
+
     der = private.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -125,6 +135,10 @@ def public_key_of(private: PrivateKey) -> TrustedKey:
 
 
 def sign1(private: PrivateKey, payload: bytes, *, algorithm: int | None = None) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
     key = public_key_of(private)
     if isinstance(private, ed25519.Ed25519PrivateKey):
         alg = ALG_ED25519 if algorithm is None else algorithm
@@ -150,6 +164,9 @@ def sign_envelope(
 
 
 def load_private_key(pem: bytes) -> PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as exc:
@@ -160,6 +177,8 @@ def load_private_key(pem: bytes) -> PrivateKey:
 
 
 def private_key_pem(key: PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -168,6 +187,8 @@ def private_key_pem(key: PrivateKey) -> bytes:
 
 
 def public_key_pem(key: PrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )

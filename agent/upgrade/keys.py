@@ -5,6 +5,10 @@ checked with ``cryptography`` only.  A key id is the first 16 bytes of the
 SHA-256 of the key's SubjectPublicKeyInfo, carried in the protected header
 (label 4) by our signer; the SUIT draft's examples carry none, so without a
 kid every trusted key of a matching type is tried.
+
+``cryptography`` is imported lazily, at the first key parse or signature
+check, so importing this module (as the upgrade service does at boot) does
+not load it.
 """
 
 from __future__ import annotations
@@ -12,12 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import cbor2
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from agent.errors import DecodeError, PolicyError, VerificationError
 from agent.upgrade import cborguard
@@ -37,7 +38,12 @@ HEADER_KID = 4
 COSE_SIGN1_TAG = 18
 MAX_HEADER_BYTES = 1024
 
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    PublicKey: TypeAlias = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +54,8 @@ class TrustedKey:
 
     @property
     def algorithms(self) -> frozenset[int]:
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
         if isinstance(self.public_key, ed25519.Ed25519PublicKey):
             return frozenset({ALG_ED25519, ALG_EDDSA})
         return frozenset({ALG_ES256})
@@ -55,6 +63,10 @@ class TrustedKey:
 
 def key_from_bytes(data: bytes) -> TrustedKey:
     """Parse a PEM or DER SubjectPublicKeyInfo (Ed25519 or P-256)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
     try:
         if data.lstrip().startswith(b"-----BEGIN"):
             key = serialization.load_pem_public_key(data)
@@ -134,6 +146,11 @@ def sig_structure(protected: bytes, payload: bytes) -> bytes:
 
 
 def _verify_one(key: TrustedKey, alg: int, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     try:
         if isinstance(key.public_key, ed25519.Ed25519PublicKey):
             key.public_key.verify(signature, message)

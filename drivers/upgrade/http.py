@@ -1,12 +1,15 @@
-"""Streaming HTTP(S) image download with Range resume (http.client), and manifest fetch."""
+"""Streaming HTTP(S) image download with Range resume (http.client), and manifest fetch.
+
+``http.client`` and ``ssl`` are imported at the first request, not at import:
+the upgrade service is built at boot but fetches only every few hours.
+"""
 
 from __future__ import annotations
 
-import http.client
 import pathlib
 import re
-import ssl
 import urllib.parse
+from typing import TYPE_CHECKING
 
 from agent.errors import (
     ConnectionLostError,
@@ -16,6 +19,9 @@ from agent.errors import (
     TooLargeError,
     VerificationError,
 )
+
+if TYPE_CHECKING:
+    import http.client
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 USER_AGENT = "edge-agent-upgrade/1"
@@ -35,6 +41,8 @@ class HttpImageStream:
         self.length = length
 
     def read(self, size: int) -> bytes:
+        import http.client
+
         try:
             return self._response.read1(size)
         except TimeoutError as exc:
@@ -50,6 +58,9 @@ class HttpImageStream:
 def _connect(
     uri: str, timeout: float, ca_file: pathlib.Path | None
 ) -> tuple[http.client.HTTPConnection, str]:
+    import http.client
+    import ssl
+
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DecodeError(f"not an http(s) URI: {uri[:80]!r}")
@@ -73,6 +84,9 @@ def _connect(
 def _request(
     uri: str, timeout: float, headers: dict[str, str], ca_file: pathlib.Path | None = None
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    import http.client
+    import ssl
+
     connection, path = _connect(uri, timeout, ca_file)
     try:
         connection.request("GET", path, headers={"User-Agent": USER_AGENT, **headers})
@@ -123,6 +137,8 @@ def fetch_bounded(
     uri: str, max_bytes: int, timeout_seconds: float = 30.0, ca_file: pathlib.Path | None = None
 ) -> bytes:
     """GET a small document (a manifest), refusing more than ``max_bytes``."""
+    import http.client
+
     connection, response = _request(uri, timeout_seconds, {}, ca_file)
     try:
         declared = response.getheader("Content-Length")
