@@ -23,6 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 
+from agent.database import open_sqlite
 from agent.errors import DecodeError, DeviceIOError
 
 GENESIS = bytes(32)
@@ -80,16 +81,7 @@ class AuditLog:
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise DeviceIOError(f"cannot open audit log {path}: {exc}") from exc
+        self._conn = open_sqlite(path, _SCHEMA, "audit log")
 
     @classmethod
     def in_state_dir(cls, state_dir: pathlib.Path) -> AuditLog:

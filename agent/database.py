@@ -59,22 +59,32 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
+def open_sqlite(path: pathlib.Path, schema: str, what: str) -> sqlite3.Connection:
+    """A durable SQLite connection: WAL, fsync on every commit, deleted data overwritten.
+
+    Shared by every store of the agent; ``what`` names the store in the error.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        # Erased personal data must not linger in free pages.
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.executescript(schema)
+    except sqlite3.Error as exc:
+        raise DeviceIOError(f"cannot open {what} {path}: {exc}") from exc
+    return conn
+
+
 class Database:
     """One SQLite connection guarded by a lock (paho calls back from its thread)."""
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         self.lock = threading.RLock()
+        self.conn = open_sqlite(path, _SCHEMA, "database")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
-            # Erased personal data must not linger in free pages.
-            self.conn.execute("PRAGMA secure_delete=ON")
-            self.conn.executescript(_SCHEMA)
             self.conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),

@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping
 
+from agent.database import open_sqlite
 from agent.errors import DecodeError, DeviceIOError, PolicyError
 from agent.matching.plates import PlateEntry, PlateList
 
@@ -55,17 +56,7 @@ class PlateStore:
             return self._conn
         if not create and not self.path.exists():
             return None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=30
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA secure_delete=ON")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise DeviceIOError(f"cannot open plate watch-list {self.path}: {exc}") from exc
+        conn = open_sqlite(self.path, _SCHEMA, "plate watch-list")
         self._conn = conn
         return conn
 
