@@ -15,10 +15,13 @@ from agent.errors import DeviceIOError
 
 def write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data``: after a crash readers see the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A temp name of its own per write: two writers of one file (threads, or the
+    # CLI next to the daemon) never share, truncate or rename each other's temp
+    # file, and a leftover from a crash cannot lend its mode to a new secret.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
             view = memoryview(data)
             while view:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 from agent.database import Database
 from agent.errors import DecodeError
+from agent.minimise import strip_image
 from agent.ports import AuditSink
 from agent.purposes import CONSENTABLE, Purpose
 
@@ -208,4 +209,16 @@ class ConsentLedger:
 
 
 def _purge_outbox(conn: sqlite3.Connection, purpose: Purpose) -> int:
-    return int(conn.execute("DELETE FROM outbox WHERE purpose = ?", (purpose.value,)).rowcount)
+    purged = int(conn.execute("DELETE FROM outbox WHERE purpose = ?", (purpose.value,)).rowcount)
+    if purpose is Purpose.EVENT_SNAPSHOTS:
+        # Snapshots ride inside other purposes' events: strip them from the queue too.
+        rows = conn.execute(
+            "SELECT seq, payload FROM outbox WHERE purpose != ?",
+            (Purpose.DEVICE_OPERATION.value,),
+        ).fetchall()
+        for seq, payload in rows:
+            stripped = strip_image(bytes(payload))
+            if stripped is not None:
+                conn.execute("UPDATE outbox SET payload = ? WHERE seq = ?", (stripped, seq))
+                purged += 1
+    return purged

@@ -112,6 +112,11 @@ class Database:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                # A failed COMMIT (busy, deferred constraint, I/O) can leave the
+                # transaction open; every later BEGIN would then fail for good.
+                if self.conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
                 raise DeviceIOError(f"commit failed: {exc}") from exc
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:

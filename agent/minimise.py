@@ -63,6 +63,23 @@ class OutgoingMessage:
     payload: bytes
     created_at: float
     expiry_seconds: int | None
+    has_image: bool = False
+
+
+def strip_image(payload: bytes) -> bytes | None:
+    """``payload`` re-encoded without its snapshot, or None if it carries none.
+
+    Used when ``event_snapshots`` is withdrawn after an event was minimised:
+    the event itself stays (its own purpose is still consented), the image goes.
+    """
+    try:
+        body = cbor.loads_untrusted(payload, max_bytes=len(payload))
+    except DecodeError:
+        return None
+    if not isinstance(body, dict) or "img" not in body:
+        return None
+    del body["img"]
+    return cbor.dumps(body)
 
 
 class Minimiser:
@@ -128,5 +145,11 @@ class Minimiser:
                 f"event {event.type} is {len(payload)} bytes, cap {self.max_event_bytes}"
             )
         return OutgoingMessage(
-            msg_id, event.type, purpose, payload, event.occurred_at, event.expiry_seconds
+            msg_id,
+            event.type,
+            purpose,
+            payload,
+            event.occurred_at,
+            event.expiry_seconds,
+            has_image="img" in body,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -22,6 +23,8 @@ from agent.purposes import Purpose
 # PUBACK reason codes that will fail the same way again (MQTT v5 3.4.2.1).
 PERMANENT_REJECTIONS = frozenset({0x87, 0x90, 0x95, 0x99})
 EXPIRE_EVERY_SECONDS = 60.0
+
+log = logging.getLogger(__name__)
 
 
 class Transport(Protocol):
@@ -70,6 +73,12 @@ class Pump:
     def on_connected(self) -> int:
         """A new connection: restart the walk; returns the session number for acks."""
         with self._lock:
+            # PUBACKs that arrived before this point belong to the old session's
+            # in-flight map: apply them now rather than publish those messages again.
+            try:
+                self._drain_acks()
+            except Exception:  # paho's thread: at worst those messages go again
+                log.exception("could not apply the last session's acknowledgements")
             self._session += 1
             self._cursor = 0
             self._inflight.clear()

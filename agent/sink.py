@@ -9,14 +9,16 @@ events.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
 
 from agent.errors import BadDataError
 from agent.events import Event
-from agent.minimise import Minimiser, OutgoingMessage
+from agent.minimise import Minimiser, OutgoingMessage, strip_image
 from agent.outbox import Outbox
+from agent.purposes import Purpose
 from agent.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,29 @@ class OutboxSink:
         self.refresh_consent()
         allowed = [(t, m) for t, m in pending if self.minimiser.is_granted(m.purpose)]
         self.refused += len(pending) - len(allowed)
+        if not self.minimiser.is_granted(Purpose.EVENT_SNAPSHOTS):
+            allowed = [(t, _without_image(m)) for t, m in allowed]
         if allowed:
-            self.dropped_overflow += self.outbox.put_many(allowed, now)
+            try:
+                self.dropped_overflow += self.outbox.put_many(allowed, now)
+            except Exception:
+                # Nothing was committed: keep the events for the next flush.
+                self._requeue(allowed)
+                raise
         return len(allowed)
+
+    def _requeue(self, pending: list[tuple[str, OutgoingMessage]]) -> None:
+        with self._lock:
+            self._buffer[:0] = pending
+            excess = len(self._buffer) - self.max_buffer
+            if excess > 0:
+                del self._buffer[:excess]
+                self.dropped_overflow += excess
+
+
+def _without_image(message: OutgoingMessage) -> OutgoingMessage:
+    if not message.has_image:
+        return message
+    stripped = strip_image(message.payload)
+    payload = message.payload if stripped is None else stripped
+    return dataclasses.replace(message, payload=payload, has_image=False)

@@ -20,6 +20,10 @@ from agent.motion import MotionDetector
 from agent.ports import EventSink
 from drivers.vision.capture import FrameSource, Image
 
+# What events name the device's one camera.  Not the serial number: events carry the
+# device only as a pseudonym ("dev"), and a plain serial in a field would undo that.
+CAMERA_NAME = "cam0"
+
 log = logging.getLogger(__name__)
 
 FrameConsumer = Callable[[Image], object]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -20,7 +21,7 @@ from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.consent import ConsentLedger
 from agent.errors import EdgeAgentError
-from agent.ports import CommandArgs, CommandHandler, CommandResult
+from agent.ports import CommandArgs, CommandHandler, CommandResult, PersonalDataHolder
 from agent.provisioning.settings import WifiBackendKind
 from agent.purposes import Purpose
 from agent.rights.registry import DataRegistry, ErasureScope, RetentionKind
@@ -67,12 +68,24 @@ def register_personal_data(config: AgentConfig, registry: DataRegistry) -> None:
     registry.add_retention_target(outbox, RetentionKind.EVENTS)
     wifi = FileProvisioningStore(config.state_dir).credentials_path
     registry.add_holder(FileHolder("wifi_credentials", wifi), ErasureScope.WIFI)
-    if config.matching.enabled:
-        from drivers.vision.gallery import face_gallery_dir
-        from drivers.vision.plate_reader import open_store
+    # Registered even with matching switched off: enrolments made while it was on stay
+    # on disk and must still be exported and erased.
+    registry.add_holder(FileHolder("face_gallery", _face_gallery_dir(config)))
+    registry.add_holder(_plate_store(config))
 
-        registry.add_holder(FileHolder("face_gallery", face_gallery_dir(config.state_dir)))
-        registry.add_holder(open_store(config))
+
+def _face_gallery_dir(config: AgentConfig) -> pathlib.Path:
+    # drivers.vision.gallery.face_gallery_dir, without loading OpenCV for a disabled feature.
+    return config.state_dir / "faces"
+
+
+def _plate_store(config: AgentConfig) -> PersonalDataHolder:
+    # drivers.vision.plate_reader.open_store, without loading OpenCV; opens no file until used.
+    from agent.matching.plates_store import PlateStore
+
+    return PlateStore.in_state_dir(
+        config.state_dir, max_entries=config.matching.plate_max_entries
+    )
 
 
 def known_secrets(config: AgentConfig) -> Iterable[str]:
@@ -141,13 +154,13 @@ def _attach_camera(agent: Agent, audit: AuditLog, clock: SystemClock) -> CameraS
     if not agent.config.camera.enabled:
         return None
     from agent.motion import MotionDetector
-    from drivers.camera import CameraService, MotionService
+    from drivers.camera import CAMERA_NAME, CameraService, MotionService
     from drivers.vision.capture import open_source
 
     config = agent.config
     camera = CameraService(open_source(config.camera), config.camera.fps)
     agent.add_service(camera)
-    motion = MotionService(MotionDetector(config.device.serial_number), agent.sink)
+    motion = MotionService(MotionDetector(CAMERA_NAME), agent.sink)
     camera.add_consumer(motion.latest.offer)
     agent.add_service(motion)
     if not config.matching.enabled:
@@ -202,11 +215,12 @@ def _attach_provisioning(
     return lambda: store.load_account() is not None
 
 
-def _attach_upgrade(agent: Agent, audit: AuditLog, clock: SystemClock) -> None:
+def _attach_upgrade(agent: Agent, audit: AuditLog) -> None:
     from drivers.upgrade.service import build_service as upgrade_service
 
     def healthy() -> bool:
-        return bool(agent.link and agent.link.connected) and agent.liveness.healthy(clock.now())
+        connected = bool(agent.link and agent.link.connected)
+        return connected and agent.liveness.healthy(agent.monotonic())
 
     upgrade = upgrade_service(agent.config, agent.sink, healthy, audit=audit)
     agent.add_service(upgrade)
@@ -253,6 +267,9 @@ def attach_features(agent: Agent) -> Features:
     registry = logs.default_registry(config, handle.store)
     features = Features(audit, registry, [handle.close])
     register_personal_data(config, registry)
+    # File-level purges for every store; the face and plate services, when the camera
+    # runs them, replace these hooks (same store names) with their own.
+    add_cli_withdrawal_hooks(config, agent.ledger)
 
     camera = _attach_camera(agent, audit, clock)
     claimed = _attach_provisioning(agent, camera, features)
@@ -261,23 +278,32 @@ def attach_features(agent: Agent) -> Features:
 
         agent.add_service(discovery_service(config, time.time, claimed_fn=claimed))
     if config.upgrade.enabled:
-        _attach_upgrade(agent, audit, clock)
+        _attach_upgrade(agent, audit)
     _attach_rights_and_logs(agent, features, handle.store, redactor)
     return features
 
 
 def add_cli_withdrawal_hooks(config: AgentConfig, ledger: ConsentLedger) -> None:
-    """Where no agent runs (``edge-agent consent withdraw``): purge the stores' files too."""
-    if not config.matching.enabled:
-        return
+    """Purge the stores' files on withdrawal (CLI, and the agent before its services)."""
     from drivers.logs.files import FileHolder
-    from drivers.vision.gallery import face_gallery_dir
-    from drivers.vision.plate_reader import withdrawal_hook
+    from drivers.logs.wiring import SNAPSHOT_DIR
 
-    gallery = FileHolder("face_gallery", face_gallery_dir(config.state_dir))
+    # Also with matching switched off: files left from when it was on go on withdrawal.
+    gallery = FileHolder("face_gallery", _face_gallery_dir(config))
 
     def erase_faces(purpose: Purpose) -> int | None:
         return gallery.erase_personal_data() if purpose is Purpose.FACE_RECOGNITION else None
 
+    def erase_plates(purpose: Purpose) -> int | None:
+        if purpose is not Purpose.PLATE_RECOGNITION:
+            return None
+        return _plate_store(config).erase_personal_data()
+
+    snapshots = FileHolder("snapshots", config.state_dir / SNAPSHOT_DIR)
+
+    def erase_snapshots(purpose: Purpose) -> int | None:
+        return snapshots.erase_personal_data() if purpose is Purpose.EVENT_SNAPSHOTS else None
+
     ledger.add_withdrawal_hook("face_gallery", erase_faces)
-    ledger.add_withdrawal_hook("plates", withdrawal_hook(config))
+    ledger.add_withdrawal_hook("plates", erase_plates)
+    ledger.add_withdrawal_hook("snapshots", erase_snapshots)

@@ -154,8 +154,10 @@ class MqttLink:
         if self._dead:
             self._teardown()
         if self._client is None and now >= self._next_attempt:
-            self._client = self._new_client()
             try:
+                # Inside the try: tls_set() reads the CA and key files, which can
+                # go missing; back off like any other failed attempt.
+                self._client = self._new_client()
                 self._client.connect_async(
                     self.settings.host,
                     self.settings.port,
@@ -211,6 +213,8 @@ class MqttLink:
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        if client is not self._client:
+            return  # a client already torn down: its news is stale
         if reason.is_failure:
             self.last_error = f"connect refused: {reason}"
             self._dead = True
@@ -225,6 +229,8 @@ class MqttLink:
         self.wake.set()
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        if client is not self._client:
+            return
         self.last_error = "broker unreachable"
         self._dead = True
         self.wake.set()
@@ -232,6 +238,10 @@ class MqttLink:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        # _teardown() drops the client before disconnecting it: without this check
+        # the old client's farewell would tear down the next, fresh connection.
+        if client is not self._client:
+            return
         self._connected = False
         self._dead = True
         self.last_error = f"disconnected: {reason}"
@@ -240,6 +250,8 @@ class MqttLink:
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
     ) -> None:
+        if client is not self._client:
+            return  # a PUBACK of an old connection: its mids mean nothing now
         code = int(reason.value) if hasattr(reason, "value") else 0
         self.pump.on_ack(self._session, mid, code)
         self.wake.set()

@@ -50,11 +50,16 @@ class Agent:
         config: AgentConfig,
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         notifier: Notifier | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        # Liveness and the watchdog measure elapsed time on a clock NTP cannot
+        # step: a wall clock set back would stop the pings (and systemd kills a
+        # healthy agent) or make a wedged part look fresh.
+        self.monotonic = monotonic
         self.started_at = clock()
         config.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(config.state_dir, 0o700)
@@ -132,7 +137,7 @@ class Agent:
             "consent": self.ledger.snapshot(),
             "services": [s.name for s in self.services],
             "commands": self.router.names,
-            "stale": self.liveness.stale(now),
+            "stale": self.liveness.stale(self.monotonic()),
         }
 
     # --- the loop --------------------------------------------------------------
@@ -154,7 +159,7 @@ class Agent:
         self.ledger.reapply_withdrawals()
         now = self.clock()
         for name in ("loop", "pump", *(s.name for s in self.services)):
-            self.liveness.expect(name, now)
+            self.liveness.expect(name, self.monotonic())
         for service in self.services:
             service.start()
         self.emit(
@@ -171,25 +176,29 @@ class Agent:
     def step(self) -> None:
         """One pass of the loop; never raises for a single failing part."""
         now = self.clock()
-        self.ledger.refresh()
-        if self.link is not None:
-            self.link.tick(now)
-            self._handle_commands()
+        try:
+            self.ledger.refresh()
+            if self.link is not None:
+                self.link.tick(now)
+                self._handle_commands()
+        except Exception:
+            log.exception("broker link or command pass failed")
         for service in self.services:
             try:
                 service.tick(now)
-                self.liveness.beat(service.name, now)
+                self.liveness.beat(service.name, self.monotonic())
             except Exception:
                 log.exception("service %s failed this tick", service.name)
         try:
             self.sink.flush(now)
             if self.link is not None:
                 self.pump.tick(self.link, now)
-            self.liveness.beat("pump", now)
+            self.liveness.beat("pump", self.monotonic())
         except Exception:
             log.exception("outbox pass failed")
-        self.liveness.beat("loop", now)
-        if self.watchdog.should_ping(now):
+        beat = self.monotonic()
+        self.liveness.beat("loop", beat)
+        if self.watchdog.should_ping(beat):
             self.notifier.watchdog()
 
     def _handle_commands(self) -> None:
@@ -219,14 +228,20 @@ class Agent:
                 service.stop()
             except Exception:
                 log.exception("stopping %s failed", service.name)
-        self.sink.flush(self.clock())
+        try:
+            self.sink.flush(self.clock())
+        except Exception:
+            log.exception("could not commit the last buffered events")
         if self.link is not None:
             # Give in-flight messages a moment to be acknowledged, then say offline.
             deadline = time.monotonic() + 2.0
-            while self.pump.inflight and self.link.connected and time.monotonic() < deadline:
-                self.wake.wait(0.05)
-                self.wake.clear()
-                self.pump.tick(self.link, self.clock())
+            try:
+                while self.pump.inflight and self.link.connected and time.monotonic() < deadline:
+                    self.wake.wait(0.05)
+                    self.wake.clear()
+                    self.pump.tick(self.link, self.clock())
+            except Exception:
+                log.exception("outbox pass failed during shutdown")
             self.link.close()
         self.db.close()
         self.notifier.close()

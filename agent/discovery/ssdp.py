@@ -155,7 +155,7 @@ def parse_default_gateway(route_table: str) -> str | None:
         except ValueError:
             continue
         is_default = not destination and not mask and flags & _RTF_UP and flags & _RTF_GATEWAY
-        if not is_default or gateway > 0xFFFFFFFF:
+        if not is_default or not 0 <= gateway <= 0xFFFFFFFF:
             continue
         # The kernel prints the address in host (little-endian) byte order.
         address = str(ipaddress.IPv4Address(gateway.to_bytes(4, "little")))

@@ -54,7 +54,7 @@ class BundleQuery:
                 raise DecodeError(f"{key} must be a number")
             try:
                 number = float(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise DecodeError(f"{key} must be a number") from None
             if not math.isfinite(number):
                 raise DecodeError(f"{key} must be a finite number")

@@ -39,7 +39,7 @@ class Binding:
 
 def is_trivial_code(code: str) -> bool:
     """True for codes a person might guess first (see module docstring)."""
-    if len(code) != CODE_DIGITS or not code.isdigit():
+    if len(code) != CODE_DIGITS or not (code.isascii() and code.isdigit()):
         return True
     if len(set(code)) <= 3:
         return True
@@ -58,7 +58,7 @@ def generate_verification_code(randbelow: Callable[[int], int] = secrets.randbel
 
 def check_verification_code(code: str) -> str:
     cleaned = code.replace("-", "").replace(" ", "")
-    if len(cleaned) != CODE_DIGITS or not cleaned.isdigit():
+    if len(cleaned) != CODE_DIGITS or not (cleaned.isascii() and cleaned.isdigit()):
         raise DecodeError(f"verification code must be {CODE_DIGITS} digits")
     return cleaned
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from spake2 import SPAKE2_A, SPAKE2_B
+from spake2.ed25519_basic import NotOnCurve
 from spake2.spake2 import SPAKEError
 
 from agent.errors import DecodeError, TooLargeError, VerificationError
@@ -97,14 +98,24 @@ def encode_credentials(credentials: WifiCredentials) -> bytes:
     ).encode()
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_credentials(body: bytes) -> WifiCredentials:
     try:
         data = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise DecodeError("credentials are not JSON") from exc
     if not isinstance(data, dict) or set(data) != {"ssid", "passphrase", "hidden"}:
         raise DecodeError("credentials need ssid, passphrase and hidden")
     ssid, passphrase, hidden = data["ssid"], data["passphrase"], data["hidden"]
+    if any(isinstance(v, str) and not _is_unicode(v) for v in (ssid, passphrase)):
+        raise DecodeError("credentials contain lone surrogates")
     if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
         raise DecodeError("SSID must be 1..32 bytes")
     if passphrase is not None and (not isinstance(passphrase, str) or len(passphrase) > 64):
@@ -119,7 +130,7 @@ def _finish(side: SPAKE2_A | SPAKE2_B, message: bytes) -> bytes:
         raise DecodeError("SPAKE2 message has the wrong length")
     try:
         shared: bytes = side.finish(message)
-    except (SPAKEError, ValueError) as exc:
+    except (SPAKEError, NotOnCurve, ValueError) as exc:
         raise DecodeError("SPAKE2 message rejected") from exc
     return shared
 
@@ -221,7 +232,7 @@ class InstallerPake:
         body = _open(self._require_keys().to_installer, b"status", self.session_id, seq, sealed)
         try:
             data = json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DecodeError("status is not JSON") from exc
         if not isinstance(data, dict):
             raise DecodeError("status must be a JSON object")

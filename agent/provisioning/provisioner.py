@@ -73,14 +73,16 @@ class Provisioner:
             )
             self._record(
                 "provisioning.wifi",
-                {"channel": channel, "ssid": credentials.ssid, "outcome": result.outcome.value},
+                # No SSID: the audit trail outlives erasures, so it holds no personal values.
+                {"channel": channel, "outcome": result.outcome.value},
             )
             return result
 
     def bind_account(self, account: str, channel: str) -> None:
         self._store.save_account(account)
-        log.info("device bound to account %r via %s", account, channel)
-        self._record("provisioning.bound", {"channel": channel, "account": account})
+        # Not the account itself: it is personal data no redaction pattern recognises.
+        log.info("device bound to an account via %s", channel)
+        self._record("provisioning.bound", {"channel": channel})
 
     def _record(self, kind: str, detail: dict[str, object]) -> None:
         if self._audit is not None:

@@ -110,6 +110,10 @@ def parse_wifi_qr(text: str) -> WifiQr:
         raise DecodeError("not a WIFI: QR payload")
     if any(ord(c) < 0x20 and c not in "\t" for c in text):
         raise DecodeError("Wi-Fi QR contains control characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DecodeError("Wi-Fi QR text is not valid Unicode") from exc
     body = text[len(PREFIX) :]
     if not body.endswith(";;") and not body.endswith(";"):
         raise DecodeError("Wi-Fi QR is not terminated")

@@ -216,7 +216,8 @@ def parse_network_list(data: bytes) -> dict[int, bool]:
 
 def security_from_flags(flags: str) -> Security:
     """``[WPA2-PSK-CCMP][ESS]`` -> WPA2_PSK; the strongest usable suite wins."""
-    groups = re.findall(r"\[([^\]]*)\]", flags)
+    # Groups may not contain '[': keeps findall linear on a run of unclosed '['.
+    groups = re.findall(r"\[([^\[\]]*)\]", flags)
     if any("EAP" in g for g in groups if g.startswith(("WPA", "RSN"))):
         return Security.ENTERPRISE
     if any("PSK" in g for g in groups if g.startswith(("WPA2", "RSN"))):

@@ -25,6 +25,7 @@ from agent.matching.faces import FaceRecogniser, FaceReport
 from agent.matching.quality import QualityGate
 from agent.ports import AuditSink, CommandHandler, EventSink
 from agent.purposes import Purpose
+from drivers.camera import CAMERA_NAME
 from drivers.vision.capture import FrameSource, open_source
 from drivers.vision.faces import (
     FaceDetectorImpl,
@@ -226,7 +227,7 @@ def build_service(
     settings = config.matching
     embedder = build_embedder(settings)
     recogniser = build_recogniser(
-        config, embedder, is_granted, camera=config.device.serial_number, audit=audit
+        config, embedder, is_granted, camera=CAMERA_NAME, audit=audit
     )
     if shared_camera:
         source = None  # frames arrive through offer_frame

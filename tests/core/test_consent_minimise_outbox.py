@@ -140,3 +140,32 @@ def test_outbox_survives_reopen_expires_and_acks(tmp_path: Path) -> None:
     assert reopened.batch_after(0, 10, T0 + 61) == []  # expired messages are not offered
     assert reopened.expire(T0 + 61) == 4
     assert reopened.stats()["dropped_expired"] == 4 and reopened.stats()["acked"] == 1
+
+
+def test_withdrawing_snapshots_strips_queued_images_in_the_same_transaction(
+    tmp_path: Path,
+) -> None:
+    ledger, minimiser, outbox = build(tmp_path)
+    ledger.grant(Purpose.FACE_RECOGNITION, T0)
+    ledger.grant(Purpose.EVENT_SNAPSHOTS, T0)
+    message = minimiser.minimise(face())
+    assert message is not None and "img" in cbor2.loads(message.payload)
+    outbox.put("t/face", message, T0)
+    change = ledger.withdraw(Purpose.EVENT_SNAPSHOTS, T0 + 1)
+    assert change.purged["outbox"] == 1
+    queued = outbox.batch_after(0, 10, T0 + 2)
+    assert len(queued) == 1  # the consented event itself stays
+    body = cbor2.loads(queued[0].payload)
+    assert "img" not in body and body["f"]["score"] == 0.93
+
+
+def test_flush_strips_images_when_snapshots_withdrawn_after_emit(tmp_path: Path) -> None:
+    ledger, minimiser, outbox = build(tmp_path)
+    ledger.grant(Purpose.FACE_RECOGNITION, T0)
+    ledger.grant(Purpose.EVENT_SNAPSHOTS, T0)
+    sink = OutboxSink(minimiser, outbox, Topics("site", "SN1"), refresh_consent=ledger.refresh)
+    assert sink.emit(face())
+    ledger.withdraw(Purpose.EVENT_SNAPSHOTS, T0 + 1)
+    assert sink.flush(T0 + 1) == 1
+    (queued,) = outbox.batch_after(0, 10, T0 + 2)
+    assert "img" not in cbor2.loads(queued.payload)

@@ -201,3 +201,9 @@ def test_search_over_httpu_marks_the_router(
     assert router.is_router and router.location == "http://127.0.0.1:5000/rootDesc.xml"
     assert router.is_gateway_device
     assert not tv.is_router and tv.device_id == "uuid:tv"
+
+
+def test_route_table_negative_gateway_is_rejected() -> None:
+    header = "Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n"
+    line = "eth0\t00000000\t-0100000A\t0003\t0\t0\t100\t00000000\n"
+    assert ssdp.parse_default_gateway(header + line) is None

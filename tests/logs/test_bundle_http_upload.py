@@ -239,3 +239,12 @@ def test_query_from_any_arguments_is_valid_or_decode_error(args: dict[str, objec
     except DecodeError:
         return
     build_bundle(_lines(5), query, Redactor(), max_bytes=1 << 16, now=0)
+
+
+@pytest.mark.parametrize("key", ["since", "until", "tail"])
+def test_bundle_query_huge_integer_is_rejected(key: str) -> None:
+    # float(10**400) raises OverflowError; a JSON body or CBOR bignum can carry it.
+    with pytest.raises(DecodeError):
+        BundleQuery.from_args({key: 10**400})
+    with pytest.raises(DecodeError):
+        BundleQuery.from_args({key: -(10**400)})

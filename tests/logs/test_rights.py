@@ -177,3 +177,43 @@ def test_device_key_is_private_and_stable(tmp_path: pathlib.Path) -> None:
     assert len(first) == 32
     assert (tmp_path / "rights.key").stat().st_mode & 0o077 == 0
     assert load_or_create_device_key(tmp_path) == first
+
+
+def test_gallery_and_watch_list_are_erased_even_with_matching_switched_off(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Enrolments made while matching was on must not outlive an erase after it is off."""
+    import dataclasses
+
+    from agent.consent import ConsentLedger
+    from agent.matching.plates import make_entry
+    from agent.matching.plates_store import PlateStore
+    from agent.purposes import Purpose
+    from drivers.features import add_cli_withdrawal_hooks, register_personal_data
+
+    config = AgentConfig(state_dir=tmp_path)
+    config = dataclasses.replace(
+        config, matching=dataclasses.replace(config.matching, enabled=False)
+    )
+    store = PlateStore.in_state_dir(tmp_path)
+    store.put(make_entry("ZX99QQ", now=1.0))
+    store.close()
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "manifest.json").write_bytes(MARKERS["gallery"])
+    registry = DataRegistry()
+    register_personal_data(config, registry)
+    handlers = build_rights_handlers(config, registry, device_key=KEY, clock=lambda: 1.0)
+    exported = json.dumps(handlers["data.export"]({"format": "json"})["data"])
+    assert "ZX99QQ" in exported
+    handlers["data.erase"]({})
+    assert files_containing(tmp_path, b"ZX99QQ") == []
+    assert files_containing(tmp_path, MARKERS["gallery"]) == []
+
+    # A withdrawal from the CLI purges the leftovers too.
+    store = PlateStore.in_state_dir(tmp_path)
+    store.put(make_entry("ZX99QQ", now=1.0))
+    store.close()
+    ledger = ConsentLedger.open(tmp_path)
+    add_cli_withdrawal_hooks(config, ledger)
+    ledger.withdraw(Purpose.PLATE_RECOGNITION, 2.0)
+    assert files_containing(tmp_path, b"ZX99QQ") == []

@@ -185,3 +185,19 @@ def test_ledger_prunes_expired_tokens(tmp_path: pathlib.Path) -> None:
     assert ledger.claim("b" * 64, int(NOW) + 1000, NOW + 20)
     stored = json.loads((provisioning_dir(tmp_path) / "used_tokens.json").read_text())
     assert set(stored["tokens"]) == {"b" * 64}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "\u00b9\u00b2\u00b3\u2074\u2075\u2077\u2078\u2079",
+        "\u0664\u0660\u0667\u0661\u0669\u0663\u0668\u0662",
+    ],
+)
+def test_verification_code_non_ascii_digits_is_rejected(code: str) -> None:
+    # str.isdigit() accepts superscripts (int() then raises ValueError) and other scripts.
+    assert binding.is_trivial_code(code)
+    with pytest.raises(DecodeError):
+        binding.check_verification_code(code)
+    with pytest.raises(DecodeError):
+        binding.parse_label(f"{binding.LABEL_SCHEME}?v=1&sn=EA-1&code={code}")

@@ -103,7 +103,7 @@ def test_full_pake_flow_provisions_and_closes_window(
     assert client.info()["window"] == "succeeded"
     with pytest.raises(WindowClosedError):
         client.authenticate(code_of(service), service.binding.serial_number)
-    assert ("provisioning.wifi", {"channel": "lan", "ssid": "Home", "outcome": "connected"}) in [
+    assert ("provisioning.wifi", {"channel": "lan", "outcome": "connected"}) in [
         (k, d) for k, d, _ in audit.records
     ]
 
@@ -286,3 +286,33 @@ def test_pake_rejects_malformed_peer_messages() -> None:
         confirmed.open_status(b"\x00" * 100, 1)
     with pytest.raises(VerificationError):  # credentials before confirmation
         device.open_credentials(confirmed.seal_credentials(WifiCredentials("Home"), 1), 1)
+
+
+def test_credentials_deeply_nested_json_is_rejected() -> None:
+    from agent.provisioning.pake import decode_credentials
+
+    with pytest.raises(DecodeError):
+        decode_credentials(b"[" * 100_000)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"ssid": "\\ud800", "passphrase": null, "hidden": false}',
+        b'{"ssid": "\xed\xa0\x80", "passphrase": null, "hidden": false}',
+        b'{"ssid": "net", "passphrase": "\\udcff\\udcfe", "hidden": false}',
+    ],
+)
+def test_credentials_lone_surrogate_is_rejected(body: bytes) -> None:
+    from agent.provisioning.pake import decode_credentials
+
+    with pytest.raises(DecodeError):
+        decode_credentials(body)
+
+
+
+def test_pake_point_not_on_curve_is_rejected() -> None:
+    # Pre-authentication input: spake2 raises its own NotOnCurve for this point.
+    device = DevicePake("40719382", "EA-1", "s")
+    with pytest.raises(DecodeError):
+        device.respond(b"A" + bytes(31) + b"\x01")

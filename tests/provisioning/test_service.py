@@ -159,7 +159,7 @@ def test_backend_exception_becomes_a_failed_attempt(tmp_path: pathlib.Path) -> N
     assert result.outcome is ConnectOutcome.FAILED
     assert not provisioner.provisioned
     assert audit.records == [
-        ("provisioning.wifi", {"channel": "lan", "ssid": "Home", "outcome": "failed"}, START)
+        ("provisioning.wifi", {"channel": "lan", "outcome": "failed"}, START)
     ]
 
 
@@ -203,3 +203,24 @@ def test_commands_report_status_and_reopen_the_window(tmp_path: pathlib.Path) ->
             client.authenticate(service.binding.verification_code, service.binding.serial_number)
     finally:
         service.stop()
+
+
+def test_audit_trail_and_logs_hold_neither_ssid_nor_account(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit log is append-only and outlives every erasure: no personal values in it."""
+    caplog.set_level(logging.DEBUG)
+    audit = RecordingAudit()
+    provisioner = Provisioner(
+        RadioDouble({"Home-Of-Alice": "passphrase-1"}),
+        FileProvisioningStore(tmp_path),
+        lambda: START,
+        audit=audit,
+    )
+    assert provisioner.apply(WifiCredentials("Home-Of-Alice", "passphrase-1"), "lan").ok
+    provisioner.bind_account("alice.smith", "lan")
+    assert audit.kinds() == ["provisioning.wifi", "provisioning.bound"]
+    assert "Home-Of-Alice" not in repr(audit.records)
+    assert "alice.smith" not in repr(audit.records)
+    # The account name is no shape the redactor knows: it must not be logged at all.
+    assert "alice.smith" not in "\n".join(r.getMessage() for r in caplog.records)

@@ -94,3 +94,13 @@ def test_escape_round_trip(ssid: str, passphrase: str, hidden: bool) -> None:
 def test_parser_raises_only_decode_error(text: str) -> None:
     with contextlib.suppress(DecodeError):
         parse_wifi_qr("WIFI:" + text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["WIFI:T:WPA;S:Ho\udcaert;P:password1;;", "WIFI:T:WPA;S:net;P:pass\ud800word;;"],
+)
+def test_wifi_qr_lone_surrogate_is_rejected(text: str) -> None:
+    # A QR decoder may hand over undecodable bytes as surrogate escapes.
+    with pytest.raises(DecodeError):
+        parse_wifi_qr(text)

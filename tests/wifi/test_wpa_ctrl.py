@@ -275,3 +275,13 @@ def test_scan_rows_from_arbitrary_bytes_only_raise_decode_error(data: bytes) -> 
         wpa_ctrl.wifi_status(wpa_ctrl.parse_status(data))
     except DecodeError:
         pass
+
+
+def test_scan_row_with_huge_unclosed_flags_is_parsed_in_linear_time() -> None:
+    import time
+
+    row = "00:11:22:33:44:55\t2412\t-40\t[WPA2-PSK-CCMP]" + "[" * 100_000 + "\tnet"
+    started = time.monotonic()
+    access_point = wpa_ctrl.parse_scan_row(row)
+    assert time.monotonic() - started < 1.0
+    assert access_point.security is Security.WPA2_PSK
