@@ -71,12 +71,37 @@ def register_personal_data(config: AgentConfig, registry: DataRegistry) -> None:
     # Registered even with matching switched off: enrolments made while it was on stay
     # on disk and must still be exported and erased.
     registry.add_holder(FileHolder("face_gallery", _face_gallery_dir(config)))
-    registry.add_holder(_plate_store(config))
+    registry.add_holder(_LazyPlateStore(config))
 
 
 def _face_gallery_dir(config: AgentConfig) -> pathlib.Path:
     # drivers.vision.gallery.face_gallery_dir, without loading OpenCV for a disabled feature.
     return config.state_dir / "faces"
+
+
+class _LazyPlateStore:
+    """The plate watch-list as a PersonalDataHolder that loads its code (numpy) on first use.
+
+    Registering it must cost nothing: the agent registers every store at start-up,
+    but exports and erasures are rare.
+    """
+
+    name = "plates"
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+
+    def _exists(self) -> bool:
+        # The store's own file name, without importing it: nothing to load if absent.
+        return any(self.config.state_dir.glob("plates.sqlite*"))
+
+    def export_personal_data(self) -> Mapping[str, object]:
+        if not self._exists():
+            return {"plates": []}
+        return _plate_store(self.config).export_personal_data()
+
+    def erase_personal_data(self) -> int:
+        return _plate_store(self.config).erase_personal_data() if self._exists() else 0
 
 
 def _plate_store(config: AgentConfig) -> PersonalDataHolder:
@@ -294,10 +319,10 @@ def add_cli_withdrawal_hooks(config: AgentConfig, ledger: ConsentLedger) -> None
     def erase_faces(purpose: Purpose) -> int | None:
         return gallery.erase_personal_data() if purpose is Purpose.FACE_RECOGNITION else None
 
+    plates = _LazyPlateStore(config)
+
     def erase_plates(purpose: Purpose) -> int | None:
-        if purpose is not Purpose.PLATE_RECOGNITION:
-            return None
-        return _plate_store(config).erase_personal_data()
+        return plates.erase_personal_data() if purpose is Purpose.PLATE_RECOGNITION else None
 
     snapshots = FileHolder("snapshots", config.state_dir / SNAPSHOT_DIR)
 

@@ -1,0 +1,45 @@
+"""With the camera off, the running agent loads neither OpenCV, numpy nor cryptography.
+
+The idle-memory goal (<= 40 MiB, `make bench`) depends on it; this keeps an import
+added anywhere on the start-up path from quietly undoing it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+SCRIPT = """
+import pathlib, sys
+from agent.config import AgentConfig, CameraSettings, MatchingSettings
+from drivers.features import attach_features
+from drivers.runtime import Agent
+config = AgentConfig(
+    state_dir=pathlib.Path(sys.argv[1]),
+    camera=CameraSettings(enabled=False),
+    matching=MatchingSettings(enabled=False),
+)
+agent = Agent(config, environ={})
+features = attach_features(agent)
+agent.start()
+agent.step()
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"cv2", "numpy", "cryptography"})
+print("heavy=" + ",".join(heavy))
+agent.shutdown()
+features.close()
+"""
+
+
+def test_agent_with_camera_off_does_not_load_vision_or_crypto(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "state")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "heavy="
