@@ -1,7 +1,8 @@
-"""Small files that must survive power loss: temp file + fsync + os.replace + dir fsync.
+"""Small files that must survive power loss, and files that must not survive erasure.
 
 Every store of the agent that keeps state in a plain file goes through here, so
-there is one crash-safe write, one bounded read and one way to make a secret.
+there is one crash-safe write (temp file + fsync + os.replace + dir fsync), one
+bounded read, one way to make a secret and one way to shred personal data.
 """
 
 from __future__ import annotations
@@ -59,3 +60,23 @@ def load_or_create_secret(path: pathlib.Path, size: int = 32) -> bytes:
     secret = secrets.token_bytes(size)
     write_atomic(path, secret)
     return secret
+
+
+def shred(path: pathlib.Path) -> bool:
+    """Overwrite ``path`` with zeros, fsync, then unlink it; False if it did not exist."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    try:
+        with open(path, "r+b") as handle:
+            chunk = b"\0" * (1 << 20)
+            left = size
+            while left > 0:
+                left -= handle.write(chunk[: min(left, len(chunk))])
+            handle.flush()
+            os.fsync(handle.fileno())
+        path.unlink()
+    except OSError as exc:
+        raise DeviceIOError(f"cannot erase {path}: {exc.strerror or exc}") from exc
+    return True

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
+from agent.atomicfile import shred
 from agent.errors import DecodeError, DeviceIOError
 from agent.matching.search import quantise_rows
 from agent.matching.settings import GalleryStorage
@@ -111,26 +112,6 @@ def write_atomically(path: pathlib.Path, data: bytes) -> None:
     # fsync as a failed write would make callers roll back files it already names.
     with contextlib.suppress(OSError):
         _fsync_dir(path.parent)
-
-
-def shred(path: pathlib.Path) -> bool:
-    """Overwrite ``path`` with zeros, fsync, then unlink it; False if it did not exist."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return False
-    try:
-        with open(path, "r+b") as handle:
-            chunk = b"\0" * (1 << 20)
-            left = size
-            while left > 0:
-                left -= handle.write(chunk[: min(left, len(chunk))])
-            handle.flush()
-            os.fsync(handle.fileno())
-        path.unlink()
-    except OSError as exc:
-        raise DeviceIOError(f"cannot erase {path}: {exc.strerror or exc}") from exc
-    return True
 
 
 class VectorStore:

@@ -11,8 +11,8 @@ import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
 
+from agent.atomicfile import shred
 from agent.errors import DeviceIOError
-from drivers.logs.store import overwrite_and_truncate
 
 MAX_EXPORT_FILE_BYTES = 32 * 1024 * 1024
 
@@ -45,9 +45,7 @@ class FileHolder:
         count = 0
         try:
             for path in list(self.files()):
-                if doomed(path):
-                    overwrite_and_truncate(path)
-                    path.unlink()
+                if doomed(path) and shred(path):
                     count += 1
         except OSError as exc:
             raise DeviceIOError(f"cannot {action} {self.name}: {exc}") from exc

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import IO
 
+from agent.atomicfile import shred, write_atomic
 from agent.config import AgentConfig
 from agent.errors import DeviceIOError
 from agent.logs import codes
@@ -55,16 +56,10 @@ def write_crash_record(
     store.directory.mkdir(parents=True, exist_ok=True)
     # Zero-padded microseconds: name order is time order.
     path = store.directory / f"{CRASH_PREFIX}{int(now * 1e6):020d}-{os.getpid()}.jsonl"
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n").encode())
     records = sorted(store.directory.glob(f"{CRASH_PREFIX}*.jsonl"))
     for old in records[:-MAX_CRASH_RECORDS]:
-        overwrite_and_truncate(old)
-        old.unlink()
+        shred(old)
     return path
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,50 +22,48 @@ from tests.support.agent_harness import make_config, motion
 from tests.support.broker import free_port
 
 
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[Agent]:
+    """A real Agent whose broker address has no listener: everything stays local."""
+    built = Agent(make_config(tmp_path / "state", free_port()), environ={})
+    try:
+        yield built
+    finally:
+        built.db.close()
+
+
 def test_flush_that_fails_keeps_the_events_for_the_next_flush(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    agent = Agent(make_config(tmp_path / "state", free_port()), environ={})
-    try:
-        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
-        assert agent.sink.emit(motion(1))
-        real = agent.outbox.put_many
+    agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+    assert agent.sink.emit(motion(1))
+    real = agent.outbox.put_many
 
-        def disk_full(*args: object, **kwargs: object) -> int:
-            raise DeviceIOError("disk full")
+    def disk_full(*args: object, **kwargs: object) -> int:
+        raise DeviceIOError("disk full")
 
-        monkeypatch.setattr(agent.outbox, "put_many", disk_full)
-        with pytest.raises(DeviceIOError):
-            agent.sink.flush(time.time())
-        monkeypatch.setattr(agent.outbox, "put_many", real)
-        assert agent.sink.flush(time.time()) == 1
-        assert len(agent.outbox) == 1
-    finally:
-        agent.db.close()
+    monkeypatch.setattr(agent.outbox, "put_many", disk_full)
+    with pytest.raises(DeviceIOError):
+        agent.sink.flush(time.time())
+    monkeypatch.setattr(agent.outbox, "put_many", real)
+    assert agent.sink.flush(time.time()) == 1
+    assert len(agent.outbox) == 1
 
 
-def test_step_survives_a_failing_broker_link(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    agent = Agent(make_config(tmp_path / "state", free_port()), environ={})
-    try:
-        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
-        assert agent.link is not None
+def test_step_survives_a_failing_broker_link(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+    assert agent.link is not None
 
-        def broken(now: float) -> None:
-            raise FileNotFoundError(2, "No such file or directory", "/etc/ca.pem")
+    def broken(now: float) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "/etc/ca.pem")
 
-        monkeypatch.setattr(agent.link, "tick", broken)
-        agent.emit(motion(1))
-        agent.step()  # must not raise
-        assert len(agent.outbox) == 1  # the rest of the pass still ran
-    finally:
-        agent.db.close()
+    monkeypatch.setattr(agent.link, "tick", broken)
+    agent.emit(motion(1))
+    agent.step()  # must not raise
+    assert len(agent.outbox) == 1  # the rest of the pass still ran
 
 
-def test_failed_commit_does_not_leave_the_database_inside_a_transaction(
-    tmp_path: Path,
-) -> None:
+def test_failed_commit_does_not_leave_the_database_inside_a_transaction(tmp_path: Path) -> None:
     db = Database.in_state_dir(tmp_path)
     try:
         db.conn.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
@@ -103,32 +102,28 @@ class FakeClient:
 
 
 def test_the_old_clients_late_callbacks_do_not_touch_the_new_connection(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    agent = Agent(make_config(tmp_path / "state", free_port()), environ={})
-    try:
-        link = agent.link
-        assert link is not None
-        made: list[FakeClient] = []
+    link = agent.link
+    assert link is not None
+    made: list[FakeClient] = []
 
-        def new_client() -> FakeClient:
-            made.append(FakeClient(link))
-            return made[-1]
+    def new_client() -> FakeClient:
+        made.append(FakeClient(link))
+        return made[-1]
 
-        monkeypatch.setattr(link, "_new_client", new_client)
-        link.tick(100.0)
-        first = made[-1]
-        link._on_disconnect(first, None, None, "keepalive timeout", None)
-        link.tick(200.0)  # tears the first client down and starts the second
-        assert first.stopped and link._client is made[-1] is not first
-        second = made[-1]
-        link.tick(200.01)
-        assert link._client is second and not second.stopped
-        # A PUBACK the old client reports late must not be applied to this session.
-        link._on_publish(first, None, 1, ReasonCode(PacketTypes.PUBACK), None)
-        assert not agent.pump._acks
-    finally:
-        agent.db.close()
+    monkeypatch.setattr(link, "_new_client", new_client)
+    link.tick(100.0)
+    first = made[-1]
+    link._on_disconnect(first, None, None, "keepalive timeout", None)
+    link.tick(200.0)  # tears the first client down and starts the second
+    assert first.stopped and link._client is made[-1] is not first
+    second = made[-1]
+    link.tick(200.01)
+    assert link._client is second and not second.stopped
+    # A PUBACK the old client reports late must not be applied to this session.
+    link._on_publish(first, None, 1, ReasonCode(PacketTypes.PUBACK), None)
+    assert not agent.pump._acks
 
 
 class ListTransport:
@@ -145,25 +140,21 @@ class ListTransport:
 
 
 def test_pubacks_received_before_a_reconnect_still_delete_their_messages(
-    tmp_path: Path,
+    agent: Agent,
 ) -> None:
-    agent = Agent(make_config(tmp_path / "state", free_port()), environ={})
-    try:
-        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
-        agent.sink.emit(motion(1))
-        agent.sink.emit(motion(2))
-        agent.sink.flush(time.time())
-        pump, first = agent.pump, ListTransport()
-        session = pump.on_connected()
-        assert pump.tick(first, time.time()) == 2
-        pump.on_ack(session, 1, 0)  # PUBACK for the first message, not yet drained
-        pump.on_connected()  # the connection drops and a new one comes up
-        second = ListTransport()
-        pump.tick(second, time.time())
-        assert second.sent == first.sent[1:]  # only the unacknowledged one goes again
-        assert not agent.outbox.contains(first.sent[0])
-    finally:
-        agent.db.close()
+    agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+    agent.sink.emit(motion(1))
+    agent.sink.emit(motion(2))
+    agent.sink.flush(time.time())
+    pump, first = agent.pump, ListTransport()
+    session = pump.on_connected()
+    assert pump.tick(first, time.time()) == 2
+    pump.on_ack(session, 1, 0)  # PUBACK for the first message, not yet drained
+    pump.on_connected()  # the connection drops and a new one comes up
+    second = ListTransport()
+    pump.tick(second, time.time())
+    assert second.sent == first.sent[1:]  # only the unacknowledged one goes again
+    assert not agent.outbox.contains(first.sent[0])
 
 
 def test_concurrent_atomic_writes_to_one_file_never_fail_or_mix(tmp_path: Path) -> None:
@@ -222,18 +213,14 @@ def test_a_wall_clock_step_back_neither_starves_nor_fools_the_watchdog(tmp_path:
 
 
 def test_a_client_that_cannot_be_built_backs_off_instead_of_raising(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    agent: Agent, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    agent = Agent(make_config(tmp_path / "state", free_port()), environ={})
-    try:
-        link = agent.link
-        assert link is not None
+    link = agent.link
+    assert link is not None
 
-        def missing_ca() -> object:
-            raise FileNotFoundError(2, "No such file or directory", "/etc/edge/ca.pem")
+    def missing_ca() -> object:
+        raise FileNotFoundError(2, "No such file or directory", "/etc/edge/ca.pem")
 
-        monkeypatch.setattr(link, "_new_client", missing_ca)
-        link.tick(100.0)  # must not raise
-        assert "ca.pem" in link.last_error and link._client is None
-    finally:
-        agent.db.close()
+    monkeypatch.setattr(link, "_new_client", missing_ca)
+    link.tick(100.0)  # must not raise
+    assert "ca.pem" in link.last_error and link._client is None
