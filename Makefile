@@ -47,6 +47,7 @@ bench: $(BENCH_STAMP) mosquitto
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent drivers tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) $(STATE) build *.egg-info bench-results.md

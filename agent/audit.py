@@ -25,9 +25,9 @@ from collections.abc import Iterator, Mapping
 
 from agent.database import open_sqlite
 from agent.errors import DecodeError, DeviceIOError
+from agent.layout import StateLayout
 
 GENESIS = bytes(32)
-AUDIT_FILE_NAME = "audit.sqlite"
 MAX_DETAIL_BYTES = 8 * 1024
 
 _SCHEMA = """
@@ -85,7 +85,7 @@ class AuditLog:
 
     @classmethod
     def in_state_dir(cls, state_dir: pathlib.Path) -> AuditLog:
-        return cls(state_dir / AUDIT_FILE_NAME)
+        return cls(StateLayout(state_dir).audit)
 
     def record(self, kind: str, detail: Mapping[str, object], now: float) -> None:
         try:

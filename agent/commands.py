@@ -11,6 +11,7 @@ past :meth:`CommandRouter.handle` as an exception.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -26,7 +27,8 @@ from agent.errors import (
     TooLargeError,
     TransportError,
 )
-from agent.ports import CommandArgs, CommandHandler, CommandResult
+from agent.events import Event
+from agent.ports import Clock, CommandArgs, CommandHandler, CommandResult, Outcome
 from agent.purposes import Purpose
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,16 @@ log = logging.getLogger(__name__)
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,3}$")
 MAX_COMMAND_DEPTH = 8
 MAX_ERROR_TEXT = 300
+
+
+_NOTHING = Outcome({})
+
+
+@dataclasses.dataclass(frozen=True)
+class Handled:
+    reply: bytes
+    events: tuple[Event, ...] = ()
+    clear_retained: tuple[str, ...] = ()
 
 
 def _error(code: str, message: str) -> dict[str, object]:
@@ -74,18 +86,22 @@ class CommandRouter:
     def names(self) -> list[str]:
         return sorted(self._handlers)
 
-    def handle(self, name: str, payload: bytes) -> bytes:
-        """Decode, dispatch and encode the reply; never raises."""
+    def handle(self, name: str, payload: bytes) -> Handled:
+        """Decode, dispatch and encode the reply; never raises.
+
+        The events the command produced come back beside the reply: the caller
+        commits them before it sends the reply.
+        """
         self.handled += 1
-        reply = self._dispatch(name, payload)
+        reply, outcome = self._dispatch(name, payload)
         if not reply.get("ok"):
             self.failed += 1
-        return cbor.dumps(reply)
+        return Handled(cbor.dumps(reply), outcome.events, outcome.clear_retained)
 
-    def _dispatch(self, name: str, payload: bytes) -> dict[str, object]:
+    def _dispatch(self, name: str, payload: bytes) -> tuple[dict[str, object], Outcome]:
         handler = self._handlers.get(name) if COMMAND_NAME.match(name) else None
         if handler is None:
-            return _error("unknown_command", f"unknown command {name[:64]!r}")
+            return _error("unknown_command", f"unknown command {name[:64]!r}"), _NOTHING
         try:
             args = cbor.loads_untrusted(
                 payload or b"\xa0", max_bytes=self.max_bytes, max_depth=MAX_COMMAND_DEPTH
@@ -93,13 +109,14 @@ class CommandRouter:
             if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
                 raise DecodeError("arguments must be a CBOR map with text keys")
             result = handler(args)
-            return {"ok": True, "result": dict(result)}
+            outcome = result if isinstance(result, Outcome) else Outcome(result)
+            return {"ok": True, "result": dict(outcome.result)}, outcome
         except Exception as exc:
             code = _error_code(exc)
             if code == "internal":
                 log.exception("command %s failed", name)
-                return _error(code, "internal error")
-            return _error(code, str(exc))
+                return _error(code, "internal error"), _NOTHING
+            return _error(code, str(exc)), _NOTHING
 
 
 def require_str(args: CommandArgs, key: str, *, max_len: int = 256) -> str:
@@ -116,13 +133,11 @@ def require_bool(args: CommandArgs, key: str) -> bool:
     return value
 
 
-def consent_commands(
-    ledger: ConsentLedger, clock: Callable[[], float]
-) -> dict[str, CommandHandler]:
+def consent_commands(ledger: ConsentLedger, clock: Clock) -> dict[str, CommandHandler]:
     def consent_set(args: CommandArgs) -> CommandResult:
         purpose = Purpose.parse(require_str(args, "purpose", max_len=64))
         granted = require_bool(args, "granted")
-        change = ledger.set(purpose, granted, clock(), source="mqtt")
+        change = ledger.set(purpose, granted, clock.now(), source="mqtt")
         return {
             "purpose": purpose.value,
             "granted": change.granted,

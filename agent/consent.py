@@ -26,7 +26,7 @@ from agent.purposes import CONSENTABLE, Purpose
 log = logging.getLogger(__name__)
 
 SqlPurger = Callable[[sqlite3.Connection, Purpose], int]
-WithdrawalHook = Callable[[Purpose], int | None]
+WithdrawalHook = Callable[[], int | None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +47,7 @@ class ConsentLedger:
         self.policy_version = policy_version
         self.audit = audit
         self._sql_purgers: dict[str, SqlPurger] = {"outbox": _purge_outbox}
-        self._hooks: dict[str, WithdrawalHook] = {}
+        self._hooks: dict[Purpose, list[tuple[str, WithdrawalHook]]] = {}
         self._cache: dict[Purpose, bool] = {}
         self._generations: dict[Purpose, int] = {}
         self._cache_version: int | None = None
@@ -56,9 +56,19 @@ class ConsentLedger:
     def open(cls, state_dir: pathlib.Path, policy_version: str = "unversioned") -> ConsentLedger:
         return cls(Database.in_state_dir(state_dir), policy_version)
 
-    def add_withdrawal_hook(self, store: str, hook: WithdrawalHook) -> None:
-        """``hook(purpose)`` purges ``store``'s files of that purpose after the commit."""
-        self._hooks[store] = hook
+    def add_withdrawal_hook(self, purpose: Purpose, store: str, hook: WithdrawalHook) -> None:
+        """``hook()`` erases ``store`` after a withdrawal of ``purpose`` has been committed.
+
+        A store registers once per purpose: a second registration would mean two
+        owners of one store, one of which the erasure silently skipped before.
+        """
+        hooks = self._hooks.setdefault(purpose, [])
+        if any(name == store for name, _ in hooks):
+            raise ValueError(f"withdrawal hook for {store!r} on {purpose.value} registered twice")
+        hooks.append((store, hook))
+
+    def withdrawal_hooks(self, purpose: Purpose) -> list[str]:
+        return [name for name, _ in self._hooks.get(purpose, [])]
 
     def add_sql_purger(self, store: str, purger: SqlPurger) -> None:
         """``purger(conn, purpose)`` runs inside the withdrawal transaction."""
@@ -70,9 +80,10 @@ class ConsentLedger:
         """Re-read the ledger if anyone (this process or the CLI) committed since last time.
 
         ``is_granted`` answers from memory, because it sits on the per-event path;
-        the runtime calls this once per loop pass and before every commit to the
-        outbox, so a withdrawal made by another process is seen within one pass
-        and never after its purge.
+        the runtime calls this once per loop pass, so a withdrawal made by another
+        process is seen within one pass.  The outbox checks consent again inside
+        its own insert transaction (the one door), so nothing withdrawn meanwhile
+        is ever committed.
         """
         # data_version changes whenever another connection commits.
         with self.db.lock:
@@ -158,9 +169,9 @@ class ConsentLedger:
             )
         self._cache_version = None
         if not granted:
-            for store, hook in self._hooks.items():
+            for store, hook in self._hooks.get(purpose, []):
                 try:
-                    purged[store] = int(hook(purpose) or 0)
+                    purged[store] = int(hook() or 0)
                 except Exception:
                     # A failing store must not undo the withdrawal; it retries on start.
                     log.exception("purging %s after withdrawal of %s failed", store, purpose.value)
@@ -182,9 +193,9 @@ class ConsentLedger:
         """At start-up: re-run file purges for every withdrawn purpose (crash between steps)."""
         for purpose in CONSENTABLE:
             if not self.is_granted(purpose):
-                for store, hook in self._hooks.items():
+                for store, hook in self._hooks.get(purpose, []):
                     try:
-                        hook(purpose)
+                        hook()
                     except Exception:
                         log.exception("purging %s for %s at start-up failed", store, purpose.value)
 

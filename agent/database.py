@@ -15,8 +15,7 @@ import threading
 from collections.abc import Iterator
 
 from agent.errors import DeviceIOError
-
-DATABASE_NAME = "agent.sqlite"
+from agent.layout import StateLayout
 
 SCHEMA_VERSION = 1
 
@@ -94,7 +93,7 @@ class Database:
 
     @classmethod
     def in_state_dir(cls, state_dir: pathlib.Path) -> Database:
-        return cls(state_dir / DATABASE_NAME)
+        return cls(StateLayout(state_dir).database)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

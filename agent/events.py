@@ -4,13 +4,17 @@ An :class:`Event` is what a feature produces (a face matched, a plate seen, an
 upgrade step).  Before anything leaves the device the minimiser
 (:mod:`agent.minimise`) keeps only the fields its :class:`EventSchema` allows,
 pseudonymises the identifier fields and drops the image unless snapshots are
-consented.  A feature adding an event type adds its schema to ``SCHEMAS``.
+consented.  A feature adding an event type declares its schema in its
+``Feature.event_schemas``; the composition root gathers them in a
+:class:`SchemaCatalogue` for the minimiser.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 
 from agent.errors import DecodeError
 from agent.purposes import Purpose
@@ -30,7 +34,7 @@ class EventSchema:
     may_carry_image: bool = False
 
 
-def _schema(
+def schema(
     type_: str,
     purpose: Purpose,
     fields: tuple[str, ...],
@@ -41,37 +45,32 @@ def _schema(
     return EventSchema(type_, purpose, frozenset(fields), frozenset(identifiers), image)
 
 
-SCHEMAS: dict[str, EventSchema] = {
-    s.type: s
-    for s in (
-        _schema(
-            "face.match",
-            Purpose.FACE_RECOGNITION,
-            ("score", "label", "known", "track_id", "camera"),
-            ("person_id",),
-            image=True,
-        ),
-        _schema(
-            "plate.match",
-            Purpose.PLATE_RECOGNITION,
-            ("score", "label", "list", "distance", "camera"),
-            ("plate",),
-            image=True,
-        ),
-        _schema("motion", Purpose.CLOUD_EVENTS, ("camera", "area", "duration"), image=True),
-        _schema(
-            "stats",
-            Purpose.USAGE_STATISTICS,
-            ("period_start", "period_seconds", "counts", "uptime_seconds"),
-        ),
-        _schema(
-            "upgrade.state",
-            Purpose.DEVICE_OPERATION,
-            ("state", "version", "sequence", "received", "total", "reason"),
-        ),
-        _schema("device.status", Purpose.DEVICE_OPERATION, ("state", "version", "detail")),
-    )
-}
+# The spine's own event; every feature declares its own schemas (``Feature.event_schemas``).
+DEVICE_STATUS = schema("device.status", Purpose.DEVICE_OPERATION, ("state", "version", "detail"))
+
+
+class SchemaCatalogue:
+    """The event types this agent emits, gathered from the features that declare them."""
+
+    def __init__(self, schemas: Iterable[EventSchema]) -> None:
+        self._schemas: dict[str, EventSchema] = {}
+        for item in schemas:
+            if item.type in self._schemas:
+                raise ValueError(f"event type {item.type!r} declared twice")
+            self._schemas[item.type] = item
+
+    def get(self, event_type: str) -> EventSchema:
+        try:
+            return self._schemas[event_type]
+        except KeyError:
+            raise DecodeError(f"unknown event type {event_type[:40]!r}") from None
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._schemas
+
+    @property
+    def types(self) -> list[str]:
+        return sorted(self._schemas)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,17 +83,25 @@ class Event:
     # Retention/expiry of the queued message; None means the outbox default.
     expiry_seconds: int | None = None
 
-    @property
-    def schema(self) -> EventSchema:
-        return schema_for(self.type)
 
-    @property
-    def purpose(self) -> Purpose:
-        return self.schema.purpose
+class PendingEvents:
+    """Events produced on a worker thread, handed to the main loop by a service's ``tick``.
 
+    Bounded: a worker that outruns the loop loses the oldest progress reports,
+    never memory.
+    """
 
-def schema_for(event_type: str) -> EventSchema:
-    try:
-        return SCHEMAS[event_type]
-    except KeyError:
-        raise DecodeError(f"unknown event type {event_type[:40]!r}") from None
+    def __init__(self, capacity: int = 256) -> None:
+        self._events: collections.deque[Event] = collections.deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def emit(self, event: Event) -> bool:
+        with self._lock:
+            self._events.append(event)
+        return True
+
+    def drain(self) -> list[Event]:
+        with self._lock:
+            events = list(self._events)
+            self._events.clear()
+        return events

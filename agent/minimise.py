@@ -20,16 +20,16 @@ from collections.abc import Callable
 
 from agent import atomicfile, cbor
 from agent.errors import DecodeError, TooLargeError
-from agent.events import SCHEMA_VERSION, Event
+from agent.events import SCHEMA_VERSION, Event, SchemaCatalogue
+from agent.layout import StateLayout
 from agent.purposes import Purpose
 
-PSEUDONYM_ROOT_FILE = "pseudonym.key"
 PRECISION_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 
 
 def load_or_create_secret(state_dir: pathlib.Path) -> bytes:
     """The device's pseudonym root secret: 32 random bytes, 0600, written atomically."""
-    return atomicfile.load_or_create_secret(state_dir / PSEUDONYM_ROOT_FILE)
+    return atomicfile.load_or_create_secret(StateLayout(state_dir).pseudonym_key)
 
 
 class Pseudonymiser:
@@ -87,6 +87,7 @@ class Minimiser:
         self,
         *,
         device_id: str,
+        schemas: SchemaCatalogue,
         is_granted: Callable[[Purpose], bool],
         pseudonymiser: Pseudonymiser,
         timestamp_precision: str = "second",
@@ -94,6 +95,7 @@ class Minimiser:
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self.device_id = device_id
+        self.schemas = schemas
         self.is_granted = is_granted
         self.pseudonymiser = pseudonymiser
         self.precision = PRECISION_SECONDS[timestamp_precision]
@@ -101,7 +103,7 @@ class Minimiser:
         self.new_id = new_id
 
     def minimise(self, event: Event) -> OutgoingMessage | None:
-        schema = event.schema
+        schema = self.schemas.get(event.type)
         purpose = schema.purpose
         if not self.is_granted(purpose):
             return None

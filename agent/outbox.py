@@ -15,11 +15,28 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from agent.database import Database
-from agent.minimise import OutgoingMessage
+from agent.minimise import OutgoingMessage, strip_image
+from agent.purposes import Purpose
 
 DROPPED_OVERFLOW = "outbox_dropped_overflow"
 DROPPED_EXPIRED = "outbox_dropped_expired"
 ACKED = "outbox_acked"
+
+
+@dataclasses.dataclass(frozen=True)
+class PutResult:
+    queued: int
+    # Purpose not consented at the door: never written.
+    refused: int
+    # Oldest messages dropped to stay under the cap.
+    dropped: int
+
+
+def _without_image(message: OutgoingMessage) -> bytes:
+    if not message.has_image:
+        return message.payload
+    stripped = strip_image(message.payload)
+    return message.payload if stripped is None else stripped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,22 +58,36 @@ class Outbox:
         self.max_messages = max_messages
         self.default_expiry_seconds = default_expiry_seconds
 
-    def put_many(self, items: Iterable[tuple[str, OutgoingMessage]], now: float) -> int:
-        """Queue ``(topic, message)`` pairs in one transaction; returns how many were dropped."""
-        rows = [
-            (
-                message.msg_id,
-                topic,
-                message.payload,
-                message.purpose.value,
-                now,
-                now + (message.expiry_seconds or self.default_expiry_seconds),
-            )
-            for topic, message in items
-        ]
-        if not rows:
-            return 0
+    def put_many(self, items: Iterable[tuple[str, OutgoingMessage]], now: float) -> PutResult:
+        """Queue ``(topic, message)`` pairs in one transaction: the consent door.
+
+        Consent is read inside the same transaction as the insert, so a
+        withdrawal committed by anyone (this process, the CLI) before this
+        commit keeps its purpose's messages out, and one committed after it
+        purges them: there is no moment in between.  Images leave messages
+        whose ``event_snapshots`` consent is gone.
+        """
+        pending = list(items)
+        if not pending:
+            return PutResult(0, 0, 0)
         with self.db.transaction() as conn:
+            granted = {
+                str(row[0])
+                for row in conn.execute("SELECT purpose FROM consent_state WHERE granted = 1")
+            }
+            snapshots = Purpose.EVENT_SNAPSHOTS.value in granted
+            rows = [
+                (
+                    message.msg_id,
+                    topic,
+                    message.payload if snapshots else _without_image(message),
+                    message.purpose.value,
+                    now,
+                    now + (message.expiry_seconds or self.default_expiry_seconds),
+                )
+                for topic, message in pending
+                if not message.purpose.needs_consent or message.purpose.value in granted
+            ]
             conn.executemany(
                 "INSERT OR IGNORE INTO outbox "
                 "(msg_id, topic, payload, purpose, created_at, expires_at) "
@@ -73,9 +104,9 @@ class Outbox:
                     (excess,),
                 ).rowcount
                 self.db.bump_counter(conn, DROPPED_OVERFLOW, dropped)
-        return int(dropped)
+        return PutResult(len(rows), len(pending) - len(rows), int(dropped))
 
-    def put(self, topic: str, message: OutgoingMessage, now: float) -> int:
+    def put(self, topic: str, message: OutgoingMessage, now: float) -> PutResult:
         return self.put_many([(topic, message)], now)
 
     def expire(self, now: float) -> int:

@@ -1,45 +1,54 @@
 """Interfaces between the pure core and the I/O edge (implemented in drivers/).
 
-Feature packages plug into the runtime through these: a :class:`Service` is
-started, ticked from the main loop with the current time, and stopped; MQTT
-commands are handled by functions registered on a :class:`CommandRegistry`;
-events leave through an :class:`EventSink` (minimiser -> outbox -> broker).
+Features plug into the runtime through these: a :class:`Service` is started,
+ticked from the main loop with the current time (returning the events it
+produced), and stopped; MQTT commands are plain :data:`CommandHandler`
+functions that return a reply body or an :class:`Outcome` carrying events;
+personal data is reached through :class:`PersonalDataHolder`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from agent.events import Event
 
 CommandArgs = Mapping[str, object]
 CommandResult = Mapping[str, object]
-CommandHandler = Callable[[CommandArgs], CommandResult]
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """A command's reply body plus what it caused: events to queue, retained topics to clear.
+
+    The runtime commits the events to the outbox before it sends the reply.
+    """
+
+    result: CommandResult
+    events: tuple[Event, ...] = ()
+    clear_retained: tuple[str, ...] = ()
+
+
+CommandHandler = Callable[[CommandArgs], "CommandResult | Outcome"]
 
 
 class Clock(Protocol):
+    """The one clock: wall time for records and events, monotonic time for intervals."""
+
     def now(self) -> float:
         """Wall-clock seconds since the epoch."""
         ...
 
-    def monotonic(self) -> float: ...
+    def monotonic(self) -> float:
+        """Seconds on a clock NTP cannot step, for timeouts and liveness."""
+        ...
 
 
 class EventSink(Protocol):
     def emit(self, event: Event) -> bool:
-        """Minimise, encode and queue ``event``; False if its purpose is not consented."""
-        ...
-
-
-class CommandRegistry(Protocol):
-    def register(self, name: str, handler: CommandHandler) -> None:
-        """Route the MQTT command ``name`` (e.g. ``data.export``) to ``handler``.
-
-        The handler gets the decoded, size-capped ``args`` map and returns the
-        reply body.  It raises BadDataError for bad arguments (the caller gets an
-        error reply); it never sees transport details.
-        """
+        """Take ``event`` for the outbox; False if it was refused."""
         ...
 
 
@@ -48,8 +57,8 @@ class Service(Protocol):
 
     def start(self) -> None: ...
 
-    def tick(self, now: float) -> None:
-        """Do a bounded slice of work; called from the main loop."""
+    def tick(self, now: float) -> Sequence[Event]:
+        """Do a bounded slice of work on the main loop; return the events it produced."""
         ...
 
     def stop(self) -> None: ...

@@ -13,12 +13,10 @@ import collections
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable
 from typing import Protocol
 
 from agent.errors import TransportError
 from agent.outbox import Outbox
-from agent.purposes import Purpose
 
 # PUBACK reason codes that will fail the same way again (MQTT v5 3.4.2.1).
 PERMANENT_REJECTIONS = frozenset({0x87, 0x90, 0x95, 0x99})
@@ -51,12 +49,10 @@ class Pump:
         *,
         window: int,
         batch: int,
-        is_granted: Callable[[Purpose], bool],
     ) -> None:
         self.outbox = outbox
         self.window = window
         self.batch = batch
-        self.is_granted = is_granted
         self._inflight: dict[int, _InFlight] = {}
         self._cursor = 0
         self._session = 0
@@ -124,10 +120,6 @@ class Pump:
                     break
                 for message in batch:
                     self._cursor = message.seq
-                    if not self.is_granted(Purpose.parse(message.purpose)):
-                        # Belt and braces: withdrawal already purged these rows.
-                        self.outbox.ack_many([message.msg_id])
-                        continue
                     try:
                         token = transport.publish_queued(
                             message.topic,

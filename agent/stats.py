@@ -8,16 +8,22 @@ here, so the statistics carry no personal data; they are still sent only with
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 
-from agent.events import Event
-from agent.ports import EventSink
+from agent.events import Event, schema
+from agent.purposes import Purpose
+
+STATS = schema(
+    "stats",
+    Purpose.USAGE_STATISTICS,
+    ("period_start", "period_seconds", "counts", "uptime_seconds"),
+)
 
 
 class StatisticsAggregator:
     name = "statistics"
 
-    def __init__(self, sink: EventSink, period_seconds: int, started_at: float) -> None:
-        self.sink = sink
+    def __init__(self, period_seconds: int, started_at: float) -> None:
         self.period = period_seconds
         self.started_at = started_at
         self._period_start = started_at // period_seconds * period_seconds
@@ -30,23 +36,22 @@ class StatisticsAggregator:
     def start(self) -> None:
         return None
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
         if now < self._period_start + self.period:
-            return
-        self.sink.emit(
-            Event(
-                "stats",
-                occurred_at=self._period_start,
-                fields={
-                    "period_start": int(self._period_start),
-                    "period_seconds": self.period,
-                    "counts": dict(sorted(self._counts.items())),
-                    "uptime_seconds": int(now - self.started_at),
-                },
-            )
+            return ()
+        summary = Event(
+            "stats",
+            occurred_at=self._period_start,
+            fields={
+                "period_start": int(self._period_start),
+                "period_seconds": self.period,
+                "counts": dict(sorted(self._counts.items())),
+                "uptime_seconds": int(now - self.started_at),
+            },
         )
         self._counts.clear()
         self._period_start = now // self.period * self.period
+        return (summary,)
 
     def stop(self) -> None:
         return None

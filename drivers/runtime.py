@@ -1,39 +1,35 @@
-"""The composition root of ``edge-agent run``: builds every part and runs the loop.
+"""``edge-agent run``: the main loop over what the composition root built.
 
-This is the one place besides drivers that reads the clock, installs signal
-handlers and wires the pure core to sockets.  The loop wakes on broker
-callbacks or every ``runtime.tick_seconds``; each pass handles commands, ticks
-the feature services, commits buffered events to the outbox and lets the pump
-publish.  READY=1 goes out before the outbox replay starts, so a long backlog
-never delays start-up.
+The loop wakes on broker callbacks or every ``runtime.tick_seconds``; each
+pass re-reads consent once, handles commands (committing their events before
+any reply), ticks the feature services and queues the events they return,
+commits buffered events to the outbox and lets the pump publish.  READY=1 goes
+out before the outbox replay starts, so a long backlog never delays start-up.
+This module installs the signal handlers; ``drivers/compose.py`` builds
+everything else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
-from agent.commands import CommandRouter, consent_commands, status_command
+from agent.commands import CommandRouter, Handled, status_command
 from agent.config import AgentConfig
-from agent.consent import ConsentLedger
-from agent.database import Database
 from agent.events import Event
-from agent.liveness import Liveness, WatchdogGate
+from agent.feature import Mode
+from agent.liveness import WatchdogGate
 from agent.minimise import Minimiser, Pseudonymiser, load_or_create_secret
-from agent.outbox import Outbox
-from agent.ports import Service
+from agent.ports import Clock, Service
 from agent.pump import Pump
 from agent.sink import OutboxSink
 from agent.stats import StatisticsAggregator
-from agent.topics import Topics
-from drivers.mqtt import MqttLink, client_id_for
+from drivers.compose import Composition, FeatureBuilder, compose
+from drivers.mqtt import IncomingCommand
 from drivers.sdnotify import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
@@ -43,89 +39,84 @@ MAX_COMMANDS_PER_PASS = 32
 
 
 class Agent:
-    """Every long-lived part of the agent, built from one configuration."""
+    """The long-running loop over one :class:`~drivers.compose.Composition`.
+
+    Everything with state (database, ledger, outbox, link, features) comes
+    built from the composition root; the agent adds only the per-event path
+    (minimiser, sink, statistics), the command router and the watchdog.
+    """
 
     def __init__(
         self,
-        config: AgentConfig,
+        composition: Composition,
         *,
-        clock: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
         notifier: Notifier | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
-        self.config = config
-        self.clock = clock
-        # Liveness and the watchdog measure elapsed time on a clock NTP cannot
-        # step: a wall clock set back would stop the pings (and systemd kills a
-        # healthy agent) or make a wedged part look fresh.
-        self.monotonic = monotonic
-        self.started_at = clock()
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(config.state_dir, 0o700)
-        self.db = Database.in_state_dir(config.state_dir)
-        self.ledger = ConsentLedger(self.db, config.privacy.policy_version)
-        self.topics = Topics(config.mqtt.topic_prefix, config.device.serial_number)
-        self.outbox = Outbox(
-            self.db,
-            max_messages=config.outbox.max_messages,
-            default_expiry_seconds=config.outbox.default_expiry_seconds,
-        )
+        c = composition
+        if c.mode is not Mode.DAEMON or c.pump is None:
+            raise ValueError("the agent runs a daemon-mode composition")
+        self.composition = c
+        self.config = config = c.config
+        self.clock = c.clock
+        self.started_at = self.clock.now()
+        self.db, self.ledger, self.outbox, self.topics = c.db, c.ledger, c.outbox, c.topics
+        self.pump: Pump = c.pump
+        self.link = c.link
+        self.wake = c.wake
         pseudonymiser = Pseudonymiser(
             load_or_create_secret(config.state_dir), self.ledger.key_generation
         )
         self.minimiser = Minimiser(
             device_id=config.device.serial_number,
+            schemas=c.schemas,
             is_granted=self.ledger.is_granted,
             pseudonymiser=pseudonymiser,
             timestamp_precision=config.privacy.timestamp_precision.value,
             max_event_bytes=config.privacy.max_event_bytes,
         )
         self.stats = StatisticsAggregator(
-            _LateSink(self), config.privacy.statistics_interval_seconds, self.started_at
+            config.privacy.statistics_interval_seconds, self.started_at
         )
         self.sink = OutboxSink(
-            self.minimiser,
-            self.outbox,
-            self.topics,
-            observers=(self.stats.observe,),
-            refresh_consent=self.ledger.refresh,
+            self.minimiser, self.outbox, self.topics, observers=(self.stats.observe,)
         )
-        self.pump = Pump(
-            self.outbox,
-            window=config.mqtt.max_inflight,
-            batch=config.outbox.replay_batch,
-            is_granted=self.ledger.is_granted,
-        )
-        self.wake = threading.Event()
-        self.link: MqttLink | None = None
-        if config.mqtt.enabled:
-            self.link = MqttLink(
-                config.mqtt,
-                self.topics,
-                self.pump,
-                self.wake,
-                client_id=config.mqtt.client_id or client_id_for(config.device.serial_number),
-            )
         self.router = CommandRouter(max_bytes=config.mqtt.max_command_bytes)
-        for name, handler in consent_commands(self.ledger, clock).items():
+        for name, handler in c.commands.items():
             self.router.register(name, handler)
         self.router.register("status", status_command(self.status))
-        self.services: list[Service] = [self.stats]
+        self.services: list[Service] = [self.stats, *c.services]
         self.notifier = notifier or Notifier.from_environment(environ)
         interval = watchdog_interval(environ)
-        fraction = config.runtime.watchdog_fraction
-        self.liveness = Liveness(max_silence=(interval or 30.0) * fraction * 2)
-        self.watchdog = WatchdogGate(self.liveness, interval * fraction if interval else None)
+        self.liveness = c.liveness
+        self.watchdog = WatchdogGate(
+            self.liveness, interval * config.runtime.watchdog_fraction if interval else None
+        )
         self._stop = threading.Event()
 
-    def add_service(self, service: Service) -> None:
-        self.services.append(service)
+    @classmethod
+    def build(
+        cls,
+        config: AgentConfig,
+        *,
+        builders: Sequence[FeatureBuilder] | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Agent:
+        """Compose ``config`` for the daemon and wrap it (``builders=()``: the spine alone)."""
+        composition = compose(
+            config, Mode.DAEMON, builders=builders, clock=clock, environ=environ
+        )
+        return cls(composition, notifier=notifier, environ=environ)
+
+    def monotonic(self) -> float:
+        return self.clock.monotonic()
 
     # --- status ----------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
-        now = self.clock()
+        now = self.clock.now()
         return {
             "device": self.config.device.serial_number,
             "model": self.config.device.model,
@@ -157,7 +148,7 @@ class Agent:
 
     def start(self) -> None:
         self.ledger.reapply_withdrawals()
-        now = self.clock()
+        now = self.clock.now()
         for name in ("loop", "pump", *(s.name for s in self.services)):
             self.liveness.expect(name, self.monotonic())
         for service in self.services:
@@ -175,17 +166,18 @@ class Agent:
 
     def step(self) -> None:
         """One pass of the loop; never raises for a single failing part."""
-        now = self.clock()
+        now = self.clock.now()
         try:
             self.ledger.refresh()
             if self.link is not None:
                 self.link.tick(now)
-                self._handle_commands()
+                self._handle_commands(now)
         except Exception:
             log.exception("broker link or command pass failed")
         for service in self.services:
             try:
-                service.tick(now)
+                for event in service.tick(now):
+                    self.sink.emit(event)
                 self.liveness.beat(service.name, self.monotonic())
             except Exception:
                 log.exception("service %s failed this tick", service.name)
@@ -201,15 +193,29 @@ class Agent:
         if self.watchdog.should_ping(beat):
             self.notifier.watchdog()
 
-    def _handle_commands(self) -> None:
+    def _handle_commands(self, now: float) -> None:
+        """Run up to MAX_COMMANDS_PER_PASS commands; their events are committed before any reply.
+
+        One commit covers the whole batch, so a burst of commands costs one fsync.
+        If the commit fails the replies are not sent: the requesters time out
+        rather than hear ``ok`` for something that is not on disk.
+        """
         link = self.link
         assert link is not None
-        for _ in range(MAX_COMMANDS_PER_PASS):
-            if not link.commands:
-                return
+        answered: list[tuple[IncomingCommand, Handled]] = []
+        while link.commands and len(answered) < MAX_COMMANDS_PER_PASS:
             command = link.commands.popleft()
-            reply = self.router.handle(command.name, command.payload)
-            link.reply(command, reply)
+            handled = self.router.handle(command.name, command.payload)
+            for event in handled.events:
+                self.sink.emit(event)
+            answered.append((command, handled))
+        if not answered:
+            return
+        self.sink.flush(now)
+        for command, handled in answered:
+            for topic in handled.clear_retained:
+                link.publish_retained(topic, b"")
+            link.reply(command, handled.reply)
 
     def run(self) -> None:
         self.start()
@@ -222,6 +228,7 @@ class Agent:
             self.shutdown()
 
     def shutdown(self) -> None:
+        now = self.clock.now()
         self.notifier.stopping()
         for service in reversed(self.services):
             try:
@@ -229,32 +236,21 @@ class Agent:
             except Exception:
                 log.exception("stopping %s failed", service.name)
         try:
-            self.sink.flush(self.clock())
+            self.sink.flush(now)
         except Exception:
             log.exception("could not commit the last buffered events")
         if self.link is not None:
             # Give in-flight messages a moment to be acknowledged, then say offline.
-            deadline = time.monotonic() + 2.0
+            deadline = self.monotonic() + 2.0
             try:
-                while self.pump.inflight and self.link.connected and time.monotonic() < deadline:
+                while self.pump.inflight and self.link.connected and self.monotonic() < deadline:
                     self.wake.wait(0.05)
                     self.wake.clear()
-                    self.pump.tick(self.link, self.clock())
+                    self.pump.tick(self.link, self.clock.now())
             except Exception:
                 log.exception("outbox pass failed during shutdown")
-            self.link.close()
-        self.db.close()
+        self.composition.close()
         self.notifier.close()
-
-
-@dataclasses.dataclass
-class _LateSink:
-    """Lets the statistics aggregator reach the sink built after it."""
-
-    agent: Agent
-
-    def emit(self, event: Event) -> bool:
-        return self.agent.sink.emit(event)
 
 
 def install_signal_handlers(agent: Agent) -> None:
@@ -267,10 +263,7 @@ def install_signal_handlers(agent: Agent) -> None:
 
 
 def run(config: AgentConfig, *, announce: bool = True) -> int:
-    from drivers.features import attach_features
-
-    agent = Agent(config)
-    features = attach_features(agent)
+    agent = Agent.build(config)
     install_signal_handlers(agent)
     if announce:
         mqtt = config.mqtt
@@ -288,8 +281,5 @@ def run(config: AgentConfig, *, announce: bool = True) -> int:
             file=sys.stderr,
             flush=True,
         )
-    try:
-        agent.run()
-    finally:
-        features.close()
+    agent.run()
     return 0

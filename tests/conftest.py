@@ -7,8 +7,27 @@ import pytest
 
 from tests.support.broker import Broker
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-SHARED_VECTORS = REPO_ROOT.parent / "shared" / "vectors"
+# The reference vectors live in the repository, so a clone anywhere runs every test.
+VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"
+# Every vector a test reads, relative to VECTORS; tests/test_vectors_present.py checks them.
+EXPECTED_VECTORS = (
+    *(f"suit/example{n}.txt" for n in range(6)),
+    "suit/public_key_es256.pem",
+    "wsdiscovery/probe_response_real.xml",
+    "improv/vectors.txt",
+)
+
+
+def vector_path(relative: str | pathlib.Path) -> pathlib.Path:
+    """The vector file at ``relative`` under tests/vectors; a missing one fails the test."""
+    path = VECTORS / relative
+    if not path.is_file():
+        pytest.fail(
+            f"test vector {relative} is missing: expected {path} (the reference vectors are "
+            "part of the repository under tests/vectors/; restore it from git)",
+            pytrace=False,
+        )
+    return path
 
 
 @pytest.fixture
@@ -20,10 +39,3 @@ def broker(tmp_path: pathlib.Path) -> Iterator[Broker]:
         yield instance
     finally:
         instance.stop()
-
-
-@pytest.fixture
-def shared_vectors() -> pathlib.Path:
-    if not SHARED_VECTORS.is_dir():
-        pytest.skip(f"shared vectors not found at {SHARED_VECTORS}")
-    return SHARED_VECTORS

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from agent.errors import DecodeError
 from agent.matching.gallery import MAX_NAME_CHARS, Gallery
-from agent.ports import AuditSink, CommandArgs, CommandHandler, CommandResult
+from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, CommandResult
 
 
 def _text(args: CommandArgs, key: str, *, required: bool = True) -> str | None:
@@ -31,13 +31,13 @@ def _only(args: CommandArgs, allowed: set[str]) -> None:
 
 
 def face_commands(
-    gallery: Callable[[], Gallery], now: Callable[[], float], audit: AuditSink | None = None
+    gallery: Callable[[], Gallery], clock: Clock, audit: AuditSink | None = None
 ) -> dict[str, CommandHandler]:
     """Handlers over the gallery returned by ``gallery()`` (it may be reopened)."""
 
     def record(kind: str, detail: Mapping[str, object]) -> None:
         if audit is not None:
-            audit.record(kind, detail, now())
+            audit.record(kind, detail, clock.now())
 
     def list_(args: CommandArgs) -> CommandResult:
         _only(args, set())

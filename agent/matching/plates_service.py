@@ -1,4 +1,4 @@
-"""Consent-gated plate enrolment and matching, emitting ``plate.match`` events.
+"""Consent-gated plate enrolment and matching, returning ``plate.match`` events.
 
 :class:`PlateRecognition` is the pure core behind the CLI, the
 ``plate.observe`` MQTT command and the camera pipeline: callers pass ``now``.
@@ -8,10 +8,11 @@ withdrawal erases the watch-list files.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from agent.errors import ConsentRequiredError, DecodeError, NotFoundError, TooLargeError
 from agent.events import Event
+from agent.matching.events import PLATE_MATCH
 from agent.matching.plates import (
     MatchPolicy,
     PlateEntry,
@@ -22,7 +23,7 @@ from agent.matching.plates import (
     normalise_plate,
 )
 from agent.matching.plates_store import PlateStore
-from agent.ports import AuditSink, CommandArgs, CommandResult, EventSink
+from agent.ports import AuditSink, CommandArgs, Outcome
 from agent.purposes import Purpose
 
 PURPOSE = Purpose.PLATE_RECOGNITION
@@ -42,13 +43,11 @@ class PlateRecognition:
         policy: MatchPolicy,
         is_granted: Callable[[Purpose], bool],
         *,
-        sink: EventSink | None = None,
         audit: AuditSink | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
         self.is_granted = is_granted
-        self.sink = sink
         self.audit = audit
         self._watchlist: PlateWatchlist | None = None
         self._seen_version: int | None = None
@@ -108,18 +107,16 @@ class PlateRecognition:
 
     # --- matching -------------------------------------------------------------------
 
-    def observe(self, text: object, *, camera: str, now: float) -> list[PlateMatch]:
-        """Match one reading; emits one ``plate.match`` event per matching entry."""
+    def observe(self, text: object) -> list[PlateMatch]:
+        """Match one reading against the watch-list."""
         self._require_consent()
-        observed = normalise_plate(text)
-        matches = self._current().match(observed)
-        for match in matches:
-            self._emit(match, camera, now)
-        return matches
+        return self._current().match(normalise_plate(text))
 
-    def _emit(self, match: PlateMatch, camera: str, now: float) -> None:
-        if self.sink is None:
-            return
+    def events(self, matches: Sequence[PlateMatch], *, camera: str, now: float) -> list[Event]:
+        """One ``plate.match`` event per matching entry."""
+        return [self._event(match, camera, now) for match in matches]
+
+    def _event(self, match: PlateMatch, camera: str, now: float) -> Event:
         fields: dict[str, object] = {
             "score": match.score,
             "list": match.entry.list.value,
@@ -128,16 +125,14 @@ class PlateRecognition:
         }
         if match.entry.label is not None:
             fields["label"] = match.entry.label
-        self.sink.emit(
-            Event(
-                type="plate.match",
-                occurred_at=now,
-                fields=fields,
-                identifiers={"plate": match.entry.plate},
-            )
+        return Event(
+            type=PLATE_MATCH.type,
+            occurred_at=now,
+            fields=fields,
+            identifiers={"plate": match.entry.plate},
         )
 
-    def handle_observe(self, args: CommandArgs, now: float) -> CommandResult:
+    def handle_observe(self, args: CommandArgs, now: float) -> Outcome:
         """The ``plate.observe`` command: ``{"text": str, "camera": str}`` from a recogniser."""
         unknown = set(args) - {"text", "camera"}
         if unknown:
@@ -147,23 +142,17 @@ class PlateRecognition:
             raise DecodeError("plate.observe: camera must be a string")
         if len(camera) > MAX_CAMERA_CHARS or any(ord(c) < 32 for c in camera):
             raise TooLargeError("plate.observe: camera name too long or not printable")
-        matches = self.observe(args.get("text"), camera=camera, now=now)
-        return {
+        matches = self.observe(args.get("text"))
+        result = {
             "matched": len(matches),
             "matches": [
                 {"list": m.entry.list.value, "distance": m.distance, "score": m.score}
                 for m in matches[:MAX_MATCHES_REPORTED]
             ],
         }
+        return Outcome(result, tuple(self.events(matches, camera=camera, now=now)))
 
     # --- consent and personal data ------------------------------------------------
-
-    def on_withdrawn(self, purpose: Purpose) -> int | None:
-        """Consent-ledger withdrawal hook: erase the watch-list files."""
-        if purpose is not PURPOSE:
-            return None
-        self._watchlist = None
-        return self.store.erase_personal_data()
 
     def export_personal_data(self) -> Mapping[str, object]:
         return self.store.export_personal_data()

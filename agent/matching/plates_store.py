@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 
 from agent.database import open_sqlite
 from agent.errors import DecodeError, DeviceIOError, PolicyError
+from agent.layout import StateLayout
 from agent.matching.plates import PlateEntry, PlateList
 
-STORE_NAME = "plates.sqlite"
 _SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 _SCHEMA = """
@@ -46,7 +46,7 @@ class PlateStore:
 
     @classmethod
     def in_state_dir(cls, state_dir: pathlib.Path, *, max_entries: int = 200_000) -> PlateStore:
-        return cls(state_dir / STORE_NAME, max_entries=max_entries)
+        return cls(StateLayout(state_dir).plates_db, max_entries=max_entries)
 
     def files(self) -> list[pathlib.Path]:
         return [self.path.with_name(self.path.name + s) for s in _SUFFIXES]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from agent import cbor
 from agent.errors import DecodeError, EdgeAgentError
 from agent.logs import codes
-from agent.ports import AuditSink, CommandArgs, CommandResult
+from agent.ports import AuditSink, Clock, CommandArgs, CommandResult
 from agent.rights.registry import DataRegistry, ErasureScope
 from agent.rights.signing import sign_reply
 
@@ -69,7 +69,7 @@ class RightsHandlers:
         registry: DataRegistry,
         *,
         device_key: bytes,
-        clock: Callable[[], float],
+        clock: Clock,
         audit: AuditSink | None = None,
         retained_topics: Callable[[], Sequence[str]] = tuple,
     ) -> None:
@@ -102,7 +102,7 @@ class RightsHandlers:
         if not isinstance(fmt, str):
             raise DecodeError("format must be a string")
         correlation_id = _correlation(args)
-        now = self._clock()
+        now = self._clock.now()
         document = self.export_document(now)
         data = encode_export(document, fmt)
         failed = document["failed"]
@@ -133,7 +133,7 @@ class RightsHandlers:
             scopes.add(ErasureScope.WIFI)
         if _flag(args, "binding", account):
             scopes.add(ErasureScope.BINDING)
-        now = self._clock()
+        now = self._clock.now()
         erased: dict[str, int] = {}
         failed: list[str] = []
         for entry in self._registry.holders:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from agent.errors import EdgeAgentError
+from agent.events import Event
 from agent.logs import codes
 from agent.logs.settings import RetentionSettings
 from agent.ports import AuditSink
@@ -112,9 +113,10 @@ class RetentionService:
             self._on_report(report)
         return report
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
         if self._next_run is None or now >= self._next_run:
             self.run_now(now)
+        return ()
 
     def stop(self) -> None:
         self._next_run = None

@@ -16,10 +16,9 @@ import cbor2
 
 from agent.errors import PolicyError
 from agent.upgrade import cborguard
+from agent.upgrade.algorithms import ALG_ED25519, ALG_ES256
 from agent.upgrade.digest import ALG_SHA256, encode_digest
 from agent.upgrade.keys import (
-    ALG_ED25519,
-    ALG_ES256,
     COSE_SIGN1_TAG,
     HEADER_ALG,
     HEADER_KID,

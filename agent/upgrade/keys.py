@@ -22,17 +22,15 @@ import cbor2
 
 from agent.errors import DecodeError, PolicyError, VerificationError
 from agent.upgrade import cborguard
+from agent.upgrade.algorithms import (
+    ALG_ED25519,
+    ALG_EDDSA,
+    ALG_ES256,
+    COSE_ALG_IDS,
+    SignatureAlgorithm,
+)
 from agent.upgrade.errors import UnsupportedAlgorithmError
-from agent.upgrade.settings import SignatureAlgorithm
 
-ALG_ES256 = -7
-ALG_EDDSA = -8
-ALG_ED25519 = -19
-COSE_ALG_IDS: Mapping[SignatureAlgorithm, int] = {
-    SignatureAlgorithm.ED25519: ALG_ED25519,
-    SignatureAlgorithm.EDDSA: ALG_EDDSA,
-    SignatureAlgorithm.ES256: ALG_ES256,
-}
 HEADER_ALG = 1
 HEADER_KID = 4
 COSE_SIGN1_TAG = 18

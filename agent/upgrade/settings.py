@@ -6,10 +6,15 @@ import dataclasses
 import enum
 import pathlib
 
+from agent.upgrade.algorithms import SignatureAlgorithm
+from agent.upgrade.window import parse_window
+
+# SignatureAlgorithm is defined in algorithms (keys needs it without the settings)
+# and re-exported here, next to the setting that names it.
+__all__ = ["SignatureAlgorithm", "SlotBackend", "UpgradeSettings"]
+
 
 def _windows(value: object) -> str | None:
-    from agent.upgrade.policy import parse_window
-
     if not isinstance(value, tuple):
         return "must be a list of 'HH:MM-HH:MM' strings"
     for item in value:
@@ -18,14 +23,6 @@ def _windows(value: object) -> str | None:
         except ValueError as exc:
             return str(exc)
     return None
-
-
-class SignatureAlgorithm(enum.Enum):
-    """COSE algorithms a manifest signature may use (RFC 9053 / RFC 9864 ids)."""
-
-    ED25519 = "ed25519"  # -19, fully specified Ed25519
-    EDDSA = "eddsa"  # -8, polymorphic EdDSA (only Ed25519 keys are accepted)
-    ES256 = "es256"  # -7, ECDSA P-256 SHA-256 (the SUIT draft's examples)
 
 
 class SlotBackend(enum.Enum):

@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 from agent.errors import BadDataError, EdgeAgentError, TransportError
 
@@ -22,6 +23,37 @@ EXIT_TRANSPORT = 1
 EXIT_BAD_DATA = 2
 
 Handler = Callable[[argparse.Namespace], int]
+
+DISTRIBUTION = "edge-agent"
+# Used when the package metadata is missing (running from a source tree).
+VERSION = "0.1.0"
+
+
+def version() -> str:
+    """The installed distribution's version, or :data:`VERSION`."""
+    import importlib.metadata  # lazy: only --version needs it (it loads email, zipfile...)
+
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return VERSION
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (no metadata scan per start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        sys.stdout.write(f"{parser.prog} {version()}\n")
+        parser.exit(0)
 
 
 def command_modules() -> list[str]:
@@ -40,6 +72,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent", description="Security camera / NVR edge agent"
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in [only] if only else command_modules():

@@ -9,11 +9,12 @@ from typing import Any
 
 from agent.audit import AuditLog
 from agent.errors import DecodeError, VerificationError
+from agent.layout import StateLayout
 from drivers.cli.common import add_config_options, load_config
 
 
 def _open(args: argparse.Namespace) -> AuditLog:
-    return AuditLog.in_state_dir(load_config(args).state_dir)
+    return AuditLog(StateLayout(load_config(args).state_dir).audit)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -4,48 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
-from agent.consent import ConsentLedger
-from agent.database import Database
 from agent.purposes import CONSENTABLE, Purpose
-from drivers.cli.common import add_config_options, load_config
-
-
-def _ledger(args: argparse.Namespace) -> ConsentLedger:
-    from agent.audit import AuditLog
-    from drivers.features import add_cli_withdrawal_hooks
-
-    config = load_config(args)
-    ledger = ConsentLedger(
-        Database.in_state_dir(config.state_dir),
-        config.privacy.policy_version,
-        audit=AuditLog.in_state_dir(config.state_dir),
-    )
-    add_cli_withdrawal_hooks(config, ledger)
-    return ledger
+from drivers.cli.common import add_config_options
+from drivers.cli.composed import composed
 
 
 def _show(args: argparse.Namespace) -> int:
-    for purpose, granted in _ledger(args).snapshot().items():
-        print(f"{purpose:22} {'granted' if granted else 'off'}")
+    with composed(args) as c:
+        for purpose, granted in c.ledger.snapshot().items():
+            print(f"{purpose:22} {'granted' if granted else 'off'}")
     return 0
 
 
 def _history(args: argparse.Namespace) -> int:
-    print(json.dumps(_ledger(args).history(), indent=2))
+    with composed(args) as c:
+        print(json.dumps(c.ledger.history(), indent=2))
     return 0
 
 
 def _change(args: argparse.Namespace) -> int:
-    ledger = _ledger(args)
     purposes = list(CONSENTABLE) if args.purpose == "all" else [Purpose.parse(args.purpose)]
-    for purpose in purposes:
-        change = ledger.set(purpose, args.grant, time.time(), source="cli")
-        purged = sum(change.purged.values())
-        verb = "granted" if args.grant else f"withdrawn ({purged} stored items purged)"
-        print(f"{purpose.value}: {verb}")
+    with composed(args) as c:
+        for purpose in purposes:
+            change = c.ledger.set(purpose, args.grant, c.clock.now(), source="cli")
+            purged = sum(change.purged.values())
+            verb = "granted" if args.grant else f"withdrawn ({purged} stored items purged)"
+            print(f"{purpose.value}: {verb}")
     return 0
 
 

@@ -6,44 +6,18 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 from typing import Any
 
-from agent.audit import AuditLog
-from agent.config import AgentConfig
 from agent.errors import PolicyError
-from agent.rights.registry import DataRegistry
-from drivers import features
-from drivers.cli.common import add_config_options, load_config
-from drivers.logs.store import LogStore
-from drivers.logs.wiring import build_rights_handlers, default_registry
-
-
-def build_registry(config: AgentConfig) -> DataRegistry:
-    """This package's stores plus whatever the runtime registers.
-
-    ``drivers.runtime.register_personal_data(config, registry)``, when the
-    composition root defines it, adds the consent ledger, outbox, gallery,
-    watch-list and Wi-Fi credentials.
-    """
-    registry = default_registry(config, LogStore(config.state_dir, config.logs))
-    features.register_personal_data(config, registry)
-    return registry
-
-
-def _handlers(args: argparse.Namespace) -> tuple[dict[str, Any], AuditLog]:
-    config = load_config(args)
-    audit = AuditLog.in_state_dir(config.state_dir)
-    handlers = build_rights_handlers(config, build_registry(config), audit=audit, clock=time.time)
-    return handlers, audit
+from agent.ports import Outcome
+from drivers.cli.common import add_config_options
+from drivers.cli.composed import composed
 
 
 def _export(args: argparse.Namespace) -> int:
-    handlers, audit = _handlers(args)
-    try:
-        reply = handlers["data.export"]({"format": args.format})
-    finally:
-        audit.close()
+    with composed(args) as c:
+        reply = c.commands["data.export"]({"format": args.format})
+    assert not isinstance(reply, Outcome)
     data = reply["data"]
     raw = data if isinstance(data, bytes) else str(data).encode("utf-8")
     if args.output:
@@ -57,14 +31,14 @@ def _export(args: argparse.Namespace) -> int:
 def _erase(args: argparse.Namespace) -> int:
     if not args.yes:
         raise PolicyError("erasure is irreversible: repeat with --yes")
-    handlers, audit = _handlers(args)
-    try:
-        reply = handlers["data.erase"](
-            {"account_cancellation": args.account, "wifi": args.wifi or args.account,
-             "binding": args.binding or args.account}
-        )
-    finally:
-        audit.close()
+    request = {
+        "account_cancellation": args.account,
+        "wifi": args.wifi or args.account,
+        "binding": args.binding or args.account,
+    }
+    with composed(args) as c:
+        outcome = c.commands["data.erase"](request)
+    reply = outcome.result if isinstance(outcome, Outcome) else outcome
     print(json.dumps(dict(reply), indent=2, sort_keys=True))
     return 0 if reply.get("complete") else 1
 

@@ -14,20 +14,16 @@ import sys
 import time
 from typing import Any
 
-from agent.audit import AuditLog
 from agent.errors import ConfigError, DecodeError
 from agent.logs import codes
 from agent.logs.bundle import BundleQuery
 from agent.logs.jsonlog import LEVELS
-from drivers.cli.common import add_config_options, load_config
+from drivers.cli.common import add_config_options
+from drivers.cli.composed import composed
+from drivers.clock import SystemClock
+from drivers.logs.feature import auth_limiter, build_serial_log_service, bundle_provider
 from drivers.logs.serial_link import SerialChannel, TechnicianClient
 from drivers.logs.store import LogStore
-from drivers.logs.wiring import (
-    auth_limiter,
-    build_serial_log_service,
-    bundle_provider,
-    cli_redactor,
-)
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -80,18 +76,16 @@ def _write(data: bytes, output: str | None) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    now = time.time()
-    query = _query(args, now)
-    store = LogStore(config.state_dir, config.logs)
-    print(f"collecting logs from {store.directory} ...", file=sys.stderr)
-    bundle = bundle_provider(store, cli_redactor(config), config.logs)(query, now)
-    audit = AuditLog.in_state_dir(config.state_dir)
-    try:
-        audit.record("logs.pull", {"channel": "cli", "bytes": len(bundle.data),
-                                   "lines": bundle.lines}, now)
-    finally:
-        audit.close()
+    with composed(args) as c:
+        config = c.config
+        now = c.clock.now()
+        query = _query(args, now)
+        store = LogStore(c.layout.root, config.logs)
+        print(f"collecting logs from {store.directory} ...", file=sys.stderr)
+        bundle = bundle_provider(store, c.redactor, config.logs)(query, now)
+        c.audit.record(
+            "logs.pull", {"channel": "cli", "bytes": len(bundle.data), "lines": bundle.lines}, now
+        )
     if bundle.truncated:
         print(f"bundle truncated: {bundle.dropped_lines} older lines dropped "
               f"(cap {config.logs.max_bundle_bytes} bytes)", file=sys.stderr)
@@ -105,7 +99,7 @@ def _pull(args: argparse.Namespace) -> int:
     else:
         method = "token"
         secret = pathlib.Path(args.token_file).read_text(encoding="utf-8").strip()
-    now = time.time()
+    now = SystemClock().now()
     query = _query(args, now).describe()
     channel = SerialChannel(args.port, args.baud)
     try:
@@ -120,25 +114,24 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args)
-    store = LogStore(config.state_dir, config.logs)
-    audit = AuditLog.in_state_dir(config.state_dir)
-    service = build_serial_log_service(
-        config, store, cli_redactor(config), auth_limiter(config), audit=audit, port=args.port
-    )
-    if service is None:
-        raise ConfigError("logs.serial_port", "no serial port configured; pass --port")
-    print(f"serving log pulls on {args.port or config.logs.serial_port}", file=sys.stderr)
-    deadline = time.monotonic() + args.duration if args.duration else None
-    service.start()
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            service.tick(time.time())
-            if not service.busy:
-                time.sleep(0.01)
-    finally:
-        service.stop()
-        audit.close()
+    with composed(args) as c:
+        config = c.config
+        store = LogStore(c.layout.root, config.logs)
+        service = build_serial_log_service(
+            config, store, c.redactor, auth_limiter(config), audit=c.audit, port=args.port
+        )
+        if service is None:
+            raise ConfigError("logs.serial_port", "no serial port configured; pass --port")
+        print(f"serving log pulls on {args.port or config.logs.serial_port}", file=sys.stderr)
+        deadline = c.clock.monotonic() + args.duration if args.duration else None
+        service.start()
+        try:
+            while deadline is None or c.clock.monotonic() < deadline:
+                service.tick(c.clock.now())
+                if not service.busy:
+                    time.sleep(0.01)
+        finally:
+            service.stop()
     return 0
 
 

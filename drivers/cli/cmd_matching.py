@@ -13,41 +13,35 @@ found while that consent is off (withdrawn while no agent ran) is erased.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import pathlib
 import sys
 import time
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, Any
 
 from agent.audit import AuditLog
 from agent.consent import ConsentLedger
 from agent.database import Database
 from agent.errors import BadDataError
-from agent.matching.faces import FaceRecogniser
-from agent.matching.gallery import counts_by_name
-from agent.matching.quality import QualityGate
 from agent.purposes import Purpose
+from drivers.cli import plates_cli
 from drivers.cli.common import add_config_options, load_config
-from drivers.vision.faces import (
-    FaceEmbedderImpl,
-    HaarDetector,
-    build_embedder,
-    crop,
-    grey,
-    main_face_box,
-    read_image,
-)
-from drivers.vision.gallery import build_recogniser
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from agent.matching.faces import FaceRecogniser
+    from drivers.vision.faces import FaceEmbedderImpl, HaarDetector
 
 PROGRESS_EVERY = 25
 
 
 def _recogniser(args: argparse.Namespace) -> tuple[FaceRecogniser, FaceEmbedderImpl]:
+    # lazy: heavy (numpy/cv2)
+    from drivers.vision.faces import build_embedder
+    from drivers.vision.gallery import build_recogniser
+
     config = load_config(args)
     embedder = build_embedder(config.matching)
     if getattr(args, "assume_consent", False):
@@ -71,11 +65,19 @@ def embed_photo(
     path: pathlib.Path, embedder: FaceEmbedderImpl, detector: HaarDetector
 ) -> npt.NDArray[np.float32]:
     """The embedding of the largest face in ``path`` (the whole photo if none is found)."""
+    from drivers.vision.faces import main_face_box, read_image  # lazy: heavy (numpy/cv2)
+
     image = read_image(path)
     return embedder.embed(image, main_face_box(detector, image))
 
 
 def _enrol_face(args: argparse.Namespace) -> int:
+    # lazy: heavy (numpy/cv2)
+    import numpy as np
+
+    from agent.matching.quality import QualityGate
+    from drivers.vision.faces import HaarDetector, crop, grey, main_face_box, read_image
+
     recogniser, embedder = _recogniser(args)
     recogniser.require_consent()
     detector = HaarDetector()
@@ -106,6 +108,8 @@ def _enrol_face(args: argparse.Namespace) -> int:
 
 
 def _match(args: argparse.Namespace) -> int:
+    from drivers.vision.faces import HaarDetector  # lazy: heavy (numpy/cv2)
+
     recogniser, embedder = _recogniser(args)
     recogniser.require_consent()
     vector = embed_photo(pathlib.Path(args.image), embedder, HaarDetector())
@@ -118,6 +122,8 @@ def _match(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from agent.matching.gallery import counts_by_name  # lazy: heavy (numpy/cv2)
+
     recogniser, _ = _recogniser(args)
     rows = counts_by_name(recogniser.gallery)
     if args.json:
@@ -153,14 +159,6 @@ def _add(sub: Any, name: str, func: Any, help_text: str) -> argparse.ArgumentPar
     return parser
 
 
-def _plates_hook(function: str, subparsers: Any) -> None:
-    # The plate commands live in their own module; skip them while it is absent.
-    if importlib.util.find_spec("drivers.cli.plates_cli") is None:
-        return
-    module = importlib.import_module("drivers.cli.plates_cli")
-    getattr(module, function)(subparsers)
-
-
 def register(subparsers: Any) -> None:
     enrol = subparsers.add_parser("enrol", help="add a face or a plate")
     enrol_subparsers = enrol.add_subparsers(dest="enrol_kind", metavar="KIND")
@@ -172,7 +170,7 @@ def register(subparsers: Any) -> None:
     face.add_argument(
         "--min-blur", type=float, default=None, help="skip blurrier photos (default: config)"
     )
-    _plates_hook("register_enrol_plate", enrol_subparsers)
+    plates_cli.register_enrol_plate(enrol_subparsers)
 
     match = _add(subparsers, "match", _match, "identify the face in a photo")
     match.add_argument("image", metavar="IMAGE")
@@ -188,4 +186,4 @@ def register(subparsers: Any) -> None:
     rename.add_argument("name", metavar="NAME")
     rename.add_argument("--to", default=None, metavar="NEW_NAME")
     rename.add_argument("--label", default=None, help="display label ('' clears it)")
-    _plates_hook("register_gallery_plate", gallery_subparsers)
+    plates_cli.register_gallery_plate(gallery_subparsers)

@@ -11,8 +11,6 @@ import time
 import uuid
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-
 from agent import config as agent_config
 from agent.atomicfile import write_atomic
 from agent.errors import DecodeError, DeviceIOError, NotFoundError
@@ -111,6 +109,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # lazy: heavy (cryptography)
+
     key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
     if args.algorithm == "es256":
         key = ec.generate_private_key(ec.SECP256R1())

@@ -15,18 +15,27 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.audit import AuditLog
 from agent.consent import ConsentLedger
 from agent.database import Database
-from agent.matching.plates import PlateList
-from agent.matching.plates_service import PURPOSE, PlateRecognition
 from drivers.cli.common import add_config_options, load_config
-from drivers.vision.plate_reader import match_policy, open_store
+
+if TYPE_CHECKING:
+    from agent.matching.plates_service import PlateRecognition
+
+# The values of agent.matching.plates.PlateList, spelled out so that building
+# the parser (edge-agent --help) does not load numpy; tests/core/test_cli_startup.py
+# checks they stay equal.
+PLATE_LISTS = ("allow", "deny")
 
 
 def _core(args: argparse.Namespace) -> PlateRecognition:
+    # lazy: heavy (numpy/cv2)
+    from agent.matching.plates_service import PURPOSE, PlateRecognition
+    from drivers.vision.plate_reader import match_policy, open_store
+
     config = load_config(args)
     ledger = ConsentLedger(Database.in_state_dir(config.state_dir), config.privacy.policy_version)
     core = PlateRecognition(
@@ -37,7 +46,7 @@ def _core(args: argparse.Namespace) -> PlateRecognition:
     )
     if not ledger.is_granted(PURPOSE):
         # A withdrawal made while no agent ran to purge: no watch-list without consent.
-        core.on_withdrawn(PURPOSE)
+        core.erase_personal_data()
     return core
 
 
@@ -83,8 +92,8 @@ def register_enrol_plate(enrol_subparsers: Any) -> None:
     parser.add_argument("--label", default=None, help="owner's label, sent with matches")
     parser.add_argument(
         "--list",
-        choices=[p.value for p in PlateList],
-        default=PlateList.ALLOW.value,
+        choices=PLATE_LISTS,
+        default=PLATE_LISTS[0],
         help="which list the plate goes on (default: allow)",
     )
     parser.add_argument(

@@ -13,14 +13,15 @@ from collections.abc import Callable
 
 from agent.atomicfile import write_atomic
 from agent.errors import DeviceIOError
+from agent.layout import StateLayout
 
-COUNTER_FILE = "discovery-instance-id"
+COUNTER_FILE = StateLayout(pathlib.Path()).discovery_instance_id.name
 MAX_COUNTER = 2**32 - 1
 
 
 def next_instance_id(state_dir: pathlib.Path, now_fn: Callable[[], float]) -> int:
     """Increment and return the persisted boot counter (first boot: 1)."""
-    path = state_dir / COUNTER_FILE
+    path = StateLayout(state_dir).discovery_instance_id
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -1,4 +1,4 @@
-"""Runtime hook: ``build_service(config, now_fn)`` -> the discovery Service.
+"""The discovery Service: ``build_service(config, now_fn)``; the feature is ``build_discovery``.
 
 It runs the WS-Discovery responder (Hello on start, Bye on stop, answers to
 Probes) and the mDNS announcement.  In non-discoverable mode neither speaks.
@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from agent.config import AgentConfig
 from agent.discovery.responder import device_target
+from agent.events import Event
 from drivers.discovery.mdns_zc import MdnsAnnouncer
 from drivers.discovery.udp import local_ipv4_addresses
 from drivers.discovery.wsd_service import WsdResponderService
@@ -45,12 +46,13 @@ class DiscoveryService:
         """The responder's socket, for a main loop that waits with select(); -1 if none."""
         return self.responder.fileno() if self.responder is not None else -1
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
         if self.responder is not None:
             self.responder.tick(now)
         if self.announcer is not None and now >= self._next_refresh:
             self._next_refresh = now + self._mdns_refresh_seconds
             self.announcer.refresh()
+        return ()
 
     def stop(self) -> None:
         try:

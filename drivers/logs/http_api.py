@@ -14,9 +14,10 @@ import http.server
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from agent.errors import BadDataError, DeviceIOError
+from agent.events import Event
 from agent.logs import codes
 from agent.logs.bundle import BundleQuery
 from agent.logs.pull import AuthLimiter, BundleProvider, TechnicianSecrets
@@ -157,8 +158,8 @@ class LogsLanServer:
         )
         self._thread.start()
 
-    def tick(self, now: float) -> None:
-        return None
+    def tick(self, now: float) -> Sequence[Event]:
+        return ()
 
     def stop(self) -> None:
         if self._httpd is not None:

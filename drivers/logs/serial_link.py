@@ -13,7 +13,7 @@ import logging
 import os
 import select
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import serial
@@ -27,6 +27,7 @@ from agent.errors import (
     TransportError,
     VerificationError,
 )
+from agent.events import Event
 from agent.logs import codes, frames
 from agent.logs.pull import PullSession, auth_mac, error
 
@@ -133,7 +134,11 @@ class SerialLogService:
     def _send(self, message: dict[str, Any]) -> None:
         self._outgoing.append(frames.encode(message, max_payload=self._max_payload))
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
+        self._exchange(now)
+        return ()
+
+    def _exchange(self, now: float) -> None:
         if self._last_activity is not None and now - self._last_activity > IDLE_RESET_SECONDS:
             self._reset()
             self._last_activity = None

@@ -17,9 +17,9 @@ import pathlib
 from collections.abc import Iterator, Mapping
 
 from agent.errors import DeviceIOError
+from agent.layout import StateLayout
 from agent.logs.settings import LogSettings
 
-LOG_DIR_NAME = "logs"
 LOG_FILE_NAME = "agent.jsonl"
 CRASH_PREFIX = "crash-"
 FAULT_FILE_NAME = "faulthandler.txt"
@@ -43,7 +43,7 @@ class LogStore:
     name = "logs"
 
     def __init__(self, state_dir: pathlib.Path, settings: LogSettings) -> None:
-        self.directory = state_dir / LOG_DIR_NAME
+        self.directory = StateLayout(state_dir).logs_dir
         self.settings = settings
         self.handler: logging.handlers.RotatingFileHandler | None = None
 

@@ -14,7 +14,7 @@ import importlib.metadata
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 
 from agent.config import AgentConfig
 from agent.errors import BadDataError, EdgeAgentError, TransportError
+from agent.events import Event
 from agent.ports import AuditSink, CommandArgs, CommandHandler, CommandResult
 from agent.provisioning.binding import Binding
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
@@ -197,7 +198,7 @@ class ProvisioningService:
             with self._lock:
                 self.window.succeed(self._clock())
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
         if self.lan is not None:
             with self._lock:
                 state = self.window.state(now)
@@ -210,6 +211,7 @@ class ProvisioningService:
             frame = self._frame_source()
             if frame is not None:
                 self._decode(frame, now)
+        return ()
 
     def _wants_qr(self) -> bool:
         return not self.provisioned or not self._bound

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from agent.atomicfile import read_optional, write_atomic
 from agent.errors import DecodeError, DeviceIOError, PolicyError
+from agent.layout import StateLayout
 from agent.provisioning.binding import Binding, generate_verification_code, is_trivial_code
 from agent.provisioning.wifi import WifiCredentials
 
@@ -24,7 +25,7 @@ MAX_LEDGER_ENTRIES = 10_000
 
 
 def provisioning_dir(state_dir: pathlib.Path) -> pathlib.Path:
-    return state_dir / "provisioning"
+    return StateLayout(state_dir).provisioning_dir
 
 
 def write_private(path: pathlib.Path, data: bytes) -> None:
@@ -58,7 +59,7 @@ def load_or_create_binding(
     randbelow: Callable[[int], int] = secrets.randbelow,
 ) -> Binding:
     """The device's verification code, generated and saved at first boot."""
-    path = provisioning_dir(state_dir) / "binding.json"
+    path = StateLayout(state_dir).binding
     data = read_json(path)
     if data is not None:
         code = data.get("verification_code")
@@ -72,11 +73,11 @@ def load_or_create_binding(
 
 class FileProvisioningStore:
     def __init__(self, state_dir: pathlib.Path) -> None:
-        self._dir = provisioning_dir(state_dir)
+        self._layout = StateLayout(state_dir)
 
     @property
     def credentials_path(self) -> pathlib.Path:
-        return self._dir / "wifi.json"
+        return self._layout.wifi_credentials
 
     def save_credentials(self, credentials: WifiCredentials) -> None:
         body = {
@@ -100,10 +101,10 @@ class FileProvisioningStore:
         return WifiCredentials(ssid=ssid, passphrase=passphrase, hidden=hidden is True)
 
     def save_account(self, account: str) -> None:
-        write_private(self._dir / "account.json", json.dumps({"v": 1, "account": account}).encode())
+        write_private(self._layout.account, json.dumps({"v": 1, "account": account}).encode())
 
     def load_account(self) -> str | None:
-        data = read_json(self._dir / "account.json")
+        data = read_json(self._layout.account)
         account = None if data is None else data.get("account")
         return account if isinstance(account, str) else None
 
@@ -112,7 +113,7 @@ class FileTokenLedger:
     """Digests of used binding tokens with their expiry; expired ones are pruned."""
 
     def __init__(self, state_dir: pathlib.Path) -> None:
-        self._path = provisioning_dir(state_dir) / "used_tokens.json"
+        self._path = StateLayout(state_dir).used_tokens
         self._lock = threading.Lock()
 
     def _load(self) -> dict[str, int]:

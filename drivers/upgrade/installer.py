@@ -3,21 +3,22 @@
 Every transition is persisted (atomically) before the action it enables, and
 every action is idempotent, so killing the process anywhere and calling
 :meth:`Installer.resume` either finishes the step or rolls it back.
-``EDGE_AGENT_UPGRADE_PAUSE_AT=<point>`` makes the process stop at a named point
-(tests SIGKILL it there).
+
+At each step boundary the installer calls its ``checkpoint`` callback with
+the boundary's name (:data:`CHECKPOINTS`); the default does nothing, the
+kill-point tests park the process there and SIGKILL it.  Time comes from one
+injected :class:`agent.ports.Clock`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 import time
 from collections.abc import Callable
 
 from agent.errors import BadDataError, ConnectionLostError, PolicyError, TransportError
 from agent.events import Event
-from agent.ports import AuditSink, EventSink
+from agent.ports import AuditSink, Clock, EventSink
 from agent.upgrade import machine
 from agent.upgrade.envelope import VerifiedManifest, verify_envelope
 from agent.upgrade.errors import DeadlineExceededError, ExtraDataError
@@ -26,24 +27,31 @@ from agent.upgrade.machine import Decision, State, UpgradeRecord
 from agent.upgrade.policy import DeviceIdentity, InstalledImage, check_manifest
 from agent.upgrade.ports import ImageSource, SlotDriver, StateStore, other_slot
 from agent.upgrade.settings import UpgradeSettings
+from drivers.clock import SystemClock
 from drivers.upgrade.keystore import KeyStore
 
 CHUNK = 256 * 1024
 PERSIST_EVERY = 4 * 1024 * 1024
-PAUSE_ENV = "EDGE_AGENT_UPGRADE_PAUSE_AT"
 Progress = Callable[[int, int], None]
+Checkpoint = Callable[[str], None]
+# The named points at which ``Installer.checkpoint`` is called, in the order they are reached.
+CHECKPOINTS = (
+    "downloading",  # the install is recorded; nothing written to the slot yet
+    "mid-download",  # a progress record is saved (every PERSIST_EVERY bytes)
+    "installing",  # the image is downloaded and its digest checked
+    "marked",  # the bootloader has the slot on trial; the record does not know yet
+    "awaiting-reboot",  # the record says so too
+    "committing",  # the bootloader has committed the slot; the record does not know yet
+    "rolling-back",  # the bootloader boots the old slot next; the record does not know yet
+)
 
 
 class DownloadInterruptedError(TransportError):
     """The download was stopped on request; the persisted state resumes it later."""
 
 
-def pause_point(name: str) -> None:
-    """Test hook: park the process at ``name`` so a test can SIGKILL it there."""
-    if os.environ.get(PAUSE_ENV) == name:
-        print(f"\nPAUSED {name}", file=sys.stderr, flush=True)
-        while True:
-            time.sleep(3600)
+def no_checkpoint(name: str) -> None:
+    """The default ``Installer.checkpoint``: carry on."""
 
 
 @dataclasses.dataclass
@@ -56,12 +64,13 @@ class Installer:
     store: StateStore
     sink: EventSink | None = None
     audit: AuditSink | None = None
-    now: Callable[[], float] = time.time
-    monotonic: Callable[[], float] = time.monotonic
+    clock: Clock = dataclasses.field(default_factory=SystemClock)
     sleep: Callable[[float], None] = time.sleep
     on_progress: Progress | None = None
     # Polled between chunks: a stopping agent leaves the download resumable, not failed.
     should_stop: Callable[[], bool] = lambda: False
+    # Called with each name in CHECKPOINTS as the install reaches it.
+    checkpoint: Checkpoint = no_checkpoint
 
     # --- persistence & reporting ------------------------------------------
 
@@ -86,7 +95,7 @@ class Installer:
             "total": record.total,
             "reason": record.reason,
         }
-        self.sink.emit(Event(type="upgrade.state", occurred_at=self.now(), fields=fields))
+        self.sink.emit(Event(type="upgrade.state", occurred_at=self.clock.now(), fields=fields))
 
     def _audit(self, kind: str, record: UpgradeRecord) -> None:
         if self.audit is not None:
@@ -98,7 +107,7 @@ class Installer:
                     "version": record.version,
                     "reason": record.reason,
                 },
-                self.now(),
+                self.clock.now(),
             )
 
     # --- verification -----------------------------------------------------
@@ -113,7 +122,7 @@ class Installer:
             record.installed_sequence,
             bytes.fromhex(record.installed_digest_hex) if record.installed_digest_hex else None,
         )
-        check_manifest(verified.manifest, self.device, installed, self.now())
+        check_manifest(verified.manifest, self.device, installed, self.clock.now())
         size = verified.manifest.image_size or 0
         if size > self.settings.max_image_bytes:
             raise PolicyError(f"image of {size} bytes exceeds upgrade.max_image_bytes")
@@ -143,11 +152,11 @@ class Installer:
                 total=manifest.image_size,
                 envelope=envelope,
                 image_digest=manifest.image_digest,
-                now=self.now(),
+                now=self.clock.now(),
             )
         )
         self._audit("upgrade.started", record)
-        pause_point("downloading")
+        self.checkpoint("downloading")
         return self._continue(record)
 
     def _continue(self, record: UpgradeRecord) -> UpgradeRecord:
@@ -159,7 +168,7 @@ class Installer:
         except DownloadInterruptedError:
             raise
         except (BadDataError, TransportError) as exc:
-            record = self._save(machine.failed(self.record(), str(exc), self.now()))
+            record = self._save(machine.failed(self.record(), str(exc), self.clock.now()))
             self._audit("upgrade.failed", record)
             raise
         return record
@@ -187,7 +196,7 @@ class Installer:
         assert manifest.uri is not None
         hasher = self._hasher_from_slot(record)
         guard = ThroughputGuard(
-            self.monotonic(),
+            self.clock.monotonic(),
             min_bytes_per_second=self.settings.min_throughput_bytes_per_second,
             grace_seconds=self.settings.throughput_grace_seconds,
             deadline_seconds=self.settings.download_deadline_seconds,
@@ -205,8 +214,8 @@ class Installer:
                     raise
                 self.sleep(min(0.05 * 2**attempt, 5.0))
         hasher.finish()
-        record = self._save(machine.downloaded(record, self.now()))
-        pause_point("installing")
+        record = self._save(machine.downloaded(record, self.clock.now()))
+        self.checkpoint("installing")
         return record
 
     def _fetch_once(
@@ -215,7 +224,7 @@ class Installer:
         offset = hasher.received
         stream = self.source.open(uri, offset)
         writer = self.slots.open_writer(record.target_slot, offset)
-        guard.restart_window(self.monotonic())
+        guard.restart_window(self.clock.monotonic())
         last_saved = offset
         try:
             skip = offset - stream.start  # the server ignored our Range: discard the prefix
@@ -230,7 +239,7 @@ class Installer:
                 if self.should_stop():
                     raise DownloadInterruptedError("agent is stopping; download will resume")
                 chunk = stream.read(min(want, skip) if skip else want)
-                guard.check(self.monotonic(), len(chunk))
+                guard.check(self.clock.monotonic(), len(chunk))
                 if not chunk:
                     break
                 if skip:
@@ -242,7 +251,7 @@ class Installer:
                     writer.sync()
                     record = self._progress(record, hasher.received)
                     last_saved = hasher.received
-                    pause_point("mid-download")
+                    self.checkpoint("mid-download")
         except DownloadInterruptedError:
             writer.sync()  # what progress claims must be on disk first
             self._progress(record, hasher.received)
@@ -260,7 +269,7 @@ class Installer:
 
     def _progress(self, record: UpgradeRecord, received: int) -> UpgradeRecord:
         before = record.received * 10 // max(record.total, 1)
-        record = machine.progress(record, received, self.now())
+        record = machine.progress(record, received, self.clock.now())
         self._save(record, emit=received * 10 // max(record.total, 1) != before)
         if self.on_progress is not None:
             self.on_progress(received, record.total)
@@ -273,10 +282,12 @@ class Installer:
             hasher.accept(chunk)
         hasher.finish()
         self.slots.mark_trial(record.target_slot)
-        pause_point("marked")
-        record = self._save(machine.marked(record, self.slots.boot_status().boot_id, self.now()))
+        self.checkpoint("marked")
+        record = self._save(
+            machine.marked(record, self.slots.boot_status().boot_id, self.clock.now())
+        )
         self._audit("upgrade.installed", record)
-        pause_point("awaiting-reboot")
+        self.checkpoint("awaiting-reboot")
         return record
 
     # --- after a (re)start --------------------------------------------------
@@ -284,7 +295,7 @@ class Installer:
     def resume(self) -> tuple[UpgradeRecord, Decision]:
         """Reconcile with the bootloader after a start; finish interrupted work."""
         record = self.record()
-        updated, decision = machine.after_start(record, self.slots.boot_status(), self.now())
+        updated, decision = machine.after_start(record, self.slots.boot_status(), self.clock.now())
         if updated != record:
             self._save(updated)
             if updated.state == State.ROLLED_BACK:
@@ -300,17 +311,19 @@ class Installer:
         """In a trial boot: commit when healthy, roll back after the grace period."""
         record = self.record()
         decision = machine.health_decision(
-            record, healthy, self.now(), self.settings.health_grace_seconds
+            record, healthy, self.clock.now(), self.settings.health_grace_seconds
         )
         if decision == Decision.COMMIT:
             self.slots.commit(record.target_slot)
-            pause_point("committing")
-            record = self._save(machine.committed(record, self.now()))
+            self.checkpoint("committing")
+            record = self._save(machine.committed(record, self.clock.now()))
             self._audit("upgrade.committed", record)
         elif decision == Decision.ROLLBACK:
             self.slots.rollback(other_slot(record.target_slot))
-            pause_point("rolling-back")
-            record = self._save(machine.rolled_back(record, "health check failed", self.now()))
+            self.checkpoint("rolling-back")
+            record = self._save(
+                machine.rolled_back(record, "health check failed", self.clock.now())
+            )
             self._audit("upgrade.rolled_back", record)
         return record, decision
 

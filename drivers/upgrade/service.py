@@ -6,11 +6,13 @@ import pathlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from agent.config import AgentConfig
 from agent.errors import DecodeError, DeviceIOError, EdgeAgentError
-from agent.ports import AuditSink, CommandArgs, CommandResult, EventSink
+from agent.events import Event, PendingEvents
+from agent.layout import StateLayout
+from agent.ports import AuditSink, Clock, CommandArgs, CommandResult, EventSink
 from agent.upgrade.builder import class_uuid, vendor_uuid
 from agent.upgrade.machine import Decision, State
 from agent.upgrade.policy import (
@@ -21,9 +23,10 @@ from agent.upgrade.policy import (
 )
 from agent.upgrade.ports import ImageSource, SlotDriver
 from agent.upgrade.settings import SlotBackend
+from drivers.clock import SystemClock
 from drivers.upgrade.bootenv import GrubEnv, UBootEnv
 from drivers.upgrade.http import HttpImageSource, fetch_bounded
-from drivers.upgrade.installer import Installer, Progress
+from drivers.upgrade.installer import Checkpoint, Installer, Progress, no_checkpoint
 from drivers.upgrade.keystore import KeyStore
 from drivers.upgrade.slots import EnvSlotDriver, SimulatedMachine, file_slots
 from drivers.upgrade.statefile import FileStateStore
@@ -32,7 +35,7 @@ REBOOT_RETRY_SECONDS = 300.0
 
 
 def upgrade_dir(config: AgentConfig) -> pathlib.Path:
-    return config.state_dir / "upgrade"
+    return StateLayout(config.state_dir).upgrade_dir
 
 
 def device_identity(config: AgentConfig) -> DeviceIdentity:
@@ -43,7 +46,7 @@ def device_identity(config: AgentConfig) -> DeviceIdentity:
 def build_slots(config: AgentConfig) -> tuple[SlotDriver, SimulatedMachine | None]:
     settings = config.upgrade
     if settings.slot_backend == SlotBackend.FILE:
-        return file_slots(upgrade_dir(config) / "slots", settings.boot_limit)
+        return file_slots(StateLayout(config.state_dir).simulated_slots, settings.boot_limit)
     if settings.slot_a_path is None or settings.slot_b_path is None:
         raise DecodeError("upgrade.slot_a_path and slot_b_path are required for this backend")
     paths = {"a": settings.slot_a_path, "b": settings.slot_b_path}
@@ -61,12 +64,14 @@ def build_installer(
     *,
     source: ImageSource | None = None,
     on_progress: Progress | None = None,
+    checkpoint: Checkpoint = no_checkpoint,
+    clock: Clock | None = None,
 ) -> tuple[Installer, SimulatedMachine | None]:
     settings = config.upgrade
     slots, machine = build_slots(config)
     keys = KeyStore(
         settings.trusted_keys,
-        upgrade_dir(config) / "trusted_keys.json",
+        StateLayout(config.state_dir).trusted_keys,
         settings.accepted_algorithms,
     )
     installer = Installer(
@@ -75,10 +80,12 @@ def build_installer(
         keys=keys,
         slots=slots,
         source=source or HttpImageSource(settings.io_timeout_seconds, settings.ca_file),
-        store=FileStateStore(upgrade_dir(config) / "state.json"),
+        store=FileStateStore(StateLayout(config.state_dir).upgrade_state),
         sink=sink,
         audit=audit,
         on_progress=on_progress,
+        clock=clock or SystemClock(),
+        checkpoint=checkpoint,
     )
     return installer, machine
 
@@ -102,6 +109,8 @@ class UpgradeService:
         reboot: Callable[[], None],
         fetch_manifest: Callable[[], bytes] | None = None,
         local_minute: Callable[[float], int] = _local_minute,
+        events: PendingEvents | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.settings = config.upgrade
@@ -110,6 +119,9 @@ class UpgradeService:
         self.reboot = reboot
         self.fetch_manifest = fetch_manifest
         self.local_minute = local_minute
+        # upgrade.state reports from the worker thread, handed out by ``tick``.
+        self.events = events or PendingEvents()
+        self.clock = clock or SystemClock()
         self.next_check = 0.0
         self.last_error = ""
         self._lock = threading.Lock()
@@ -131,7 +143,11 @@ class UpgradeService:
         except EdgeAgentError as exc:
             self.last_error = str(exc)
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
+        self._act(now)
+        return self.events.drain()
+
+    def _act(self, now: float) -> None:
         if self._busy():
             return
         with self._lock:
@@ -243,7 +259,7 @@ class UpgradeService:
     def handle_apply(self, args: CommandArgs) -> CommandResult:
         if "defer_seconds" in args:
             until = deferral_until(
-                args["defer_seconds"], time.time(), self.settings.max_deferral_seconds
+                args["defer_seconds"], self.clock.now(), self.settings.max_deferral_seconds
             )
             with self._lock:
                 self.installer.defer(until)
@@ -283,12 +299,15 @@ def _simulated_reboot(machine: SimulatedMachine, installer: Installer) -> Callab
 
 def build_service(
     config: AgentConfig,
-    sink: EventSink,
     health_check: Callable[[], bool],
     audit: AuditSink | None = None,
+    *,
+    clock: Clock | None = None,
+    events: PendingEvents | None = None,
 ) -> UpgradeService:
-    """The runtime hook: register ``service.command_handlers()`` and run the service."""
-    installer, machine = build_installer(config, sink, audit)
+    """The upgrade Service; its ``command_handlers()`` answer ``upgrade.*``."""
+    events = events or PendingEvents()
+    installer, machine = build_installer(config, events, audit, clock=clock)
     reboot = (
         _simulated_reboot(machine, installer)
         if machine is not None
@@ -303,5 +322,11 @@ def build_service(
         )
 
     return UpgradeService(
-        config, installer, health_check, reboot=reboot, fetch_manifest=fetch if url else None
+        config,
+        installer,
+        health_check,
+        reboot=reboot,
+        fetch_manifest=fetch if url else None,
+        events=events,
+        clock=clock,
     )

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from threadpoolctl import threadpool_limits
 
 from agent.config import AgentConfig
+from agent.layout import StateLayout
 from agent.matching.faces import FaceRecogniser
 from agent.matching.gallery import Gallery
 from agent.matching.tracks import Tracker
@@ -20,7 +21,7 @@ _executors: dict[int, ThreadPoolExecutor] = {}
 
 
 def face_gallery_dir(state_dir: pathlib.Path) -> pathlib.Path:
-    return state_dir / "faces"
+    return StateLayout(state_dir).faces_dir
 
 
 def bound_blas_threads() -> None:

@@ -1,9 +1,10 @@
-"""The camera pipeline: frame source -> detect -> embed -> match -> event.
+"""The face pipeline: frame -> detect -> embed -> match -> events.
 
-A capture thread reads frames at the configured rate into a bounded queue;
+Frames arrive from the shared camera (the frame bus) into a bounded queue;
 when the queue is full the *oldest* frame is dropped (and counted) so the
 pipeline always works on recent frames instead of falling behind.  ``tick``
-processes a bounded number of queued frames on the runtime's loop.
+processes a bounded number of queued frames on the runtime's loop and returns
+the events they produced.
 """
 
 from __future__ import annotations
@@ -12,21 +13,19 @@ import collections
 import dataclasses
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+from agent.camera.events import CAMERA_NAME
 from agent.config import AgentConfig
-from agent.errors import EdgeAgentError, TransportError
-from agent.matching.face_commands import face_commands
+from agent.errors import EdgeAgentError
+from agent.events import Event
 from agent.matching.faces import FaceRecogniser, FaceReport
 from agent.matching.quality import QualityGate
-from agent.ports import AuditSink, CommandHandler, EventSink
+from agent.ports import AuditSink
 from agent.purposes import Purpose
-from drivers.camera import CAMERA_NAME
-from drivers.vision.capture import FrameSource, open_source
 from drivers.vision.faces import (
     FaceDetectorImpl,
     FaceEmbedderImpl,
@@ -87,54 +86,38 @@ class FaceService:
 
     def __init__(
         self,
-        source: FrameSource | None,
         detector: FaceDetectorImpl,
         embedder: FaceEmbedderImpl,
         recogniser: FaceRecogniser,
-        sink: EventSink,
         *,
         queue_frames: int,
-        fps: float,
         quality: QualityGate,
         jpeg_quality: int = 80,
         frames_per_tick: int = 2,
     ) -> None:
-        self.source = source
         self.detector = detector
         self.embedder = embedder
         self.recogniser = recogniser
-        self.sink = sink
         self.queue = FrameQueue(queue_frames)
-        self.interval = 1.0 / fps
         self.quality = quality
         self.jpeg_quality = jpeg_quality
         self.frames_per_tick = frames_per_tick
         self.stats = PipelineStats()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._next_refresh = 0.0
 
     # --- Service -----------------------------------------------------------
 
     def start(self) -> None:
         self.recogniser.gallery.refresh()
-        self._stop.clear()
-        if self.source is not None:
-            self._thread = threading.Thread(target=self._capture_loop, name="camera", daemon=True)
-            self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self.source is not None:
-            self.source.close()
+        return None
 
     def offer_frame(self, frame: Image) -> bool:
         """Frames from a shared camera (drivers.camera); False when one was dropped."""
         return self.queue.offer(frame)
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
         if now >= self._next_refresh:
             # Pick up enrolments made with the CLI while the agent runs.
             self._next_refresh = now + REFRESH_SECONDS
@@ -142,21 +125,16 @@ class FaceService:
                 self.recogniser.gallery.refresh()
             except EdgeAgentError as exc:
                 log.warning("face gallery reload failed: %s", exc)
+        events: list[Event] = []
         for _ in range(self.frames_per_tick):
             frame = self.queue.take()
             if frame is None:
-                return
+                break
             try:
-                self.process(frame, now)
+                events += [report.event for report in self.process(frame, now)]
             except EdgeAgentError as exc:
                 log.warning("frame skipped: %s", exc)
-
-    def on_withdrawn(self, purpose: Purpose) -> int:
-        return self.recogniser.on_withdrawn(purpose)
-
-    def commands(self) -> dict[str, CommandHandler]:
-        """MQTT handlers ``face.list``, ``face.remove`` and ``face.rename``."""
-        return face_commands(lambda: self.recogniser.gallery, time.time, self.recogniser.audit)
+        return events
 
     def export_personal_data(self) -> Mapping[str, object]:
         return self.recogniser.gallery.export_personal_data()
@@ -167,22 +145,11 @@ class FaceService:
 
     # --- work --------------------------------------------------------------
 
-    def _capture_loop(self) -> None:
-        assert self.source is not None
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                frame = self.source.read()
-            except TransportError as exc:
-                log.warning("camera: %s", exc)
-                self._stop.wait(1.0)
-                continue
-            if frame is not None:
-                self.queue.offer(frame)
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
-
     def process(self, frame: Image, now: float) -> list[FaceReport]:
-        """Run one frame through detection, quality gates, matching and events."""
+        """Run one frame through detection, quality gates and matching.
+
+        Each report's event carries the frame's snapshot when snapshots are consented.
+        """
         self.stats.frames += 1
         if not self.recogniser.active:
             # Without consent no face is even detected, let alone embedded.
@@ -200,47 +167,32 @@ class FaceService:
         seen = self.recogniser.observe(boxes, embeddings, now)
         if not seen.reports:
             return seen.reports
-        image = None
-        if self.recogniser.is_granted(Purpose.EVENT_SNAPSHOTS):
-            # Everyone not matched to an enrolled person in this frame is a stranger.
-            strangers = [b for b in boxes if b not in seen.known]
-            image = encode_jpeg(blur_faces(frame, strangers), self.jpeg_quality)
-        for report in seen.reports:
-            event = report.event
-            if image is not None:
-                event = dataclasses.replace(event, image=image)
-            if self.sink.emit(event):
-                self.stats.events += 1
-        return seen.reports
+        self.stats.events += len(seen.reports)
+        if not self.recogniser.is_granted(Purpose.EVENT_SNAPSHOTS):
+            return seen.reports
+        # Everyone not matched to an enrolled person in this frame is a stranger.
+        strangers = [b for b in boxes if b not in seen.known]
+        image = encode_jpeg(blur_faces(frame, strangers), self.jpeg_quality)
+        return [
+            dataclasses.replace(r, event=dataclasses.replace(r.event, image=image))
+            for r in seen.reports
+        ]
 
 
 def build_service(
-    config: AgentConfig,
-    sink: EventSink,
-    is_granted: IsGranted,
-    audit: AuditSink | None = None,
-    source: FrameSource | None = None,
-    *,
-    shared_camera: bool = False,
+    config: AgentConfig, is_granted: IsGranted, audit: AuditSink | None = None
 ) -> FaceService:
-    """The face pipeline for ``edge-agent run``; register ``service.on_withdrawn`` as a hook."""
+    """The face pipeline for ``edge-agent run``; frames come through ``offer_frame``."""
     settings = config.matching
     embedder = build_embedder(settings)
     recogniser = build_recogniser(
         config, embedder, is_granted, camera=CAMERA_NAME, audit=audit
     )
-    if shared_camera:
-        source = None  # frames arrive through offer_frame
-    elif source is None:
-        source = open_source(config.camera)
     return FaceService(
-        source,
         build_detector(settings),
         embedder,
         recogniser,
-        sink,
         queue_frames=config.camera.queue_frames,
-        fps=config.camera.fps,
         quality=QualityGate(settings.min_face_area, settings.min_blur_score),
         jpeg_quality=settings.snapshot_jpeg_quality,
     )

@@ -3,13 +3,12 @@
 ``OnnxPlateReader`` runs a CTC text recogniser (CRNN/LPRNet style: plate crop
 in, ``[T, C]`` logits out) through ``cv2.dnn``; the decoding is pure and lives
 in :func:`agent.matching.plates.ctc_greedy_decode`.  ``build_service`` wires the
-consent-gated core to the clock, the event sink and the audit log, and hands
-the lead the ``plate.observe`` command handler.
+consent-gated core to the clock and the audit log, takes frames from the
+shared camera, and returns the ``plate.match`` events both produce.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from collections.abc import Callable, Sequence
 
@@ -17,8 +16,11 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.camera.events import CAMERA_NAME
 from agent.config import AgentConfig
 from agent.errors import ConfigError, DecodeError, DeviceIOError
+from agent.events import Event
+from agent.framebus import LatestFrame
 from agent.matching.plates import (
     MatchPolicy,
     PlateMatch,
@@ -29,7 +31,7 @@ from agent.matching.plates import (
 from agent.matching.plates_service import OBSERVE_COMMAND, PURPOSE, PlateRecognition
 from agent.matching.plates_store import PlateStore
 from agent.matching.settings import MatchingSettings
-from agent.ports import AuditSink, Clock, CommandHandler, EventSink
+from agent.ports import AuditSink, Clock, CommandHandler
 from agent.purposes import Purpose
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024
@@ -105,30 +107,34 @@ def open_store(config: AgentConfig) -> PlateStore:
     return PlateStore.in_state_dir(config.state_dir, max_entries=config.matching.plate_max_entries)
 
 
-def withdrawal_hook(config: AgentConfig) -> Callable[[Purpose], int | None]:
-    """For ``ConsentLedger.add_withdrawal_hook("plates", ...)`` where no service runs (CLI)."""
-
-    def hook(purpose: Purpose) -> int | None:
-        return open_store(config).erase_personal_data() if purpose is PURPOSE else None
-
-    return hook
-
-
-@dataclasses.dataclass
 class PlateService:
-    """Implements ``agent.ports.Service`` and ``PersonalDataHolder`` for the runtime."""
+    """The runtime's plate path: frames from the bus through the reader, ``plate.observe``.
 
-    core: PlateRecognition
-    clock: Clock
-    reader: PlateReader | None = None
-    name: str = "plates"
+    Implements ``agent.ports.Service`` and ``PersonalDataHolder``.  Frames are
+    read only while ``plate_recognition`` is consented and a reader model is
+    configured; without one the newest frame is simply dropped.
+    """
+
+    name = "plates"
+
+    def __init__(
+        self, core: PlateRecognition, clock: Clock, reader: PlateReader | None = None
+    ) -> None:
+        self.core = core
+        self.clock = clock
+        self.reader = reader
+        self.latest: LatestFrame[npt.NDArray[np.uint8]] = LatestFrame()
 
     def start(self) -> None:
         self.core.refresh_if_changed()
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float) -> Sequence[Event]:
         # Picks up enrolments made meanwhile by ``edge-agent enrol plate``.
         self.core.refresh_if_changed()
+        frame = self.latest.take()
+        if frame is None:
+            return ()
+        return self.core.events(self.observe_image(frame), camera=CAMERA_NAME, now=now)
 
     def stop(self) -> None:
         self.core.store.close()
@@ -136,20 +142,17 @@ class PlateService:
     def commands(self) -> dict[str, CommandHandler]:
         return {OBSERVE_COMMAND: lambda args: self.core.handle_observe(args, self.clock.now())}
 
-    def observe_image(self, image: npt.NDArray[np.uint8], camera: str) -> list[PlateMatch]:
-        """Read a plate crop with the model and match it (nothing runs without consent)."""
+    def observe_image(self, image: npt.NDArray[np.uint8]) -> list[PlateMatch]:
+        """Read plates in an image with the model and match them (nothing runs without consent)."""
         if self.reader is None or not self.core.is_granted(PURPOSE):
             return []
         matches: list[PlateMatch] = []
         for reading in self.reader.read(image):
             try:
-                matches += self.core.observe(reading.text, camera=camera, now=self.clock.now())
+                matches += self.core.observe(reading.text)
             except DecodeError:
                 continue  # a reading that is no plate text is just noise
         return matches
-
-    def on_withdrawn(self, purpose: Purpose) -> int | None:
-        return self.core.on_withdrawn(purpose)
 
     def export_personal_data(self) -> dict[str, object]:
         return dict(self.core.export_personal_data())
@@ -161,7 +164,6 @@ class PlateService:
 def build_service(
     config: AgentConfig,
     *,
-    sink: EventSink,
     is_granted: Callable[[Purpose], bool],
     clock: Clock,
     audit: AuditSink | None = None,
@@ -171,11 +173,6 @@ def build_service(
         config.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DeviceIOError(f"cannot create {config.state_dir}: {exc.strerror}") from exc
-    core = PlateRecognition(
-        open_store(config),
-        match_policy(config.matching),
-        is_granted,
-        sink=sink,
-        audit=audit,
-    )
+    policy = match_policy(config.matching)
+    core = PlateRecognition(open_store(config), policy, is_granted, audit=audit)
     return PlateService(core, clock, reader_from_settings(config.matching))

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cbor2
 import pytest
 
+from agent.events import Event
+from agent.outbox import Outbox
 from agent.purposes import Purpose
 from tests.support.agent_harness import RunningAgent, make_config, motion
 from tests.support.broker import Broker, free_port
@@ -23,6 +26,33 @@ DEVICE_TOPIC = "edge/EA-SAMPLE-0001"
 
 def motion_areas(collector: Collector) -> list[int]:
     return [e["f"]["area"] for e in collector.events() if e["type"] == "motion"]
+
+
+def queued_motion_areas(outbox: Outbox) -> list[int]:
+    """The motion events committed to the outbox, in queue order."""
+    queued = outbox.batch_after(0, 100_000, time.time())
+    return [
+        cbor2.loads(m.payload)["f"]["area"] for m in queued if m.topic.endswith("/events/motion")
+    ]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def sentinel_status() -> Event:
+    """A device-operation event: it takes the same path as every event (sink, outbox,
+    pump, broker) but needs no consent, so it arrives even after a withdrawal."""
+    return Event("device.status", occurred_at=time.time(), fields={"state": "sentinel"})
+
+
+def sentinel_arrived(collector: Collector) -> bool:
+    return any(
+        e["type"] == "device.status" and e["f"].get("state") == "sentinel"
+        for e in collector.events()
+    )
 
 
 def test_events_reach_subscriber_as_cbor_with_only_allowed_fields(
@@ -63,20 +93,22 @@ def test_nothing_of_a_withdrawn_purpose_is_published_even_if_queued_before(
         agent.ledger.grant(Purpose.USAGE_STATISTICS, time.time())
         for k in range(50):
             agent.emit(motion(k))
-        assert running.agent.sink.flush(time.time()) >= 0
-        deadline = time.monotonic() + 5
-        while len(agent.outbox) < 50 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(agent.outbox) >= 50
+        # Every event is committed to the outbox, once and in order, while the broker is away.
+        wait_until(lambda: len(queued_motion_areas(agent.outbox)) >= 50)
+        assert queued_motion_areas(agent.outbox) == list(range(50))
         change = agent.ledger.withdraw(Purpose.CLOUD_EVENTS, time.time(), source="test")
-        assert change.purged["outbox"] >= 50
+        assert change.purged["outbox"] == 50
+        assert queued_motion_areas(agent.outbox) == []
         agent.emit(motion(999))  # refused at the door
         broker.start()
         sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/#")
         # Device-operation messages still flow, proving the link is up.
         agent.emit(motion(1000))
         assert sub.wait_for(lambda c: f"{DEVICE_TOPIC}/status" in c.topics())
-        time.sleep(1.0)
+        # Sentinel: emitted after the refused events, it must arrive; had any motion event
+        # been let through, it would have been published before it.
+        agent.emit(sentinel_status())
+        assert sub.wait_for(sentinel_arrived)
         assert motion_areas(sub) == []
         assert all(e["purpose"] != "cloud_events" for e in sub.events())
         history = agent.ledger.history()
@@ -102,8 +134,9 @@ def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
         broker.stop()
         for k in range(100, 300):
             agent.emit(motion(k))
-        time.sleep(1.0)
-        assert len(agent.outbox) >= 200  # held on disk while the broker is away
+        # Held on disk while the broker is away: all 200, once each, in order.
+        wait_until(lambda: len([a for a in queued_motion_areas(agent.outbox) if a >= 100]) >= 200)
+        assert [a for a in queued_motion_areas(agent.outbox) if a >= 100] == list(range(100, 300))
         broker.start()
         sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
         assert sub.wait_for(lambda c: set(range(100, 300)) <= set(motion_areas(c)), 30)
@@ -251,7 +284,13 @@ def test_lwt_marks_device_offline_when_killed(broker: Broker, tmp_path: Path) ->
         proc.wait()
         # keepalive 30 s is too slow for a test; the broker notices the closed socket at once.
         assert sub.wait_for(lambda c: c.messages[-1].payload == b"offline", 20)
-        assert sub.messages[-1].retain is False or sub.messages[-1].payload == b"offline"
+        # The will is retained: a subscriber arriving later is told the device is offline.
+        late = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
+        try:
+            assert late.wait_for(lambda c: bool(c.messages))
+            assert [(m.payload, m.retain) for m in late.messages] == [(b"offline", True)]
+        finally:
+            late.close()
     finally:
         if proc.poll() is None:
             proc.kill()

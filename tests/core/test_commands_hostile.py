@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import cbor2
@@ -14,12 +13,13 @@ from agent.commands import CommandRouter, consent_commands
 from agent.consent import ConsentLedger
 from agent.errors import DecodeError
 from agent.purposes import Purpose
+from drivers.clock import SystemClock
 
 
 def router(tmp_path: Path) -> tuple[CommandRouter, ConsentLedger]:
     ledger = ConsentLedger.open(tmp_path, "v1")
     r = CommandRouter(max_bytes=4096)
-    for name, handler in consent_commands(ledger, time.time).items():
+    for name, handler in consent_commands(ledger, SystemClock()).items():
         r.register(name, handler)
 
     def explode(args: object) -> dict[str, object]:
@@ -30,7 +30,8 @@ def router(tmp_path: Path) -> tuple[CommandRouter, ConsentLedger]:
 
 
 def reply(r: CommandRouter, name: str, payload: bytes) -> dict[str, object]:
-    decoded = cbor2.loads(r.handle(name, payload))
+    handled = r.handle(name, payload)
+    decoded = cbor2.loads(handled.reply)
     assert isinstance(decoded, dict)
     return decoded
 

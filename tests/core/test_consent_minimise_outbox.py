@@ -6,14 +6,17 @@ from pathlib import Path
 import cbor2
 import pytest
 
+from agent.camera.events import MOTION
 from agent.consent import ConsentLedger
 from agent.database import Database
 from agent.errors import DecodeError, TooLargeError
-from agent.events import Event
+from agent.events import DEVICE_STATUS, Event, SchemaCatalogue
+from agent.matching.events import FACE_MATCH
 from agent.minimise import Minimiser, Pseudonymiser, load_or_create_secret
 from agent.outbox import Outbox
 from agent.purposes import CONSENTABLE, Purpose
 from agent.sink import OutboxSink
+from agent.stats import STATS
 from agent.topics import Topics
 
 T0 = 1_790_000_000.0
@@ -25,6 +28,7 @@ def build(tmp_path: Path, **kw: object) -> tuple[ConsentLedger, Minimiser, Outbo
     pseudo = Pseudonymiser(load_or_create_secret(tmp_path), ledger.key_generation)
     minimiser = Minimiser(
         device_id="SN1",
+        schemas=SchemaCatalogue([FACE_MATCH, MOTION, STATS, DEVICE_STATUS]),
         is_granted=ledger.is_granted,
         pseudonymiser=pseudo,
         **kw,  # type: ignore[arg-type]
@@ -93,12 +97,17 @@ def test_withdrawal_purges_outbox_in_same_transaction_and_rotates_pseudonyms(
     motion = minimiser.minimise(Event("motion", T0, fields={"area": 1}))
     assert motion is not None
     outbox.put("t/motion", motion, T0)
-    purged_files: list[Purpose] = []
-    ledger.add_withdrawal_hook("gallery", lambda p: purged_files.append(p) or 3)
+    purged_files: list[str] = []
+    ledger.add_withdrawal_hook(
+        Purpose.FACE_RECOGNITION, "gallery", lambda: purged_files.append("gallery") or 3
+    )
+    ledger.add_withdrawal_hook(
+        Purpose.PLATE_RECOGNITION, "plates", lambda: purged_files.append("plates") or 5
+    )
     change = ledger.withdraw(Purpose.FACE_RECOGNITION, T0 + 5, source="test")
     assert change.purged == {"outbox": 1, "gallery": 3}
     assert len(outbox) == 1 and not outbox.contains(first.msg_id)
-    assert purged_files == [Purpose.FACE_RECOGNITION]
+    assert purged_files == ["gallery"]  # only the withdrawn purpose's stores
     ledger.grant(Purpose.FACE_RECOGNITION, T0 + 10)
     later = cbor2.loads(minimiser.minimise(face()).payload)  # type: ignore[union-attr]
     assert later["ids"] != cbor2.loads(first.payload)["ids"]  # unlinkable across withdrawal
@@ -119,8 +128,8 @@ def test_ledger_sees_changes_made_by_another_process_on_refresh(tmp_path: Path) 
     other.grant(Purpose.CLOUD_EVENTS, time.time(), source="cli")
     ledger.refresh()
     assert ledger.is_granted(Purpose.CLOUD_EVENTS)
-    # A withdrawal by the CLI is honoured at the sink's door even before the loop refreshes.
-    sink = OutboxSink(minimiser, outbox, Topics("edge", "SN1"), refresh_consent=ledger.refresh)
+    # A withdrawal by the CLI is honoured at the outbox's door even before the loop refreshes.
+    sink = OutboxSink(minimiser, outbox, Topics("edge", "SN1"))
     assert sink.emit(Event("motion", T0, fields={"area": 1}))
     other.withdraw(Purpose.CLOUD_EVENTS, time.time(), source="cli")
     assert ledger.is_granted(Purpose.CLOUD_EVENTS)  # not re-read yet
@@ -163,9 +172,35 @@ def test_flush_strips_images_when_snapshots_withdrawn_after_emit(tmp_path: Path)
     ledger, minimiser, outbox = build(tmp_path)
     ledger.grant(Purpose.FACE_RECOGNITION, T0)
     ledger.grant(Purpose.EVENT_SNAPSHOTS, T0)
-    sink = OutboxSink(minimiser, outbox, Topics("site", "SN1"), refresh_consent=ledger.refresh)
+    sink = OutboxSink(minimiser, outbox, Topics("site", "SN1"))
     assert sink.emit(face())
     ledger.withdraw(Purpose.EVENT_SNAPSHOTS, T0 + 1)
     assert sink.flush(T0 + 1) == 1
     (queued,) = outbox.batch_after(0, 10, T0 + 2)
     assert "img" not in cbor2.loads(queued.payload)
+
+
+def test_a_store_registers_once_per_purpose(tmp_path: Path) -> None:
+    """Two owners of one store: the second would silently have been skipped before."""
+    ledger, _, _ = build(tmp_path)
+    ledger.add_withdrawal_hook(Purpose.FACE_RECOGNITION, "gallery", lambda: 1)
+    with pytest.raises(ValueError, match="registered twice"):
+        ledger.add_withdrawal_hook(Purpose.FACE_RECOGNITION, "gallery", lambda: 2)
+    ledger.add_withdrawal_hook(Purpose.EVENT_SNAPSHOTS, "gallery", lambda: 3)  # another purpose
+    assert ledger.withdrawal_hooks(Purpose.FACE_RECOGNITION) == ["gallery"]
+
+
+def test_the_outbox_door_refuses_a_purpose_withdrawn_inside_its_own_transaction(
+    tmp_path: Path,
+) -> None:
+    """A message minimised while consent held is not committed once consent is gone."""
+    ledger, minimiser, outbox = build(tmp_path)
+    ledger.grant(Purpose.CLOUD_EVENTS, T0)
+    ledger.grant(Purpose.FACE_RECOGNITION, T0)
+    motion = minimiser.minimise(Event("motion", T0, fields={"area": 1}))
+    kept = minimiser.minimise(face(image=None))
+    assert motion is not None and kept is not None
+    ConsentLedger.open(tmp_path, "2026-11").withdraw(Purpose.CLOUD_EVENTS, T0 + 1, "cli")
+    result = outbox.put_many([("t/motion", motion), ("t/face", kept)], T0 + 1)
+    assert (result.queued, result.refused) == (1, 1)
+    assert [m.msg_id for m in outbox.batch_after(0, 10, T0 + 2)] == [kept.msg_id]

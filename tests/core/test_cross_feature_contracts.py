@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from drivers.cli import main
-from drivers.logs.wiring import read_verification_code
+from drivers.logs.feature import read_verification_code
 from drivers.provisioning.store import load_or_create_binding
 
 
@@ -40,11 +40,11 @@ def test_running_agent_without_camera_still_purges_gallery_and_plates_on_withdra
     import dataclasses
 
     from agent.config import AgentConfig
+    from agent.feature import Mode
     from agent.matching.plates import make_entry
     from agent.matching.plates_store import PlateStore
     from agent.purposes import Purpose
-    from drivers.features import attach_features
-    from drivers.runtime import Agent
+    from drivers.compose import compose
 
     config = AgentConfig(state_dir=tmp_path)
     config = dataclasses.replace(
@@ -57,13 +57,12 @@ def test_running_agent_without_camera_still_purges_gallery_and_plates_on_withdra
     store.close()
     (tmp_path / "faces").mkdir()
     (tmp_path / "faces" / "manifest.json").write_text('{"name": "Alice"}')
-    agent = Agent(config, environ={})
-    features = attach_features(agent)
+    composition = compose(config, Mode.DAEMON, environ={})
     try:
-        agent.ledger.withdraw(Purpose.FACE_RECOGNITION, 2.0)
-        agent.ledger.withdraw(Purpose.PLATE_RECOGNITION, 2.0)
+        composition.ledger.withdraw(Purpose.FACE_RECOGNITION, 2.0)
+        composition.ledger.withdraw(Purpose.PLATE_RECOGNITION, 2.0)
     finally:
-        features.close()
+        composition.close()
     assert not any(tmp_path.glob("plates.sqlite*"))
     assert not any((tmp_path / "faces").iterdir())
 
@@ -82,15 +81,13 @@ def test_camera_events_do_not_carry_the_serial_number_in_clear(tmp_path: Path) -
     import dataclasses
 
     from agent.config import AgentConfig
-    from drivers.camera import MotionService
-    from drivers.features import attach_features
+    from drivers.camera.services import MotionService
     from drivers.runtime import Agent
     from drivers.vision.pipeline import FaceService
 
     config = AgentConfig(state_dir=tmp_path)
     config = dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, enabled=False))
-    agent = Agent(config, environ={})
-    features = attach_features(agent)
+    agent = Agent.build(config, environ={})
     try:
         motion = [s for s in agent.services if isinstance(s, MotionService)]
         faces = [s for s in agent.services if isinstance(s, FaceService)]
@@ -99,4 +96,4 @@ def test_camera_events_do_not_carry_the_serial_number_in_clear(tmp_path: Path) -
         assert motion[0].detector.camera != serial
         assert faces[0].recogniser.camera != serial
     finally:
-        features.close()
+        agent.composition.close()

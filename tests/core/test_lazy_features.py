@@ -15,21 +15,18 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import pathlib, sys
 from agent.config import AgentConfig, CameraSettings, MatchingSettings
-from drivers.features import attach_features
 from drivers.runtime import Agent
 config = AgentConfig(
     state_dir=pathlib.Path(sys.argv[1]),
     camera=CameraSettings(enabled=False),
     matching=MatchingSettings(enabled=False),
 )
-agent = Agent(config, environ={})
-features = attach_features(agent)
+agent = Agent.build(config, environ={})
 agent.start()
 agent.step()
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"cv2", "numpy", "cryptography"})
 print("heavy=" + ",".join(heavy))
 agent.shutdown()
-features.close()
 """
 
 

@@ -18,18 +18,19 @@ from agent.purposes import Purpose
 from drivers.mqtt import MqttLink
 from drivers.runtime import Agent
 from drivers.sdnotify import Notifier
-from tests.support.agent_harness import make_config, motion
+from tests.support.agent_harness import make_config, motion, spine_agent
 from tests.support.broker import free_port
+from tests.support.clock import SteppedWallClock
 
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     """A real Agent whose broker address has no listener: everything stays local."""
-    built = Agent(make_config(tmp_path / "state", free_port()), environ={})
+    built = spine_agent(make_config(tmp_path / "state", free_port()))
     try:
         yield built
     finally:
-        built.db.close()
+        built.composition.close()
 
 
 def test_flush_that_fails_keeps_the_events_for_the_next_flush(
@@ -190,11 +191,11 @@ class CountingNotifier(Notifier):
 
 
 def test_a_wall_clock_step_back_neither_starves_nor_fools_the_watchdog(tmp_path: Path) -> None:
-    wall = [1_800_000_000.0]
+    wall = SteppedWallClock(1_800_000_000.0)
     notifier = CountingNotifier()
-    agent = Agent(
+    agent = spine_agent(
         make_config(tmp_path / "state", free_port(), enabled=False),
-        clock=lambda: wall[0],
+        clock=wall,
         notifier=notifier,
         environ={"WATCHDOG_USEC": "4000000"},  # ping every 2 s
     )
@@ -202,14 +203,14 @@ def test_a_wall_clock_step_back_neither_starves_nor_fools_the_watchdog(tmp_path:
         agent.start()
         agent.step()
         assert notifier.pings == 1
-        wall[0] -= 3600.0  # NTP steps the clock back an hour
+        wall.wall -= 3600.0  # NTP steps the clock back an hour
         deadline = time.monotonic() + 30
         while notifier.pings < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
             agent.step()
         assert notifier.pings == 2  # still fed a few seconds later, not in an hour
     finally:
-        agent.db.close()
+        agent.composition.close()
 
 
 def test_a_client_that_cannot_be_built_backs_off_instead_of_raising(

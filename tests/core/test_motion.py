@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.motion import MotionDetector
+from agent.camera.motion import MotionDetector
 
 
 def frames_with_moving_square(n: int, moving: range) -> list[np.ndarray]:

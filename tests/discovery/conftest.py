@@ -8,15 +8,24 @@ import select
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
 from agent.config import AgentConfig
 from agent.discovery.settings import DiscoverySettings
+from tests.conftest import vector_path
 
-VECTOR = pathlib.Path("wsdiscovery") / "probe_response_real.xml"
+# A ProbeMatches reply captured from a real camera (tests/vectors/).
+VECTOR = "wsdiscovery/probe_response_real.xml"
+
+
+def real_probe_match() -> bytes:
+    """The captured reply's bytes; a missing vector file fails the test."""
+    return vector_path(VECTOR).read_bytes()
 
 
 def loopback_config(tmp_path: pathlib.Path, **discovery: object) -> AgentConfig:
@@ -82,13 +91,37 @@ def udp_listener() -> Iterator[socket.socket]:
         sock.close()
 
 
-def receive_all(sock: socket.socket, quiet: float = 0.3) -> list[bytes]:
-    """Every datagram until ``quiet`` seconds pass without one."""
-    received = []
-    sock.settimeout(quiet)
+def tick_until_read(service: Any, timeout: float = 5.0) -> None:
+    """Wait until a datagram sent to ``service`` is on its socket, then tick it once.
+
+    ``tick`` reads the socket and sends every reply due now before it returns,
+    so after this call an answer (if any) is already on its way.
+    """
+    fileno = service.fileno()
+    assert select.select([fileno], [], [], timeout)[0], "the datagram never reached the service"
+    service.tick(time.time())
+    assert not select.select([fileno], [], [], 0)[0], "the service left datagrams unread"
+
+
+def received_before_sentinel(sock: socket.socket, timeout: float = 5.0) -> list[bytes]:
+    """Every datagram that reached ``sock`` before a sentinel datagram sent to it now.
+
+    Call it once the code under test has sent (or decided not to send): on
+    loopback a datagram is queued at the receiver inside ``sendto``, so anything
+    sent earlier is ahead of the sentinel.  Waiting for the sentinel instead of
+    for a quiet spell makes "nothing arrived" a fact, not a timing guess; a
+    sentinel that never comes fails the test.
+    """
+    token = b"sentinel-" + uuid.uuid4().hex.encode()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sender.sendto(token, sock.getsockname())
+    sock.settimeout(timeout)
+    received: list[bytes] = []
     while True:
         try:
             data, _ = sock.recvfrom(65535)
         except TimeoutError:
+            pytest.fail(f"the sentinel datagram never reached {sock.getsockname()}")
+        if data == token:
             return received
         received.append(data)

@@ -2,7 +2,7 @@
 
 ``responder STATE_DIR ADDRESS``: the real discovery service on 3702, joined to
 239.255.255.250 on ADDRESS, real 0-500 ms reply delay; prints ``ready``; on
-stdin EOF sends Bye and exits.
+stdin EOF sends Bye, prints the responder's counters as JSON and exits.
 ``client ADDRESS TIMEOUT``: multicast probe from ADDRESS; prints cameras as JSON.
 ``listener ADDRESS``: joins the group on ADDRESS, prints ``ready``, then prints
 every WS-Discovery message kind and InstanceId as JSON once a Bye arrives.
@@ -46,7 +46,9 @@ def responder(state_dir: str, address: str) -> None:
     while not stop.is_set():
         select.select([service.fileno()], [], [], 0.02)
         service.tick(time.time())
+    stats = service.responder.responder.stats
     service.stop()
+    print(json.dumps(dataclasses.asdict(stats)), flush=True)
 
 
 def client(address: str, timeout: str) -> None:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 
 from agent.discovery import wsd
 from agent.discovery.cameras import ProbeSession, probe_offsets
 from agent.discovery.wsd import DEVICE, NETWORK_VIDEO_TRANSMITTER, ProbeMatches, TargetService
-from tests.discovery.conftest import VECTOR
+from tests.discovery.conftest import real_probe_match
 
 REAL_PROBE_ID = "urn:uuid:2de9f5ad-abd2-4c0e-9ba8-178098d67f01"
 
@@ -25,8 +23,8 @@ def test_one_probe_per_onvif_type() -> None:
     assert [p.message_id for p in probes] == ["uuid:a", "uuid:b"]
 
 
-def test_client_parses_real_camera_probe_match(shared_vectors: pathlib.Path) -> None:
-    data = (shared_vectors / VECTOR).read_bytes()
+def test_client_parses_real_camera_probe_match() -> None:
+    data = real_probe_match()
     # The camera answered a probe whose MessageID we spell with a bare "uuid:" and upper case.
     session = session_with_ids("uuid:2DE9F5AD-ABD2-4C0E-9BA8-178098D67F01", "urn:uuid:other")
     (camera,) = session.feed(data, ("192.168.1.104", 3702))
@@ -39,9 +37,9 @@ def test_client_parses_real_camera_probe_match(shared_vectors: pathlib.Path) -> 
     assert session.cameras() == [camera]
 
 
-def test_answers_to_someone_elses_probe_are_ignored(shared_vectors: pathlib.Path) -> None:
+def test_answers_to_someone_elses_probe_are_ignored() -> None:
     session = session_with_ids("urn:uuid:mine-1", "urn:uuid:mine-2")
-    assert session.feed((shared_vectors / VECTOR).read_bytes(), ("192.168.1.104", 3702)) == []
+    assert session.feed(real_probe_match(), ("192.168.1.104", 3702)) == []
     assert session.stats.unrelated == 1
     assert session.cameras() == []
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
-
 import pytest
 
 from agent.discovery import wsd
@@ -20,7 +18,7 @@ from agent.discovery.wsd import (
     WsdVersion,
 )
 from agent.errors import DecodeError
-from tests.discovery.conftest import VECTOR
+from tests.discovery.conftest import real_probe_match
 
 V05 = WsdVersion.V2005_04.ns
 V09 = WsdVersion.V2009_01.ns
@@ -72,8 +70,8 @@ def test_encode_then_decode_gives_the_same_message(version, message_factory) -> 
     assert wsd.decode(wsd.encode(message)) == message
 
 
-def test_real_camera_probe_match_decodes(shared_vectors: pathlib.Path) -> None:
-    message = wsd.decode((shared_vectors / VECTOR).read_bytes())
+def test_real_camera_probe_match_decodes() -> None:
+    message = wsd.decode(real_probe_match())
     assert isinstance(message, ProbeMatches)
     assert message.version is WsdVersion.V2005_04
     assert message.message_id == "uuid:2419d68a-2dd2-21b2-a205-78A5DD0F9593"

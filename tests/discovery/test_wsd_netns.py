@@ -130,8 +130,14 @@ def test_probe_from_a_public_source_is_not_answered(
     responder = _start(a, "responder", str(tmp_path), A_PRIVATE)
     try:
         from_public = _probe(b, B_PUBLIC)
+        # Sentinel: a probe from the private address after it must be answered.
         from_private = _probe(b, B_PRIVATE)
     finally:
-        responder.communicate(timeout=10)
-    assert from_public == []
+        out, _ = responder.communicate(timeout=10)
+    stats = json.loads(out)
     assert len(from_private) == 1
+    # Every public probe (two ONVIF types, each sent twice) reached the responder,
+    # which refused it as foreign; only the two private ones were answered.
+    assert stats["foreign_source"] == 4
+    assert stats["answered"] == 2
+    assert from_public == []

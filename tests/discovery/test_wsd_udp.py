@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import select
 import socket
 import threading
 import time
@@ -18,7 +19,13 @@ from drivers.discovery.bootcount import COUNTER_FILE, next_instance_id
 from drivers.discovery.clients import probe_cameras
 from drivers.discovery.service import build_service
 from drivers.discovery.udp import open_client, open_listener
-from tests.discovery.conftest import VECTOR, loopback_config, receive_all, running
+from tests.discovery.conftest import (
+    loopback_config,
+    real_probe_match,
+    received_before_sentinel,
+    running,
+    tick_until_read,
+)
 
 
 def loopback_service(tmp_path: pathlib.Path, listener: socket.socket, **discovery: object):  # type: ignore[no-untyped-def]
@@ -65,7 +72,7 @@ def test_instance_id_rises_with_every_start(
         _, service = loopback_service(tmp_path, udp_listener)
         service.start()
         service.stop()
-        messages = [wsd.decode(d) for d in receive_all(udp_listener)]
+        messages = [wsd.decode(d) for d in received_before_sentinel(udp_listener)]
         seen.append({m.app_sequence.instance_id for m in messages if m.app_sequence})
     assert seen == [{1}, {2}, {3}]
 
@@ -73,14 +80,18 @@ def test_instance_id_rises_with_every_start(
 def test_non_discoverable_responder_sends_and_answers_nothing(
     tmp_path: pathlib.Path, udp_listener: socket.socket
 ) -> None:
-    config, service = loopback_service(tmp_path, udp_listener, discoverable=False)
-    with running(service):
-        assert service.responder is not None
-        assert (
-            probe_cameras(config.discovery, timeout=0.5, destination=service.responder.address)
-            == []
-        )
-    assert receive_all(udp_listener) == []
+    _, service = loopback_service(tmp_path, udp_listener, discoverable=False)
+    service.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.bind(("127.0.0.1", 0))
+            probe = wsd.Probe(wsd.WsdVersion.V2005_04, "urn:uuid:unanswered")
+            client.sendto(wsd.encode(probe), service.responder.address)
+            tick_until_read(service)  # with no reply delay, an answer would be sent here
+            assert received_before_sentinel(client) == []
+    finally:
+        service.stop()
+    assert received_before_sentinel(udp_listener) == []  # no Hello, no Bye
 
 
 def test_oversized_and_hostile_datagrams_are_dropped_and_service_keeps_answering(
@@ -92,9 +103,14 @@ def test_oversized_and_hostile_datagrams_are_dropped_and_service_keeps_answering
         address = service.responder.address
         attacker.sendto(b"<" * 60000, address)
         attacker.sendto(b'<!DOCTYPE x [<!ENTITY a "b">]><x>&a;</x>', address)
-        attacker.settimeout(0.5)
-        with pytest.raises(TimeoutError):
-            attacker.recvfrom(65535)
+        # Sentinel: a valid Probe on the same socket after them must be answered, and
+        # its ProbeMatches must be the first datagram back: the hostile ones got nothing.
+        sentinel = wsd.Probe(wsd.WsdVersion.V2005_04, "urn:uuid:after-the-hostile-ones")
+        attacker.sendto(wsd.encode(sentinel), address)
+        attacker.settimeout(5)
+        first = wsd.decode(attacker.recvfrom(65535)[0])
+        assert isinstance(first, wsd.ProbeMatches)
+        assert first.relates_to == sentinel.message_id
         cameras = probe_cameras(config.discovery, timeout=0.5, destination=address)
         assert service.responder.responder.stats.rejected == 2
     assert len(cameras) == 1
@@ -120,11 +136,9 @@ def test_address_change_sends_a_new_hello(
     assert second.target.xaddrs == ("http://127.0.0.2:8080/onvif/device_service",)
 
 
-def test_client_lists_real_camera_reply_over_udp(
-    tmp_path: pathlib.Path, shared_vectors: pathlib.Path
-) -> None:
+def test_client_lists_real_camera_reply_over_udp(tmp_path: pathlib.Path) -> None:
     """A fake camera on loopback answers each probe with the captured reply bytes."""
-    captured = (shared_vectors / VECTOR).read_bytes()
+    captured = real_probe_match()
     original_id = b"urn:uuid:2de9f5ad-abd2-4c0e-9ba8-178098d67f01"
     camera_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     camera_sock.bind(("127.0.0.1", 0))
@@ -183,8 +197,11 @@ def delayed_service(tmp_path: pathlib.Path, udp_listener: socket.socket) -> Iter
     service.start()
     try:
         probe = wsd.encode(wsd.Probe(wsd.WsdVersion.V2005_04, "urn:uuid:held"))
+        (hello,) = received_before_sentinel(udp_listener)
+        assert isinstance(wsd.decode(hello), wsd.Hello)
         udp_listener.sendto(probe, service.responder.address)
-        receive_all(udp_listener, quiet=0.2)  # drain the Hello
+        # The probe is on the responder's socket before the test's first tick.
+        assert select.select([service.fileno()], [], [], 5)[0]
         yield service
     finally:
         service.stop()
@@ -198,9 +215,9 @@ def test_driver_holds_each_reply_for_its_delay_using_the_tick_time(
     due = delayed_service.responder.next_due()
     assert due is not None and start <= due <= start + 0.5
     delayed_service.tick(start)
-    assert receive_all(udp_listener, quiet=0.2) == []
+    assert received_before_sentinel(udp_listener) == []  # held: not due yet
     delayed_service.tick(start + 0.5)
-    (reply,) = receive_all(udp_listener, quiet=0.2)
+    (reply,) = received_before_sentinel(udp_listener)
     assert isinstance(wsd.decode(reply), wsd.ProbeMatches)
 
 
@@ -209,7 +226,7 @@ def test_reply_is_not_stranded_when_the_clock_steps_back(
 ) -> None:
     delayed_service.tick(2_000_000.0)
     delayed_service.tick(2_000_000.0 - 3600)
-    (reply,) = receive_all(udp_listener, quiet=0.2)
+    (reply,) = received_before_sentinel(udp_listener)
     assert isinstance(wsd.decode(reply), wsd.ProbeMatches)
 
 

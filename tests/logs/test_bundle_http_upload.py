@@ -21,9 +21,10 @@ from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
 from agent.purposes import Purpose
 from drivers.cli import main
+from drivers.logs.feature import bundle_provider, logs_upload_handler
 from drivers.logs.http_api import BUNDLE_PATH, LogsHttpApi
 from drivers.logs.store import LogStore
-from drivers.logs.wiring import bundle_provider, logs_upload_handler
+from tests.support.clock import FixedClock
 
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -93,7 +94,9 @@ def store(tmp_path: pathlib.Path) -> LogStore:
 def test_upload_refused_without_troubleshooting_consent(store: LogStore) -> None:
     granted: set[Purpose] = set()
     handler = logs_upload_handler(
-        bundle_provider(store, Redactor(), LogSettings()), granted.__contains__, clock=lambda: 1.0
+        bundle_provider(store, Redactor(), LogSettings()),
+        granted.__contains__,
+        clock=FixedClock(1.0),
     )
     with pytest.raises(ConsentRequiredError) as refused:
         handler({"tail": 5})
@@ -199,18 +202,19 @@ def test_cli_data_export_and_erase(tmp_path: pathlib.Path) -> None:
 def test_cli_uses_the_runtime_hooks(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import drivers.features
-    from agent.rights.registry import DataRegistry
+    import drivers.compose
+    from agent.feature import Feature, FeatureContext, Holding
     from tests.logs.holders import SqliteHolder
 
     holder = SqliteHolder("gallery", tmp_path / "gallery.sqlite")
     holder.add("HOOKED-LABEL-55", b"", 1.0)
 
-    def register(config: AgentConfig, registry: DataRegistry) -> None:
-        registry.add_holder(holder)
+    def build_extra(ctx: FeatureContext) -> Feature:
+        """A feature declaring a store and a secret, as every real feature does."""
+        return Feature("extra", holdings=(Holding(holder),), secrets=lambda: ["Quentin"])
 
-    monkeypatch.setattr(drivers.features, "register_personal_data", register)
-    monkeypatch.setattr(drivers.features, "known_secrets", lambda config: ["Quentin"])
+    builders = (*drivers.compose.DEFAULT_BUILDERS, build_extra)
+    monkeypatch.setattr(drivers.compose, "DEFAULT_BUILDERS", builders)
     logs = LogStore(tmp_path, LogSettings())
     logs.directory.mkdir()
     logs.live_path.write_text(json.dumps({"ts": 1.0, "level": "INFO", "msg": "hi Quentin"}))

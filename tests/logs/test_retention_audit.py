@@ -15,7 +15,7 @@ from agent.rights.retention import DAY, RetentionReport, RetentionService
 from drivers.cli import main
 from drivers.logs.files import FileHolder
 from drivers.logs.store import LogStore
-from drivers.logs.wiring import build_retention_service
+from drivers.rights.feature import build_retention_service
 from tests.logs.holders import SqliteHolder
 
 NOW = 1_800_000_000.0

@@ -14,17 +14,17 @@ import pytest
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.errors import DecodeError, DeviceIOError, VerificationError
+from agent.layout import StateLayout
 from agent.logs.redact import Redactor
+from agent.ports import CommandHandler, CommandResult, Outcome
 from agent.rights.registry import DataRegistry, ErasureScope
 from agent.rights.signing import verify_reply
 from drivers.logs.files import FileHolder
 from drivers.logs.setup import install_logging
-from drivers.logs.wiring import (
-    build_rights_handlers,
-    default_registry,
-    load_or_create_device_key,
-)
+from drivers.logs.store import LogStore
+from drivers.rights.feature import build_rights_handlers, load_or_create_device_key
 from tests.logs.holders import SqliteHolder, files_containing
+from tests.support.clock import FixedClock
 
 KEY = b"k" * 32
 MARKERS = {
@@ -37,6 +37,29 @@ MARKERS = {
 }
 
 
+def plain(handlers: dict[str, CommandHandler]) -> dict[str, Any]:
+    """The handlers' reply bodies (an erasure's Outcome also lists topics to clear)."""
+
+    def unwrap(handler: CommandHandler) -> Any:
+        def call(args: dict[str, object]) -> CommandResult:
+            reply = handler(args)
+            return reply.result if isinstance(reply, Outcome) else reply
+
+        return call
+
+    return {name: unwrap(handler) for name, handler in handlers.items()}
+
+
+def stores_of_logs_camera_and_binding(state_dir: pathlib.Path, logs: LogStore) -> DataRegistry:
+    """The holdings the logs, camera and provisioning features declare for these files."""
+    layout = StateLayout(state_dir)
+    registry = DataRegistry()
+    registry.add_holder(logs)
+    registry.add_holder(FileHolder("snapshots", layout.snapshots_dir))
+    registry.add_holder(FileHolder("binding", *layout.account_files), ErasureScope.BINDING)
+    return registry
+
+
 class Fixture:
     def __init__(self, state_dir: pathlib.Path) -> None:
         self.state_dir = state_dir
@@ -45,15 +68,15 @@ class Fixture:
         self.audit = AuditLog.in_state_dir(state_dir)
         self.gallery = SqliteHolder("gallery", state_dir / "gallery.sqlite")
         self.watchlist = SqliteHolder("watchlist", state_dir / "watchlist.sqlite")
-        self.registry: DataRegistry = default_registry(self.config, self.logging.store)
+        self.registry = stores_of_logs_camera_and_binding(state_dir, self.logging.store)
         self.registry.add_holder(self.gallery)
         self.registry.add_holder(self.watchlist)
         wifi_file = state_dir / "wifi" / "credentials.json"
         self.registry.add_holder(FileHolder("wifi", wifi_file), ErasureScope.WIFI)
-        self.handlers = build_rights_handlers(
-            self.config, self.registry, audit=self.audit, device_key=KEY, clock=lambda: 5000.0,
+        self.handlers = plain(build_rights_handlers(
+            self.config, self.registry, audit=self.audit, device_key=KEY, clock=FixedClock(5000.0),
             retained_topics=lambda: ["edge/EA-1/status", "edge/EA-1/gallery"],
-        )
+        ))
         # Plant one marker in each store, plus decoys so erased pages are not trivially empty.
         for i in range(50):
             self.gallery.add(f"decoy-{i}", b"\x01" * 64, 10.0)
@@ -167,7 +190,7 @@ def test_a_failing_holder_is_reported_not_hidden(tmp_path: pathlib.Path) -> None
     registry.add_holder(BrokenHolder())
     registry.add_holder(FileHolder("snapshots", tmp_path / "snapshots"))
     config = AgentConfig(state_dir=tmp_path)
-    handlers = build_rights_handlers(config, registry, device_key=KEY, clock=lambda: 1.0)
+    handlers = plain(build_rights_handlers(config, registry, device_key=KEY, clock=FixedClock(1.0)))
     assert handlers["data.erase"]({})["failed"] == ["broken"]
     assert handlers["data.export"]({})["complete"] is False
 
@@ -185,11 +208,11 @@ def test_gallery_and_watch_list_are_erased_even_with_matching_switched_off(
     """Enrolments made while matching was on must not outlive an erase after it is off."""
     import dataclasses
 
-    from agent.consent import ConsentLedger
+    from agent.feature import Mode
     from agent.matching.plates import make_entry
     from agent.matching.plates_store import PlateStore
     from agent.purposes import Purpose
-    from drivers.features import add_cli_withdrawal_hooks, register_personal_data
+    from drivers.compose import compose
 
     config = AgentConfig(state_dir=tmp_path)
     config = dataclasses.replace(
@@ -200,12 +223,14 @@ def test_gallery_and_watch_list_are_erased_even_with_matching_switched_off(
     store.close()
     (tmp_path / "faces").mkdir()
     (tmp_path / "faces" / "manifest.json").write_bytes(MARKERS["gallery"])
-    registry = DataRegistry()
-    register_personal_data(config, registry)
-    handlers = build_rights_handlers(config, registry, device_key=KEY, clock=lambda: 1.0)
-    exported = json.dumps(handlers["data.export"]({"format": "json"})["data"])
-    assert "ZX99QQ" in exported
-    handlers["data.erase"]({})
+    cli = compose(config, Mode.CLI, clock=FixedClock(1.0))
+    try:
+        handlers = plain(cli.commands)
+        exported = json.dumps(handlers["data.export"]({"format": "json"})["data"])
+        assert "ZX99QQ" in exported
+        handlers["data.erase"]({})
+    finally:
+        cli.close()
     assert files_containing(tmp_path, b"ZX99QQ") == []
     assert files_containing(tmp_path, MARKERS["gallery"]) == []
 
@@ -213,7 +238,9 @@ def test_gallery_and_watch_list_are_erased_even_with_matching_switched_off(
     store = PlateStore.in_state_dir(tmp_path)
     store.put(make_entry("ZX99QQ", now=1.0))
     store.close()
-    ledger = ConsentLedger.open(tmp_path)
-    add_cli_withdrawal_hooks(config, ledger)
-    ledger.withdraw(Purpose.PLATE_RECOGNITION, 2.0)
+    cli = compose(config, Mode.CLI, clock=FixedClock(2.0))
+    try:
+        cli.ledger.withdraw(Purpose.PLATE_RECOGNITION, 2.0)
+    finally:
+        cli.close()
     assert files_containing(tmp_path, b"ZX99QQ") == []

@@ -18,9 +18,9 @@ from agent.logs.pull import AuthLimiter, PullSession, TechnicianSecrets
 from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
 from drivers.cli import main
+from drivers.logs.feature import bundle_provider
 from drivers.logs.serial_link import FdChannel, SerialLogService, TechnicianClient
 from drivers.logs.store import LogStore
-from drivers.logs.wiring import bundle_provider
 
 CODE = "771-204"
 

@@ -17,9 +17,9 @@ from agent.logs import codes, frames
 from agent.logs.pull import AuthLimiter, PullSession, TechnicianSecrets, auth_mac
 from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
+from drivers.logs.feature import bundle_provider
 from drivers.logs.serial_link import FdChannel, SerialChannel, SerialLogService, TechnicianClient
 from drivers.logs.store import LogStore
-from drivers.logs.wiring import bundle_provider
 
 CODE = "493-117"
 

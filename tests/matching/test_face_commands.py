@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from agent.errors import BadDataError, DecodeError, NotFoundError
 from agent.matching.face_commands import face_commands
 from agent.matching.gallery import Gallery
+from tests.support.clock import FixedClock
 
 
 class Audit:
@@ -32,7 +33,7 @@ def gallery(tmp_path: pathlib.Path) -> Gallery:
 
 def test_list_rename_remove(gallery: Gallery) -> None:
     audit = Audit()
-    handlers = face_commands(lambda: gallery, lambda: 5.0, audit)
+    handlers = face_commands(lambda: gallery, FixedClock(5.0), audit)
     listed = handlers["face.list"]({})
     assert [i["name"] for i in listed["identities"]] == ["alice", "bob"]  # type: ignore[index]
     alice = gallery.find("alice")
@@ -44,11 +45,11 @@ def test_list_rename_remove(gallery: Gallery) -> None:
 
 def test_overlong_name_is_rejected(gallery: Gallery) -> None:
     with pytest.raises(DecodeError):
-        face_commands(lambda: gallery, lambda: 0.0)["face.remove"]({"name": "a" * 10_000})
+        face_commands(lambda: gallery, FixedClock(0.0))["face.remove"]({"name": "a" * 10_000})
 
 
 def test_non_string_name_is_rejected(gallery: Gallery) -> None:
-    handlers = face_commands(lambda: gallery, lambda: 0.0)
+    handlers = face_commands(lambda: gallery, FixedClock(0.0))
     for value in (None, 7, ["alice"], {"x": 1}, b"alice"):
         with pytest.raises(DecodeError):
             handlers["face.remove"]({"name": value})
@@ -56,12 +57,12 @@ def test_non_string_name_is_rejected(gallery: Gallery) -> None:
 
 def test_unknown_argument_is_rejected(gallery: Gallery) -> None:
     with pytest.raises(DecodeError, match="unknown argument"):
-        face_commands(lambda: gallery, lambda: 0.0)["face.list"]({"all": True})
+        face_commands(lambda: gallery, FixedClock(0.0))["face.list"]({"all": True})
 
 
 def test_removing_a_missing_identity_is_not_found(gallery: Gallery) -> None:
     with pytest.raises(NotFoundError):
-        face_commands(lambda: gallery, lambda: 0.0)["face.remove"]({"name": "carol"})
+        face_commands(lambda: gallery, FixedClock(0.0))["face.remove"]({"name": "carol"})
 
 
 values = st.recursive(
@@ -83,7 +84,7 @@ values = st.recursive(
 def test_any_arguments_give_a_reply_or_bad_data(
     gallery: Gallery, command: str, args: dict[str, object]
 ) -> None:
-    handler = face_commands(lambda: gallery, lambda: 0.0)[command]
+    handler = face_commands(lambda: gallery, FixedClock(0.0))[command]
     try:
         reply = handler(args)
     except BadDataError:

@@ -11,21 +11,26 @@ import numpy as np
 
 from agent.config import AgentConfig, CameraSettings
 from agent.events import Event
+from agent.framebus import FrameBus
 from agent.matching.quality import blur_score
 from agent.matching.settings import MatchingSettings
 from agent.purposes import Purpose
+from drivers.camera.services import CameraService
+from drivers.clock import SystemClock
+from drivers.vision.capture import open_source
 from drivers.vision.faces import HaarDetector
-from drivers.vision.pipeline import FrameQueue, build_service
+from drivers.vision.pipeline import FaceService, FrameQueue, build_service
 from drivers.vision.synth import render_scene
 
 
 class Sink:
+    """What the runtime does with the events a frame produced."""
+
     def __init__(self) -> None:
         self.events: list[Event] = []
 
-    def emit(self, event: Event) -> bool:
-        self.events.append(event)
-        return True
+    def process(self, service: FaceService, frame: np.ndarray, now: float) -> None:
+        self.events += [report.event for report in service.process(frame, now)]
 
 
 class Consent:
@@ -73,24 +78,21 @@ def test_full_queue_drops_the_oldest_frames() -> None:
 
 def test_service_drops_frames_rather_than_falling_behind(tmp_path: pathlib.Path) -> None:
     source = SceneSource()
-    service = build_service(
-        _config(tmp_path, fps=60, queue=2), Sink(), Consent(), source=source
-    )
+    service = build_service(_config(tmp_path, fps=60, queue=2), Consent())
     service.start()
-    deadline = time.monotonic() + 5
-    while service.queue.dropped < 5 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    service.stop()
-    assert service.queue.dropped >= 5
-    assert len(service.queue) <= 2
-    service.tick(0.0)
+    for _ in range(7):  # the camera publishes faster than the loop ticks
+        service.offer_frame(source.read())
+    assert service.queue.dropped == 5
+    assert len(service.queue) == 2
+    assert list(service.tick(0.0)) == []  # no consent: frames are counted, nothing detected
     assert service.stats.frames == 2
+    service.stop()
 
 
-def _run_frames(service: object, frames: int) -> None:
+def _run_frames(service: FaceService, sink: Sink, frames: int) -> None:
     source = SceneSource()
     for i in range(frames):
-        service.process(source.read(), now=i * 0.2)  # type: ignore[attr-defined]
+        sink.process(service, source.read(), now=i * 0.2)
 
 
 def test_events_carry_a_blurred_snapshot_only_with_snapshot_consent(
@@ -103,10 +105,8 @@ def test_events_carry_a_blurred_snapshot_only_with_snapshot_consent(
         ((Purpose.FACE_RECOGNITION, Purpose.EVENT_SNAPSHOTS), True),
     ):
         sink = Sink()
-        service = build_service(
-            _config(tmp_path / str(expect_image)), sink, Consent(*granted), source=SceneSource()
-        )
-        _run_frames(service, 4)
+        service = build_service(_config(tmp_path / str(expect_image)), Consent(*granted))
+        _run_frames(service, sink, 4)
         assert sink.events, "unknown faces are reported after consensus"
         assert all(e.type == "face.match" and e.fields["known"] is False for e in sink.events)
         assert all((e.image is not None) == expect_image for e in sink.events)
@@ -117,24 +117,29 @@ def test_events_carry_a_blurred_snapshot_only_with_snapshot_consent(
 
 def test_no_consent_means_no_detection_and_no_events(tmp_path: pathlib.Path) -> None:
     sink = Sink()
-    service = build_service(_config(tmp_path), sink, Consent(Purpose.EVENT_SNAPSHOTS),
-                            source=SceneSource())
-    _run_frames(service, 4)
+    service = build_service(_config(tmp_path), Consent(Purpose.EVENT_SNAPSHOTS))
+    _run_frames(service, sink, 4)
     assert sink.events == []
     assert service.stats.faces == 0
 
 
-def test_sample_source_runs_without_a_camera(tmp_path: pathlib.Path) -> None:
-    sink = Sink()
-    service = build_service(_config(tmp_path, fps=50), sink, Consent(Purpose.FACE_RECOGNITION))
+def test_sample_source_feeds_faces_through_the_shared_camera(tmp_path: pathlib.Path) -> None:
+    """The sample camera, the frame bus and the face service, as the daemon wires them."""
+    config = _config(tmp_path, fps=50)
+    service = build_service(config, Consent(Purpose.FACE_RECOGNITION))
+    bus: FrameBus[np.ndarray] = FrameBus()
+    bus.subscribe("faces", service.offer_frame)
+    camera = CameraService(open_source(config.camera), config.camera.fps, bus, SystemClock())
     service.start()
+    camera.start()
     try:
         deadline = time.monotonic() + 5
         while service.queue.accepted < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
+        camera.stop()
         service.stop()
-    assert service.queue.accepted >= 3
+    assert service.queue.accepted >= 3 and camera.frames >= 3
     service.tick(100.0)
     assert service.stats.frames >= 1
 
@@ -142,7 +147,7 @@ def test_sample_source_runs_without_a_camera(tmp_path: pathlib.Path) -> None:
 def test_snapshot_blurs_the_stranger_and_keeps_the_enrolled_face(tmp_path: pathlib.Path) -> None:
     sink = Sink()
     consent = Consent(Purpose.FACE_RECOGNITION, Purpose.EVENT_SNAPSHOTS)
-    service = build_service(_config(tmp_path), sink, consent, source=SceneSource())
+    service = build_service(_config(tmp_path), consent)
     enrolment = SceneSource()
     samples = []
     for _ in range(6):
@@ -157,7 +162,7 @@ def test_snapshot_blurs_the_stranger_and_keeps_the_enrolled_face(tmp_path: pathl
     for i in range(8):
         frame = source.read()
         before = len(sink.events)
-        service.process(frame, now=i * 0.2)
+        sink.process(service, frame, now=i * 0.2)
         for event in sink.events[before:]:
             assert event.image is not None
             shot = cv2.imdecode(np.frombuffer(event.image, np.uint8), cv2.IMREAD_GRAYSCALE)

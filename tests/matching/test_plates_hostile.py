@@ -197,7 +197,8 @@ def test_observe_command_never_crashes(args: dict[str, object]) -> None:
             reply = core.handle_observe(args, now=2.0)
         except BadDataError:
             return
-        assert isinstance(reply["matched"], int)
+        assert isinstance(reply.result["matched"], int)
+        assert len(reply.events) == reply.result["matched"]
 
 
 # --- recogniser output ----------------------------------------------------------------

@@ -118,12 +118,8 @@ def test_build_service_with_missing_model_fails_clearly(tmp_path: pathlib.Path) 
         def monotonic(self) -> float:
             return 0.0
 
-    class NullSink:
-        def emit(self, event: object) -> bool:
-            return True
-
     with pytest.raises(ConfigError, match="not found"):
-        build_service(config, sink=NullSink(), is_granted=lambda p: True, clock=Clock())
+        build_service(config, is_granted=lambda p: True, clock=Clock())
 
 
 def test_image_readings_are_matched_only_with_consent(
@@ -145,6 +141,17 @@ def test_image_readings_are_matched_only_with_consent(
     reader = OnnxPlateReader(model, charset=CHARSET, input_size=(CLASSES, STEPS))
     service = PlateService(core, Clock(), reader)
     image = logit_image([11, 0, 12, 0, 2, 0, 3, 0, 9] + [0] * 15)  # "AB128": one off
-    assert [m.entry.plate for m in service.observe_image(image, "gate")] == ["AB123"]
+    assert [m.entry.plate for m in service.observe_image(image)] == ["AB123"]
+    # The same frame through the shared camera's bus: one plate.match event per tick.
+    service.latest.offer(image)
+    (event,) = service.tick(6.0)
+    assert (event.type, event.identifiers["plate"], event.fields["camera"]) == (
+        "plate.match",
+        "AB123",
+        "cam0",
+    )
+    assert list(service.tick(7.0)) == []  # the frame was taken
     granted["on"] = False
-    assert service.observe_image(image, "gate") == []
+    assert service.observe_image(image) == []
+    service.latest.offer(image)
+    assert list(service.tick(8.0)) == []

@@ -11,14 +11,19 @@ from agent import cbor
 from agent.config import AgentConfig
 from agent.consent import ConsentLedger
 from agent.errors import ConsentRequiredError, NotFoundError
-from agent.events import SCHEMAS, Event
-from agent.matching.plates import MatchPolicy, PlateList
+from agent.events import Event, SchemaCatalogue
+from agent.layout import StateLayout
+from agent.matching.events import PLATE_MATCH
+from agent.matching.plates import MatchPolicy, PlateList, PlateMatch
 from agent.matching.plates_service import PlateRecognition
 from agent.matching.plates_store import PlateStore
 from agent.matching.settings import MatchingSettings
 from agent.minimise import Minimiser, Pseudonymiser
+from agent.ports import Outcome
 from agent.purposes import Purpose
-from drivers.vision.plate_reader import build_service, withdrawal_hook
+from drivers.vision.feature import StoredPlates
+from drivers.vision.plate_reader import build_service
+from tests.support.clock import FixedClock
 
 PLATES = Purpose.PLATE_RECOGNITION
 
@@ -31,6 +36,7 @@ class MinimisingSink:
         self.sent: list[dict[str, object]] = []
         self.minimiser = Minimiser(
             device_id="EA-TEST",
+            schemas=SchemaCatalogue([PLATE_MATCH]),
             is_granted=ledger.is_granted,
             pseudonymiser=Pseudonymiser(b"k" * 32, ledger.key_generation),
         )
@@ -42,6 +48,23 @@ class MinimisingSink:
             return False
         self.sent.append(cbor.loads_untrusted(message.payload, max_bytes=1 << 20))
         return True
+
+
+class EmittingCore:
+    """The pure core plus what the runtime does with the events it returns."""
+
+    def __init__(self, core: PlateRecognition, sink: MinimisingSink) -> None:
+        self.core = core
+        self.sink = sink
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.core, name)
+
+    def observe(self, text: object, *, camera: str, now: float) -> list[PlateMatch]:
+        matches = self.core.observe(text)
+        for event in self.core.events(matches, camera=camera, now=now):
+            self.sink.emit(event)
+        return matches
 
 
 class RecordingAudit:
@@ -68,11 +91,10 @@ def core(tmp_path: pathlib.Path, ledger: ConsentLedger, sink: MinimisingSink) ->
         PlateStore.in_state_dir(tmp_path),
         MatchPolicy(max_cost=1.0),
         ledger.is_granted,
-        sink=sink,
         audit=RecordingAudit(),
     )
-    ledger.add_withdrawal_hook("plates", recognition.on_withdrawn)
-    return recognition
+    ledger.add_withdrawal_hook(PLATES, "plates", recognition.erase_personal_data)
+    return EmittingCore(recognition, sink)  # type: ignore[return-value]
 
 
 def test_enrolment_needs_consent(core: PlateRecognition, ledger: ConsentLedger) -> None:
@@ -101,7 +123,7 @@ def test_match_event_carries_schema_fields_and_pseudonymised_plate(
     assert [(m.entry.plate, m.distance) for m in matches] == [("B0S123", 1.0)]
     event = sink.events[-1]
     assert event.type == "plate.match"
-    assert set(event.fields) <= SCHEMAS["plate.match"].fields
+    assert set(event.fields) <= PLATE_MATCH.fields
     assert event.fields == {
         "score": pytest.approx(1 - 1 / 6, abs=1e-3),
         "label": "Alice's van",
@@ -200,26 +222,27 @@ def test_service_picks_up_enrolments_from_another_process(
 ) -> None:
     ledger.grant(PLATES, now=1.0)
     config = AgentConfig(state_dir=tmp_path)
-
-    class FixedClock:
-        def now(self) -> float:
-            return 100.0
-
-        def monotonic(self) -> float:
-            return 1.0
-
-    service = build_service(config, sink=sink, is_granted=ledger.is_granted, clock=FixedClock())
+    service = build_service(config, is_granted=ledger.is_granted, clock=FixedClock(100.0))
     service.start()
-    observe = service.commands()["plate.observe"]
+    handler = service.commands()["plate.observe"]
+
+    def observe(args: dict[str, object]) -> Outcome:
+        outcome = handler(args)
+        assert isinstance(outcome, Outcome)
+        return outcome
+
     service.core.enrol("AB123", now=1.0)
-    assert observe({"text": "AB123", "camera": "gate"})["matched"] == 1
+    assert observe({"text": "AB123", "camera": "gate"}).result["matched"] == 1
     # The CLI enrols through its own connection; the next tick sees it.
     other = PlateStore.in_state_dir(tmp_path)
     other.put(dataclasses.replace(service.core.entries()[0], plate="ZZ999"))
-    service.tick(101.0)
-    assert observe({"text": "ZZ998", "camera": "gate"})["matched"] == 1
-    assert sink.events[-1].occurred_at == 100.0
-    withdrawal_hook(config)(PLATES)
+    assert service.tick(101.0) == ()  # no frame, no reader: nothing to report
+    outcome = observe({"text": "ZZ998", "camera": "gate"})
+    assert outcome.result["matched"] == 1
+    (event,) = outcome.events
+    assert (event.type, event.occurred_at, event.fields["camera"]) == ("plate.match", 100.0, "gate")
+    # What a withdrawal from the CLI erases, while the service still has the file open.
+    StoredPlates(StateLayout(tmp_path), max_entries=1000).erase_personal_data()
     service.stop()
     assert not list(tmp_path.glob("plates.sqlite*"))
 
@@ -234,10 +257,5 @@ def test_no_model_configured_means_no_reader(tmp_path: pathlib.Path) -> None:
         def monotonic(self) -> float:
             return 0.0
 
-    service = build_service(
-        config,
-        sink=MinimisingSink(ConsentLedger.open(tmp_path)),
-        is_granted=lambda p: True,
-        clock=Clock(),
-    )
+    service = build_service(config, is_granted=lambda p: True, clock=FixedClock(0.0))
     assert service.reader is None

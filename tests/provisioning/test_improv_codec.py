@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import pathlib
 
 import pytest
 from hypothesis import given
@@ -14,12 +13,13 @@ from agent.provisioning import improv
 from agent.provisioning.improv import Command, ErrorCode, Frame, FrameType, State
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.wifi import ConnectOutcome, ConnectResult
+from tests.conftest import vector_path
 from tests.provisioning.radio_double import RadioDouble
 
 
-def load_vectors(shared_vectors: pathlib.Path) -> dict[str, bytes]:
+def load_vectors() -> dict[str, bytes]:
     vectors: dict[str, bytes] = {}
-    for line in (shared_vectors / "improv" / "vectors.txt").read_text().splitlines():
+    for line in vector_path("improv/vectors.txt").read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         name, *hex_bytes = line.split()
@@ -28,8 +28,8 @@ def load_vectors(shared_vectors: pathlib.Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def vectors(shared_vectors: pathlib.Path) -> dict[str, bytes]:
-    return load_vectors(shared_vectors)
+def vectors() -> dict[str, bytes]:
+    return load_vectors()
 
 
 def test_vector_get_state_rpc_is_produced_and_parsed(vectors: dict[str, bytes]) -> None:

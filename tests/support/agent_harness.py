@@ -7,9 +7,18 @@ import pathlib
 import threading
 import time
 
-from agent.config import AgentConfig, MqttSettings, OutboxSettings, RuntimeSettings
+from agent.config import (
+    AgentConfig,
+    CameraSettings,
+    MqttSettings,
+    OutboxSettings,
+    RuntimeSettings,
+)
 from agent.events import Event
+from agent.ports import Clock
+from drivers.camera import build_camera
 from drivers.runtime import Agent
+from drivers.sdnotify import Notifier
 
 
 def make_config(
@@ -25,6 +34,25 @@ def make_config(
         ),
         outbox=OutboxSettings(max_messages=max_messages),
         runtime=RuntimeSettings(tick_seconds=0.05),
+        # The tests emit their own motion events; no sample camera adds to them.
+        camera=CameraSettings(enabled=False),
+    )
+
+
+def spine_agent(
+    config: AgentConfig,
+    *,
+    clock: Clock | None = None,
+    notifier: Notifier | None = None,
+    environ: dict[str, str] | None = None,
+) -> Agent:
+    """The spine plus the camera feature's declarations (motion schema), no other feature."""
+    return Agent.build(
+        config,
+        builders=(build_camera,),
+        clock=clock,
+        notifier=notifier,
+        environ={} if environ is None else environ,
     )
 
 
@@ -39,7 +67,7 @@ def motion(k: int, now: float | None = None) -> Event:
 
 class RunningAgent:
     def __init__(self, config: AgentConfig) -> None:
-        self.agent = Agent(config, environ={})
+        self.agent = spine_agent(config)
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
 

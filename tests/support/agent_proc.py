@@ -10,13 +10,12 @@ import pathlib
 import sys
 import time
 
-from drivers.runtime import Agent
-from tests.support.agent_harness import make_config, motion
+from tests.support.agent_harness import make_config, motion, spine_agent
 
 
 def main() -> None:
     state_dir, port, count = pathlib.Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    agent = Agent(make_config(state_dir, port), environ={})
+    agent = spine_agent(make_config(state_dir, port))
     agent.start()
     for k in range(count):
         agent.emit(motion(k))

@@ -1,9 +1,10 @@
 """SIGKILL the real installer process at every persisted step, restart, and check consistency.
 
-The installer runs as ``python -m drivers upgrade apply`` (or the post-boot
-commit/rollback in a ``python -c`` child); ``EDGE_AGENT_UPGRADE_PAUSE_AT``
-parks it at a named point, the test SIGKILLs it there, then resumes in-process
-and asserts that the bootloader points at a slot holding a verified image.
+The install (or the post-boot commit/rollback) runs in a child process,
+:mod:`tests.upgrade.killchild`, whose installer gets a ``checkpoint`` callback
+that parks it at one named point; the test SIGKILLs it there, then resumes
+in-process and asserts that the bootloader points at a slot holding a verified
+image.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 from agent import config as agent_config
 from agent.upgrade.machine import State
-from drivers.upgrade.installer import PAUSE_ENV, Installer
+from drivers.upgrade.installer import CHECKPOINTS, Installer
 from drivers.upgrade.service import build_installer
 from drivers.upgrade.slots import SimulatedMachine
 from tests.upgrade.conftest import HARDWARE_CLASS, VENDOR_DOMAIN, random_image
@@ -30,6 +31,8 @@ from tests.upgrade.imageserver import ImageServer
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FACTORY = b"factory image in slot a"
 IMAGE_SIZE = 6 * 1024 * 1024  # > one progress checkpoint, so "mid-download" is reachable
+INSTALL_POINTS = ("downloading", "mid-download", "installing", "marked", "awaiting-reboot")
+HEALTH_POINTS = (("committing", "healthy"), ("rolling-back", "unhealthy"))
 
 
 def _write_config(tmp_path: pathlib.Path, pub: pathlib.Path) -> pathlib.Path:
@@ -42,23 +45,38 @@ def _write_config(tmp_path: pathlib.Path, pub: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def _run_paused(argv: list[str], point: str) -> None:
-    env = {**os.environ, PAUSE_ENV: point, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+def _run_paused(config: pathlib.Path, state_dir: pathlib.Path, point: str, *step: str) -> None:
+    """Run ``step`` in a killchild parked at ``point``, and SIGKILL it there."""
+    argv = [sys.executable, "-m", "tests.upgrade.killchild", str(config), str(state_dir), point]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen(
+        [*argv, *step],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,  # the child blocks reading it at the checkpoint
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     watchdog = threading.Timer(60, child.kill)  # never hang the suite on a missed marker
     watchdog.start()
+    output: list[str] = []
     try:
         assert child.stderr is not None
         for line in child.stderr:
-            if f"PAUSED {point}" in line:  # may follow a progress bar's "\r" on one line
+            if line.strip() == f"PAUSED {point}":
                 break
+            output.append(line)
         else:
-            pytest.fail(f"installer never reached {point} (exit {child.wait()})")
+            tail = "".join(output)[-2000:]
+            pytest.fail(f"installer never reached {point} (exit {child.wait()}):\n{tail}")
         child.send_signal(signal.SIGKILL)
     finally:
         watchdog.cancel()
         child.kill()
         child.wait(timeout=10)
+        assert child.stdin is not None and child.stderr is not None
+        child.stdin.close()
+        child.stderr.close()
     assert child.returncode == -signal.SIGKILL
 
 
@@ -91,9 +109,29 @@ def rig(
     return build
 
 
-@pytest.mark.parametrize(
-    "point", ["downloading", "mid-download", "installing", "marked", "awaiting-reboot"]
-)
+def test_every_checkpoint_is_killed_at() -> None:
+    assert sorted([*INSTALL_POINTS, *(p for p, _ in HEALTH_POINTS)]) == sorted(CHECKPOINTS)
+
+
+def test_checkpoints_are_reached_in_order(
+    rig: Callable[..., tuple[pathlib.Path, pathlib.Path, bytes, Installer, SimulatedMachine]],
+    make_config: Callable[..., object],
+) -> None:
+    make_config()
+    _, manifest, image, installer, machine = rig()
+    seen: list[str] = []
+    installer.checkpoint = seen.append
+    installer.install(manifest.read_bytes())
+    assert seen == list(INSTALL_POINTS)
+    machine.boot()
+    installer.resume()
+    del seen[:]
+    installer.health(True)
+    assert seen == ["committing"]
+    _assert_consistent(installer, machine, image)
+
+
+@pytest.mark.parametrize("point", INSTALL_POINTS)
 def test_kill_during_install_then_resume(
     rig: Callable[..., tuple[pathlib.Path, pathlib.Path, bytes, Installer, SimulatedMachine]],
     make_config: Callable[..., object],
@@ -103,22 +141,7 @@ def test_kill_during_install_then_resume(
     make_config()  # writes vendor.pub.pem
     config_path, manifest, image, installer, machine = rig()
     state_dir = machine.directory.parent.parent
-    _run_paused(
-        [
-            sys.executable,
-            "-m",
-            "drivers",
-            "upgrade",
-            "apply",
-            "--config",
-            str(config_path),
-            "--state-dir",
-            str(state_dir),
-            "--manifest",
-            str(manifest),
-        ],
-        point,
-    )
+    _run_paused(config_path, state_dir, point, "install", str(manifest))
     _assert_consistent(installer, machine, image)
     record, _ = installer.resume()
     assert record.state == State.AWAITING_REBOOT
@@ -134,19 +157,7 @@ def test_kill_during_install_then_resume(
     _assert_consistent(installer, machine, image)
 
 
-HEALTH_CHILD = """
-import pathlib, sys
-from agent import config
-from drivers.upgrade.service import build_installer
-cfg = config.load(pathlib.Path(sys.argv[1]), state_dir=pathlib.Path(sys.argv[2]))
-installer, _ = build_installer(cfg)
-installer.health(sys.argv[3] == "healthy")
-"""
-
-
-@pytest.mark.parametrize(
-    ("point", "verdict"), [("committing", "healthy"), ("rolling-back", "unhealthy")]
-)
+@pytest.mark.parametrize(("point", "verdict"), HEALTH_POINTS)
 def test_kill_during_commit_or_rollback_then_resume(
     rig: Callable[..., tuple[pathlib.Path, pathlib.Path, bytes, Installer, SimulatedMachine]],
     make_config: Callable[..., object],
@@ -162,17 +173,7 @@ def test_kill_during_commit_or_rollback_then_resume(
     (config_path.parent / "grace.toml").write_text(
         config_path.read_text() + "health_grace_seconds = 0\n"
     )
-    _run_paused(
-        [
-            sys.executable,
-            "-c",
-            HEALTH_CHILD,
-            str(config_path.parent / "grace.toml"),
-            str(state_dir),
-            verdict,
-        ],
-        point,
-    )
+    _run_paused(config_path.parent / "grace.toml", state_dir, point, "health", verdict)
     record, _ = installer.resume()
     _assert_consistent(installer, machine, image)
     if verdict == "healthy":

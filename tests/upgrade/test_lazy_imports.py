@@ -21,14 +21,7 @@ _PROBE = textwrap.dedent(
     from agent.config import AgentConfig
 
 
-    class Sink:
-        def emit(self, event):
-            pass
-
-
-    upgrade = service.build_service(
-        AgentConfig(state_dir=pathlib.Path(sys.argv[1])), Sink(), lambda: True
-    )
+    upgrade = service.build_service(AgentConfig(state_dir=pathlib.Path(sys.argv[1])), lambda: True)
     upgrade.start()  # boot-time reconciliation with the bootloader
     upgrade.wait(30.0)
     upgrade.tick(0.0)

@@ -6,12 +6,8 @@ import pytest
 
 from agent import config as agent_config
 from agent.errors import ConfigError, DecodeError
-from agent.upgrade.policy import (
-    auto_install_allowed,
-    deferral_until,
-    in_maintenance_window,
-    parse_window,
-)
+from agent.upgrade.policy import auto_install_allowed, deferral_until, in_maintenance_window
+from agent.upgrade.window import parse_window
 
 
 def _minute(hhmm: str) -> int:

@@ -9,7 +9,8 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.errors import DecodeError
-from agent.events import Event
+from agent.events import Event, PendingEvents
+from agent.upgrade.events import UPGRADE_STATE
 from agent.upgrade.machine import State
 from drivers.upgrade.service import UpgradeService, build_service
 from tests.upgrade.conftest import random_image
@@ -18,13 +19,16 @@ from tests.upgrade.imageserver import ImageServer
 INSIDE, OUTSIDE = 3 * 60, 12 * 60  # 03:00 and 12:00 local
 
 
-class RecordingSink:
+class RecordingSink(PendingEvents):
+    """The service's own event queue, remembering everything that went through it."""
+
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[Event] = []
 
     def emit(self, event: Event) -> bool:
         self.events.append(event)
-        return True
+        return super().emit(event)
 
     def states(self) -> list[str]:
         return [str(e.fields["state"]) for e in self.events]
@@ -53,7 +57,7 @@ def _service(
         maintenance_windows=("02:00-04:00",),
         **settings,
     )
-    service = build_service(config, sink, lambda: healthy[-1])
+    service = build_service(config, lambda: healthy[-1], events=sink)
     service.local_minute = lambda now: OUTSIDE
     service.start()
     service.wait()  # let the start-up reconciliation finish
@@ -88,7 +92,7 @@ def test_auto_upgrade_waits_for_window_then_commits_when_healthy(
     last = sink.events[-1]
     assert last.type == "upgrade.state"
     assert last.fields["total"] == len(image)
-    assert set(last.fields) == set(last.schema.fields)
+    assert set(last.fields) == set(UPGRADE_STATE.fields)
 
 
 def test_unhealthy_trial_rolls_back_after_grace(

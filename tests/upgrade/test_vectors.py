@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pathlib
 import re
 
 import pytest
@@ -12,38 +11,38 @@ from agent.upgrade.envelope import authenticate, decode_envelope, verify_envelop
 from agent.upgrade.errors import UnsupportedAlgorithmError, UnsupportedFeatureError
 from agent.upgrade.keys import KeySet, key_from_bytes
 from agent.upgrade.settings import SignatureAlgorithm
+from tests.conftest import vector_path
 
 SIGNED_BLOCK = re.compile(r"Envelope with COSE authentication object:\s*~~~\n([0-9a-f\n]+)~~~")
+EXAMPLES = tuple(f"example{n}" for n in range(6))
 
 
-def _envelopes(vectors: pathlib.Path) -> dict[str, bytes]:
+def _envelopes() -> dict[str, bytes]:
+    """Each draft example's signed envelope; a missing file or block fails the test."""
     found = {}
-    for path in sorted((vectors / "suit").glob("example*.txt")):
-        for match in SIGNED_BLOCK.finditer(path.read_text()):
-            found[path.stem] = bytes.fromhex(match.group(1).replace("\n", ""))
+    for name in EXAMPLES:
+        blocks = SIGNED_BLOCK.findall(vector_path(f"suit/{name}.txt").read_text())
+        assert len(blocks) == 1, f"suit/{name}.txt: {len(blocks)} signed envelopes, expected 1"
+        found[name] = bytes.fromhex(blocks[0].replace("\n", ""))
     return found
 
 
 @pytest.fixture
-def es256_keys(shared_vectors: pathlib.Path) -> KeySet:
-    pem = (shared_vectors / "suit" / "public_key_es256.pem").read_bytes()
+def es256_keys() -> KeySet:
+    pem = vector_path("suit/public_key_es256.pem").read_bytes()
     return KeySet.from_keys([key_from_bytes(pem)], [SignatureAlgorithm.ES256])
 
 
-def test_every_draft_example_authenticates(
-    shared_vectors: pathlib.Path, es256_keys: KeySet
-) -> None:
-    envelopes = _envelopes(shared_vectors)
+def test_every_draft_example_authenticates(es256_keys: KeySet) -> None:
+    envelopes = _envelopes()
     assert len(envelopes) == 6
     for name, data in envelopes.items():
         signers = authenticate(decode_envelope(data), es256_keys)
         assert [k.key_id for k in signers] == [es256_keys.keys[0].key_id], name
 
 
-def test_single_image_examples_are_interpreted(
-    shared_vectors: pathlib.Path, es256_keys: KeySet
-) -> None:
-    envelopes = _envelopes(shared_vectors)
+def test_single_image_examples_are_interpreted(es256_keys: KeySet) -> None:
+    envelopes = _envelopes()
     ex1 = verify_envelope(envelopes["example1"], es256_keys).manifest
     assert ex1.sequence == 1
     assert ex1.uri == "http://example.com/file.bin"
@@ -65,34 +64,28 @@ def test_single_image_examples_are_interpreted(
     ],
 )
 def test_unsupported_features_are_rejected_clearly(
-    shared_vectors: pathlib.Path, es256_keys: KeySet, name: str, feature: str
+    es256_keys: KeySet, name: str, feature: str
 ) -> None:
     with pytest.raises(UnsupportedFeatureError, match=feature):
-        verify_envelope(_envelopes(shared_vectors)[name], es256_keys)
+        verify_envelope(_envelopes()[name], es256_keys)
 
 
-def test_es256_is_refused_unless_policy_accepts_it(
-    shared_vectors: pathlib.Path, es256_keys: KeySet
-) -> None:
+def test_es256_is_refused_unless_policy_accepts_it(es256_keys: KeySet) -> None:
     eddsa_only = KeySet.from_keys(es256_keys.keys, [SignatureAlgorithm.ED25519])
     with pytest.raises(UnsupportedAlgorithmError):
-        verify_envelope(_envelopes(shared_vectors)["example1"], eddsa_only)
+        verify_envelope(_envelopes()["example1"], eddsa_only)
 
 
-def test_tampered_example_manifest_fails_digest(
-    shared_vectors: pathlib.Path, es256_keys: KeySet
-) -> None:
-    data = bytearray(_envelopes(shared_vectors)["example1"])
+def test_tampered_example_manifest_fails_digest(es256_keys: KeySet) -> None:
+    data = bytearray(_envelopes()["example1"])
     index = data.index(bytes.fromhex("1987d0"))  # image-size 34768
     data[index + 2] ^= 1
     with pytest.raises(VerificationError, match="digest"):
         verify_envelope(bytes(data), es256_keys)
 
 
-def test_example_signature_over_other_digest_fails(
-    shared_vectors: pathlib.Path, es256_keys: KeySet
-) -> None:
-    envelopes = _envelopes(shared_vectors)
+def test_example_signature_over_other_digest_fails(es256_keys: KeySet) -> None:
+    envelopes = _envelopes()
     ex0 = envelopes["example0"]
     ex1 = envelopes["example1"]
     # Splice example0's signature into example1's authentication wrapper.

@@ -1,11 +1,11 @@
-"""Runtime hooks for logs, rights and retention, for the composition root.
+"""The logs feature: the redacted on-device log store and the technician's ways to it.
 
-* :func:`install_logging` (re-exported from :mod:`drivers.logs.setup`);
-* :func:`build_retention_service` -> :class:`agent.rights.retention.RetentionService`;
-* :func:`build_rights_handlers` -> handlers for ``data.export`` / ``data.erase``;
-* :func:`logs_upload_handler` -> handler for ``logs.upload`` (consent-gated);
-* :func:`build_serial_log_service` -> the serial console pull service;
-* :class:`drivers.logs.http_api.LogsHttpApi` for the LAN API.
+* the store (daemon: the root logger's handler, with crash capture; CLI: read only),
+  a personal-data holding with its own retention;
+* ``logs.upload`` over MQTT, only while ``troubleshooting_logs`` is consented;
+* the serial console pull and the LAN endpoint, sharing one attempt limiter.
+
+The helpers below are also what the ``edge-agent logs`` CLI builds on.
 """
 
 from __future__ import annotations
@@ -13,60 +13,54 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from agent.atomicfile import load_or_create_secret
 from agent.config import AgentConfig
 from agent.errors import ConsentRequiredError
+from agent.feature import Feature, FeatureContext, Holding
+from agent.layout import StateLayout
 from agent.logs.bundle import Bundle, BundleQuery, build_bundle
 from agent.logs.pull import AuthLimiter, BundleProvider, PullSession, TechnicianSecrets
 from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
-from agent.ports import AuditSink, CommandArgs, CommandHandler, CommandResult
+from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, CommandResult, Service
 from agent.purposes import Purpose
-from agent.rights.registry import DataRegistry, ErasureScope, RetentionKind
-from agent.rights.requests import RightsHandlers
-from agent.rights.retention import RetentionReport, RetentionService
-from drivers.logs.files import FileHolder
+from agent.rights.registry import RetentionKind
 from drivers.logs.http_api import LogsHttpApi, LogsLanServer
 from drivers.logs.serial_link import SerialChannel, SerialLogService
-from drivers.logs.setup import LoggingHandle, install_logging
+from drivers.logs.setup import install_logging
 from drivers.logs.store import LogStore
 
-__all__ = [
-    "LoggingHandle",
-    "auth_limiter",
-    "build_logs_http_api",
-    "build_logs_lan_service",
-    "build_retention_service",
-    "build_rights_handlers",
-    "build_serial_log_service",
-    "bundle_provider",
-    "cli_redactor",
-    "default_registry",
-    "install_logging",
-    "load_or_create_device_key",
-    "logs_upload_handler",
-    "read_technician_token",
-    "read_verification_code",
-    "technician_secrets",
-]
 
-DEVICE_KEY_FILE = "rights.key"
-# Kept by the provisioning driver: the verification code (device identity, printed on
-# the label) and, separately, the account binding an erasure may remove.
-PROVISIONING_DIR = "provisioning"
-BINDING_FILE = f"{PROVISIONING_DIR}/binding.json"
-ACCOUNT_FILES = (f"{PROVISIONING_DIR}/account.json", f"{PROVISIONING_DIR}/used_tokens.json")
-SNAPSHOT_DIR = "snapshots"
-
-
-def cli_redactor(config: AgentConfig) -> Redactor:
-    """A redactor knowing what the running agent's does (enrolled names, plates, SSID)."""
-    from drivers import features
-
-    return Redactor(lambda: [s for s in features.known_secrets(config) if isinstance(s, str)])
+def build_logs(ctx: FeatureContext) -> Feature:
+    config = ctx.config
+    closers: tuple[Callable[[], None], ...] = ()
+    if ctx.daemon:
+        handle = install_logging(config, ctx.redactor, clock=ctx.clock.now)
+        store, closers = handle.store, (handle.close,)
+    else:
+        store = LogStore(ctx.layout.root, config.logs)
+    holding = Holding(store, retention=(RetentionKind.LOGS, store))
+    bundles = bundle_provider(store, ctx.redactor, config.logs)
+    commands = {
+        "logs.upload": logs_upload_handler(
+            bundles, ctx.consent.is_granted, clock=ctx.clock, audit=ctx.audit
+        )
+    }
+    services: list[Service] = []
+    if ctx.daemon:
+        # Serial console and LAN share one limiter: guesses on one count on the other.
+        limiter = auth_limiter(config)
+        serial = build_serial_log_service(config, store, ctx.redactor, limiter, audit=ctx.audit)
+        lan = build_logs_lan_service(config, store, ctx.redactor, limiter, audit=ctx.audit)
+        services += [s for s in (serial, lan) if s is not None]
+    return Feature(
+        "logs",
+        services=tuple(services),
+        commands=commands,
+        holdings=(holding,),
+        closers=closers,
+    )
 
 
 def bundle_provider(store: LogStore, redactor: Redactor, settings: LogSettings) -> BundleProvider:
@@ -82,7 +76,7 @@ def logs_upload_handler(
     bundles: BundleProvider,
     is_granted: Callable[[Purpose], bool],
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Clock,
     audit: AuditSink | None = None,
 ) -> CommandHandler:
     """``logs.upload``: the bundle, only while troubleshooting_logs is consented."""
@@ -91,7 +85,7 @@ def logs_upload_handler(
         if not is_granted(Purpose.TROUBLESHOOTING_LOGS):
             raise ConsentRequiredError(Purpose.TROUBLESHOOTING_LOGS.value)
         query = BundleQuery.from_args(args)
-        now = clock()
+        now = clock.now()
         bundle = bundles(query, now)
         if audit is not None:
             audit.record(
@@ -110,17 +104,13 @@ def logs_upload_handler(
     return handle
 
 
-def load_or_create_device_key(state_dir: pathlib.Path) -> bytes:
-    """The key signing rights replies; created once (0600, fsynced) on first use."""
-    return load_or_create_secret(state_dir / DEVICE_KEY_FILE)
-
-
 def read_verification_code(state_dir: pathlib.Path) -> Callable[[], str | None]:
-    """A source for the verification code the provisioning helper keeps in binding.json."""
+    """A source for the verification code the provisioning feature keeps in its binding file."""
+    binding = StateLayout(state_dir).binding
 
     def read() -> str | None:
         try:
-            data = json.loads((state_dir / BINDING_FILE).read_text(encoding="utf-8"))
+            data = json.loads(binding.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         code = data.get("verification_code") if isinstance(data, dict) else None
@@ -148,53 +138,6 @@ def technician_secrets(config: AgentConfig) -> TechnicianSecrets:
         read_verification_code(config.state_dir),
         read_technician_token(config.logs.technician_token_file),
     )
-
-
-def default_registry(config: AgentConfig, store: LogStore) -> DataRegistry:
-    """The stores this package knows: logs, snapshots and the cloud binding.
-
-    The composition root adds the consent ledger, outbox, gallery, watch-list
-    and Wi-Fi credentials (with ``ErasureScope.WIFI``) to the result.
-    """
-    registry = DataRegistry()
-    snapshots = FileHolder("snapshots", config.state_dir / SNAPSHOT_DIR)
-    registry.add_holder(store)
-    registry.add_holder(snapshots)
-    binding = FileHolder("binding", *(config.state_dir / name for name in ACCOUNT_FILES))
-    registry.add_holder(binding, ErasureScope.BINDING)
-    registry.add_retention_target(store, RetentionKind.LOGS)
-    registry.add_retention_target(snapshots, RetentionKind.SNAPSHOTS)
-    return registry
-
-
-def build_retention_service(
-    config: AgentConfig,
-    registry: DataRegistry,
-    *,
-    audit: AuditSink | None = None,
-    on_report: Callable[[RetentionReport], None] | None = None,
-) -> RetentionService:
-    return RetentionService(registry, config.retention, audit=audit, on_report=on_report)
-
-
-def build_rights_handlers(
-    config: AgentConfig,
-    registry: DataRegistry,
-    *,
-    audit: AuditSink | None = None,
-    retained_topics: Callable[[], Sequence[str]] = tuple,
-    device_key: bytes | None = None,
-    clock: Callable[[], float] = time.time,
-) -> dict[str, CommandHandler]:
-    """``{"data.export": ..., "data.erase": ...}`` ready for a CommandRegistry."""
-    handlers = RightsHandlers(
-        registry,
-        device_key=device_key or load_or_create_device_key(config.state_dir),
-        clock=clock,
-        audit=audit,
-        retained_topics=retained_topics,
-    )
-    return {"data.export": handlers.data_export, "data.erase": handlers.data_erase}
 
 
 def auth_limiter(config: AgentConfig) -> AuthLimiter:

@@ -1,0 +1,1 @@
+"""The camera feature's pure core: motion detection and its event schema."""

@@ -1,0 +1,110 @@
+"""A feature as one unit: what it runs, answers, emits, holds and knows.
+
+Every feature (camera, faces, plates, discovery, provisioning, upgrade, logs,
+rights) is built by one function, ``build_<feature>(ctx) -> Feature``, in
+``drivers/<feature>/``, from its own section of the configuration and a small
+:class:`FeatureContext`.  The composition root (``drivers/compose.py``) turns
+the declarations into wiring: services into the loop, commands into the
+router, schemas into the minimiser's catalogue, holdings into export, erasure,
+withdrawal and retention, secrets into log redaction.  Nothing reaches into a
+feature after it is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from agent.config import AgentConfig
+from agent.events import EventSchema
+from agent.framebus import FrameBus
+from agent.layout import StateLayout
+from agent.logs.redact import Redactor
+from agent.ports import (
+    AuditSink,
+    Clock,
+    CommandHandler,
+    PersonalDataHolder,
+    RetentionTarget,
+    Service,
+)
+from agent.purposes import Purpose
+from agent.rights.registry import ErasureScope, RetentionKind
+
+log = logging.getLogger(__name__)
+
+
+class Mode(enum.Enum):
+    """Daemon: ``edge-agent run`` with services.  CLI: one-shot commands, stores only."""
+
+    DAEMON = "daemon"
+    CLI = "cli"
+
+
+class ConsentView(Protocol):
+    """The consent a feature may ask about (answers from the ledger's per-pass cache)."""
+
+    def is_granted(self, purpose: Purpose) -> bool: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureContext:
+    config: AgentConfig
+    mode: Mode
+    layout: StateLayout
+    clock: Clock
+    consent: ConsentView
+    audit: AuditSink
+    # Frames from the one camera; opaque to the core (numpy arrays in drivers).
+    frames: FrameBus[Any]
+    # Redacts every log line; knows what all features declared as secrets.
+    redactor: Redactor
+    # True while the broker link is up and every part of the loop beats: the
+    # upgrade feature commits a trial boot only then.
+    healthy: Callable[[], bool] = lambda: False
+
+    @property
+    def daemon(self) -> bool:
+        return self.mode is Mode.DAEMON
+
+
+@dataclasses.dataclass(frozen=True)
+class Holding:
+    """A store of personal data and the rules that reach it.
+
+    ``purpose``: withdrawing it erases the store (None: kept until an erasure
+    request).  ``scope``: which erasure requests reach it.  ``retention``: the
+    age limit that applies to it, if any, and the store that purges by age
+    (usually the holder itself).
+    """
+
+    holder: PersonalDataHolder
+    purpose: Purpose | None = None
+    scope: ErasureScope = ErasureScope.PERSONAL
+    retention: tuple[RetentionKind, RetentionTarget] | None = None
+
+
+def _none() -> Iterable[str]:
+    return ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    name: str
+    services: tuple[Service, ...] = ()
+    commands: Mapping[str, CommandHandler] = dataclasses.field(default_factory=dict)
+    event_schemas: tuple[EventSchema, ...] = ()
+    holdings: tuple[Holding, ...] = ()
+    # Literals that must never appear in a log line (names, plates, SSIDs).
+    secrets: Callable[[], Iterable[str]] = _none
+    closers: tuple[Callable[[], None], ...] = ()
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception:
+                log.exception("closing feature %s failed", self.name)

@@ -1,0 +1,40 @@
+"""The camera feature: capture onto the shared frame bus, motion events, stored snapshots.
+
+Importing this package costs nothing; OpenCV loads only when the daemon runs
+an enabled camera (``tests/core/test_lazy_features.py`` keeps it that way).
+"""
+
+from __future__ import annotations
+
+from agent.camera.events import CAMERA_NAME, MOTION
+from agent.feature import Feature, FeatureContext, Holding
+from agent.purposes import Purpose
+from agent.rights.registry import RetentionKind
+from drivers.logs.files import FileHolder
+
+__all__ = ["CAMERA_NAME", "build_camera"]
+
+
+def build_camera(ctx: FeatureContext) -> Feature:
+    settings = ctx.config.camera
+    snapshots = FileHolder("snapshots", ctx.layout.snapshots_dir)
+    holdings = (
+        Holding(
+            snapshots,
+            purpose=Purpose.EVENT_SNAPSHOTS,
+            retention=(RetentionKind.SNAPSHOTS, snapshots),
+        ),
+    )
+    if not (ctx.daemon and settings.enabled):
+        return Feature("camera", event_schemas=(MOTION,), holdings=holdings)
+    # lazy: heavy (cv2, numpy)
+    from agent.camera.motion import MotionDetector
+    from drivers.camera.services import CameraService, MotionService
+    from drivers.vision.capture import open_source
+
+    camera = CameraService(open_source(settings), settings.fps, ctx.frames, ctx.clock)
+    motion = MotionService(MotionDetector(CAMERA_NAME))
+    ctx.frames.subscribe("motion", motion.latest.offer)
+    return Feature(
+        "camera", services=(camera, motion), event_schemas=(MOTION,), holdings=holdings
+    )

@@ -1,0 +1,21 @@
+"""One-shot commands open the agent's state through the same composition root as the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+
+from agent.feature import Mode
+from drivers.cli.common import load_config
+from drivers.compose import Composition, compose
+
+
+@contextlib.contextmanager
+def composed(args: argparse.Namespace) -> Iterator[Composition]:
+    """The CLI-mode composition for ``--config``/``--state-dir``; closed on exit."""
+    composition = compose(load_config(args), Mode.CLI)
+    try:
+        yield composition
+    finally:
+        composition.close()
