@@ -44,6 +44,11 @@ class StateLayout:
         return self.root / "faces"
 
     @property
+    def faces_manifest(self) -> pathlib.Path:
+        """Names and labels of the enrolled people (the gallery's own index)."""
+        return self.faces_dir / "manifest.json"
+
+    @property
     def plates_db(self) -> pathlib.Path:
         return self.root / "plates.sqlite"
 

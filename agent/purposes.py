@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 
+from agent.errors import DecodeError
+
 
 class Purpose(enum.Enum):
     FACE_RECOGNITION = "face_recognition"
@@ -22,8 +24,6 @@ class Purpose(enum.Enum):
 
     @classmethod
     def parse(cls, value: object) -> Purpose:
-        from agent.errors import DecodeError
-
         for member in cls:
             if member.value == value:
                 return member

@@ -13,6 +13,8 @@ import dataclasses
 import re
 import uuid
 
+from agent.errors import NotFoundError
+
 _CODE_SHAPE = re.compile(r"^EA-[A-Z]{2,8}-\d{3}$")
 
 
@@ -68,8 +70,6 @@ def lookup(code: str) -> ErrorCode:
     try:
         return REGISTRY[code]
     except KeyError:
-        from agent.errors import NotFoundError
-
         raise NotFoundError(f"unknown error code {code[:20]!r}") from None
 
 

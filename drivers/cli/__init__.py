@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
@@ -31,8 +32,6 @@ VERSION = "0.1.0"
 
 def version() -> str:
     """The installed distribution's version, or :data:`VERSION`."""
-    import importlib.metadata  # lazy: only --version needs it (it loads email, zipfile...)
-
     try:
         return importlib.metadata.version(DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError:

@@ -16,46 +16,40 @@ import argparse
 import json
 import pathlib
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
-from agent.audit import AuditLog
-from agent.consent import ConsentLedger
-from agent.database import Database
 from agent.errors import BadDataError
 from agent.purposes import Purpose
 from drivers.cli import plates_cli
-from drivers.cli.common import add_config_options, load_config
+from drivers.cli.common import add_config_options
+from drivers.cli.composed import with_composition
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
     from agent.matching.faces import FaceRecogniser
+    from drivers.compose import Composition
     from drivers.vision.faces import FaceEmbedderImpl, HaarDetector
 
 PROGRESS_EVERY = 25
 
 
-def _recogniser(args: argparse.Namespace) -> tuple[FaceRecogniser, FaceEmbedderImpl]:
+def _recogniser(
+    c: Composition, args: argparse.Namespace
+) -> tuple[FaceRecogniser, FaceEmbedderImpl]:
     # lazy: heavy (numpy/cv2)
     from drivers.vision.faces import build_embedder
     from drivers.vision.gallery import build_recogniser
 
-    config = load_config(args)
-    embedder = build_embedder(config.matching)
+    embedder = build_embedder(c.config.matching)
+    is_granted = c.ledger.is_granted
     if getattr(args, "assume_consent", False):
-        # Test-only escape hatch for machines without a consent ledger.
+        # Test-only escape hatch: consent as if granted, without touching the ledger.
         def is_granted(purpose: Purpose) -> bool:
             return purpose is Purpose.FACE_RECOGNITION
-        audit = None
-    else:
-        ledger = ConsentLedger(
-            Database.in_state_dir(config.state_dir), config.privacy.policy_version
-        )
-        is_granted = ledger.is_granted
-        audit = AuditLog.in_state_dir(config.state_dir)
-    recogniser = build_recogniser(config, embedder, is_granted, camera="cli", audit=audit)
+
+    recogniser = build_recogniser(c.config, embedder, is_granted, camera="cli", audit=c.audit)
     if not recogniser.active:
         recogniser.on_withdrawn(Purpose.FACE_RECOGNITION)
     return recogniser, embedder
@@ -71,17 +65,18 @@ def embed_photo(
     return embedder.embed(image, main_face_box(detector, image))
 
 
-def _enrol_face(args: argparse.Namespace) -> int:
+@with_composition
+def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
     # lazy: heavy (numpy/cv2)
     import numpy as np
 
     from agent.matching.quality import QualityGate
     from drivers.vision.faces import HaarDetector, crop, grey, main_face_box, read_image
 
-    recogniser, embedder = _recogniser(args)
+    recogniser, embedder = _recogniser(c, args)
     recogniser.require_consent()
     detector = HaarDetector()
-    settings = load_config(args).matching
+    settings = c.config.matching
     min_blur = settings.min_blur_score if args.min_blur is None else args.min_blur
     gate = QualityGate(settings.min_face_area, min_blur)
     paths = [pathlib.Path(p) for p in args.images]
@@ -102,15 +97,16 @@ def _enrol_face(args: argparse.Namespace) -> int:
             print(f"enrol: {done}/{len(paths)} images", file=sys.stderr, flush=True)
     if not samples:
         raise BadDataError("no usable face image")
-    record = recogniser.enrol(args.name, np.stack(samples), time.time(), label=args.label)
+    record = recogniser.enrol(args.name, np.stack(samples), c.clock.now(), label=args.label)
     print(f"enrolled {record.name} ({record.id}): {len(samples)} samples, {skipped} skipped")
     return 0
 
 
-def _match(args: argparse.Namespace) -> int:
+@with_composition
+def _match(c: Composition, args: argparse.Namespace) -> int:
     from drivers.vision.faces import HaarDetector  # lazy: heavy (numpy/cv2)
 
-    recogniser, embedder = _recogniser(args)
+    recogniser, embedder = _recogniser(c, args)
     recogniser.require_consent()
     vector = embed_photo(pathlib.Path(args.image), embedder, HaarDetector())
     match = recogniser.identify(vector)
@@ -121,10 +117,11 @@ def _match(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
+@with_composition
+def _list(c: Composition, args: argparse.Namespace) -> int:
     from agent.matching.gallery import counts_by_name  # lazy: heavy (numpy/cv2)
 
-    recogniser, _ = _recogniser(args)
+    recogniser, _ = _recogniser(c, args)
     rows = counts_by_name(recogniser.gallery)
     if args.json:
         print(json.dumps(recogniser.gallery.export_personal_data(), indent=2))
@@ -137,15 +134,17 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove(args: argparse.Namespace) -> int:
-    recogniser, _ = _recogniser(args)
+@with_composition
+def _remove(c: Composition, args: argparse.Namespace) -> int:
+    recogniser, _ = _recogniser(c, args)
     record = recogniser.gallery.remove(args.name)
     print(f"removed {record.name} ({record.id})")
     return 0
 
 
-def _rename(args: argparse.Namespace) -> int:
-    recogniser, _ = _recogniser(args)
+@with_composition
+def _rename(c: Composition, args: argparse.Namespace) -> int:
+    recogniser, _ = _recogniser(c, args)
     record = recogniser.gallery.rename(args.name, args.to, args.label)
     print(f"{record.name} ({record.id}) label={record.label or '-'}")
     return 0

@@ -6,13 +6,12 @@ import argparse
 from typing import Any
 
 from drivers.cli.common import add_config_options, load_config, setup_console_logging
+from drivers.runtime import run
 
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
     setup_console_logging(args.verbose)
-    from drivers.runtime import run
-
     return run(config)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 
 from agent.feature import Mode
 from drivers.cli.common import load_config
@@ -19,3 +20,16 @@ def composed(args: argparse.Namespace) -> Iterator[Composition]:
         yield composition
     finally:
         composition.close()
+
+
+def with_composition(
+    handler: Callable[[Composition, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A sub-command handler that runs inside the CLI-mode composition."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        with composed(args) as composition:
+            return handler(composition, args)
+
+    return run

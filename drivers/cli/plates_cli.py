@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
-from agent.audit import AuditLog
-from agent.consent import ConsentLedger
-from agent.database import Database
-from drivers.cli.common import add_config_options, load_config
+from drivers.cli.common import add_config_options
+from drivers.cli.composed import with_composition
 
 if TYPE_CHECKING:
     from agent.matching.plates_service import PlateRecognition
+    from drivers.compose import Composition
 
 # The values of agent.matching.plates.PlateList, spelled out so that building
 # the parser (edge-agent --help) does not load numpy; tests/core/test_cli_startup.py
@@ -31,40 +29,37 @@ if TYPE_CHECKING:
 PLATE_LISTS = ("allow", "deny")
 
 
-def _core(args: argparse.Namespace) -> PlateRecognition:
+def _core(c: Composition) -> PlateRecognition:
     # lazy: heavy (numpy/cv2)
     from agent.matching.plates_service import PURPOSE, PlateRecognition
     from drivers.vision.plate_reader import match_policy, open_store
 
-    config = load_config(args)
-    ledger = ConsentLedger(Database.in_state_dir(config.state_dir), config.privacy.policy_version)
     core = PlateRecognition(
-        open_store(config),
-        match_policy(config.matching),
-        ledger.is_granted,
-        audit=AuditLog.in_state_dir(config.state_dir),
+        open_store(c.config), match_policy(c.config.matching), c.ledger.is_granted, audit=c.audit
     )
-    if not ledger.is_granted(PURPOSE):
+    if not c.ledger.is_granted(PURPOSE):
         # A withdrawal made while no agent ran to purge: no watch-list without consent.
         core.erase_personal_data()
     return core
 
 
-def _enrol(args: argparse.Namespace) -> int:
-    entry = _core(args).enrol(
+@with_composition
+def _enrol(c: Composition, args: argparse.Namespace) -> int:
+    entry = _core(c).enrol(
         args.text,
         plate_list=args.list,
         label=args.label,
         plate_format=args.format,
-        now=time.time(),
+        now=c.clock.now(),
     )
     label = f" ({entry.label})" if entry.label else ""
     print(f"enrolled plate {entry.plate} on the {entry.list.value} list{label}")
     return 0
 
 
-def _list(args: argparse.Namespace) -> int:
-    entries = _core(args).entries()
+@with_composition
+def _list(c: Composition, args: argparse.Namespace) -> int:
+    entries = _core(c).entries()
     if args.json:
         print(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
         return 0
@@ -80,8 +75,9 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove(args: argparse.Namespace) -> int:
-    entry = _core(args).remove(args.text, now=time.time())
+@with_composition
+def _remove(c: Composition, args: argparse.Namespace) -> int:
+    entry = _core(c).remove(args.text, now=c.clock.now())
     print(f"removed plate {entry.plate}")
     return 0
 

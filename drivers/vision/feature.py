@@ -23,7 +23,6 @@ from drivers.logs.files import FileHolder
 
 log = logging.getLogger(__name__)
 
-GALLERY_MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 
@@ -50,7 +49,7 @@ class LiveFaceGallery:
 
 def enrolled_names(layout: StateLayout) -> list[str]:
     """Names and labels in the gallery manifest, read as plain JSON (no numpy)."""
-    path = layout.faces_dir / GALLERY_MANIFEST
+    path = layout.faces_manifest
     try:
         if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
             return []
@@ -108,6 +107,7 @@ class StoredPlates:
     def _open(self) -> PersonalDataHolder | None:
         if not self.layout.plates_files():
             return None
+        # lazy: heavy (numpy, through the fuzzy matcher)
         from agent.matching.plates_store import PlateStore
 
         return PlateStore(self.layout.plates_db, max_entries=self.max_entries)

@@ -63,11 +63,16 @@ def test_wrong_password_keeps_everything_queued(tmp_path: Path) -> None:
     )
     running = RunningAgent(config)
     try:
-        time.sleep(1.5)
         agent = running.agent
-        assert agent.link is not None and not agent.link.connected
-        assert "refused" in agent.link.last_error or "disconnected" in agent.link.last_error
-        assert len(agent.outbox) == 1
+        assert agent.link is not None
+        # The broker's refusal is the sentinel: once it has arrived, nothing can have gone out.
+        deadline = time.monotonic() + 15
+        while "refused" not in agent.link.last_error and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "refused" in agent.link.last_error
+        assert not agent.link.connected and agent.link.connects == 0
+        assert len(agent.outbox) == 1  # the start-up status event, still queued
+        assert agent.outbox.stats()["acked"] == 0
     finally:
         running.stop()
         broker.stop()
