@@ -1,1 +1,5 @@
-"""Pure core of edge-agent: no sockets, serial, cv2, paho or subprocess here."""
+"""The pure core of edge-agent (see README, "What agent/ may do")."""
+
+# The one place the version is spelled: setup.cfg reads it (attr:), the CLI and
+# the status reply print it.
+__version__ = "0.1.0"

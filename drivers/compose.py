@@ -23,7 +23,6 @@ import dataclasses
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -80,15 +79,18 @@ class KnownSecrets:
     The redactor asks on every log line; the features read their stores.
     """
 
-    def __init__(self, always: Iterable[str], ttl: float = SECRETS_TTL_SECONDS) -> None:
+    def __init__(
+        self, always: Iterable[str], clock: Clock, ttl: float = SECRETS_TTL_SECONDS
+    ) -> None:
         self.always = [s for s in always if s]
+        self.clock = clock
         self.ttl = ttl
         self.sources: list[Callable[[], Iterable[str]]] = []
         self._values: list[str] = []
         self._expires = float("-inf")
 
     def __call__(self) -> list[str]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if now >= self._expires:
             self._expires = now + self.ttl
             found = list(self.always)
@@ -200,7 +202,7 @@ def compose(
         connected = link is not None and link.connected
         return connected and liveness.healthy(clock.monotonic())
 
-    secrets = KnownSecrets([config.device.serial_number])
+    secrets = KnownSecrets([config.device.serial_number], clock)
     redactor = Redactor(secrets)
     ctx = FeatureContext(
         config=config,

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
+from agent import __version__
 from agent.commands import CommandRouter, Handled, status_command
 from agent.config import AgentConfig
 from agent.events import Event
@@ -34,7 +35,7 @@ from drivers.sdnotify import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = __version__
 MAX_COMMANDS_PER_PASS = 32
 
 
@@ -108,7 +109,11 @@ class Agent:
         composition = compose(
             config, Mode.DAEMON, builders=builders, clock=clock, environ=environ
         )
-        return cls(composition, notifier=notifier, environ=environ)
+        try:
+            return cls(composition, notifier=notifier, environ=environ)
+        except BaseException:
+            composition.close()
+            raise
 
     def monotonic(self) -> float:
         return self.clock.monotonic()

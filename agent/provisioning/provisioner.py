@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Protocol
 
 from agent.errors import EdgeAgentError
-from agent.ports import AuditSink
+from agent.ports import AuditSink, Clock
 from agent.provisioning.wifi import ConnectOutcome, ConnectResult, WifiBackend, WifiCredentials
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ class Provisioner:
         self,
         backend: WifiBackend,
         store: ProvisioningStore,
-        clock: Callable[[], float],
+        clock: Clock,
         *,
         audit: AuditSink | None = None,
         connect_timeout: float = 30.0,
@@ -86,4 +85,4 @@ class Provisioner:
 
     def _record(self, kind: str, detail: dict[str, object]) -> None:
         if self._audit is not None:
-            self._audit.record(kind, detail, self._clock())
+            self._audit.record(kind, detail, self._clock.now())

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
 
+from agent import __version__
 from agent.errors import BadDataError, EdgeAgentError, TransportError
 
 EXIT_OK = 0
@@ -24,36 +23,6 @@ EXIT_TRANSPORT = 1
 EXIT_BAD_DATA = 2
 
 Handler = Callable[[argparse.Namespace], int]
-
-DISTRIBUTION = "edge-agent"
-# Used when the package metadata is missing (running from a source tree).
-VERSION = "0.1.0"
-
-
-def version() -> str:
-    """The installed distribution's version, or :data:`VERSION`."""
-    try:
-        return importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return VERSION
-
-
-class _VersionAction(argparse.Action):
-    """``--version``: looks the version up only when asked (no metadata scan per start)."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> NoReturn:
-        sys.stdout.write(f"{parser.prog} {version()}\n")
-        parser.exit(0)
-
 
 def command_modules() -> list[str]:
     package = sys.modules[__name__]
@@ -71,7 +40,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent", description="Security camera / NVR edge agent"
     )
-    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in [only] if only else command_modules():

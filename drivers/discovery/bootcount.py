@@ -9,17 +9,17 @@ of the directory), so a power cut leaves either the old or the new value.
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable
 
 from agent.atomicfile import write_atomic
 from agent.errors import DeviceIOError
 from agent.layout import StateLayout
+from agent.ports import Clock
 
 COUNTER_FILE = StateLayout(pathlib.Path()).discovery_instance_id.name
 MAX_COUNTER = 2**32 - 1
 
 
-def next_instance_id(state_dir: pathlib.Path, now_fn: Callable[[], float]) -> int:
+def next_instance_id(state_dir: pathlib.Path, clock: Clock) -> int:
     """Increment and return the persisted boot counter (first boot: 1)."""
     path = StateLayout(state_dir).discovery_instance_id
     try:
@@ -33,7 +33,7 @@ def next_instance_id(state_dir: pathlib.Path, now_fn: Callable[[], float]) -> in
         except ValueError:
             # Unreadable counter (edited by hand?): wall-clock seconds are larger
             # than any count of boots, so the id still rises.
-            previous = int(now_fn())
+            previous = int(clock.now())
         value = previous + 1 if 0 <= previous < MAX_COUNTER else 1
         write_atomic(path, f"{value}\n".encode("ascii"), mode=0o644)
     except (OSError, UnicodeError) as exc:

@@ -7,7 +7,6 @@ destination so tests (and troubleshooting) can aim at one unicast address.
 from __future__ import annotations
 
 import pathlib
-import time
 from collections.abc import Callable, Sequence
 
 from agent.discovery.cameras import Camera, ProbeSession, probe_offsets
@@ -24,6 +23,7 @@ from agent.discovery.ssdp import (
     parse_response,
 )
 from agent.errors import DecodeError
+from agent.ports import Clock
 from drivers.discovery.udp import Send, exchange, open_client
 
 PROC_NET_ROUTE = pathlib.Path("/proc/net/route")
@@ -40,7 +40,7 @@ def _search(
     timeout: float,
     max_datagram_bytes: int,
     on_datagram: Callable[[bytes, tuple[str, int]], object],
-    monotonic: Callable[[], float],
+    clock: Clock | None,
 ) -> None:
     """Send every payload at each backoff offset within ``timeout``; feed the replies."""
     offsets = probe_offsets(
@@ -62,7 +62,7 @@ def _search(
             timeout=timeout,
             max_datagram_bytes=max_datagram_bytes,
             on_datagram=on_datagram,
-            monotonic=monotonic,
+            clock=clock,
         )
     finally:
         sock.close()
@@ -74,7 +74,7 @@ def probe_cameras(
     timeout: float,
     destination: tuple[str, int] | None = None,
     session: ProbeSession | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> list[Camera]:
     """Probe for NetworkVideoTransmitter and Device separately, with backoff."""
     run = session or ProbeSession(max_datagram_bytes=settings.max_datagram_bytes)
@@ -85,7 +85,7 @@ def probe_cameras(
         timeout=timeout,
         max_datagram_bytes=settings.max_datagram_bytes,
         on_datagram=run.feed,
-        monotonic=monotonic,
+        clock=clock,
     )
     return run.cameras()
 
@@ -104,7 +104,7 @@ def search_upnp(
     destination: tuple[str, int] | None = None,
     gateway: str | None = None,
     search_targets: Sequence[str] = SEARCH_TARGETS,
-    monotonic: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> list[UpnpDevice]:
     """M-SEARCH for gateway devices and root devices; mark the default gateway's one."""
     target = destination or (SSDP_GROUP, settings.ssdp_port)
@@ -126,6 +126,6 @@ def search_upnp(
         timeout=timeout,
         max_datagram_bytes=MAX_RESPONSE_BYTES,
         on_datagram=collect,
-        monotonic=monotonic,
+        clock=clock,
     )
     return group_devices(responses, gateway)

@@ -22,5 +22,5 @@ def build_discovery(ctx: FeatureContext) -> Feature:
         return account.load_account() is not None
 
     return Feature(
-        "discovery", services=(build_service(ctx.config, ctx.clock.now, claimed_fn=claimed),)
+        "discovery", services=(build_service(ctx.config, ctx.clock, claimed_fn=claimed),)
     )

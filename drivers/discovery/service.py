@@ -1,4 +1,4 @@
-"""The discovery Service: ``build_service(config, now_fn)``; the feature is ``build_discovery``.
+"""The discovery Service: ``build_service(config, clock)``; the feature is ``build_discovery``.
 
 It runs the WS-Discovery responder (Hello on start, Bye on stop, answers to
 Probes) and the mDNS announcement.  In non-discoverable mode neither speaks.
@@ -6,12 +6,13 @@ Probes) and the mDNS announcement.  In non-discoverable mode neither speaks.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from agent.config import AgentConfig
 from agent.discovery.responder import device_target
 from agent.events import Event
+from agent.ports import Clock
+from drivers.clock import SystemClock
 from drivers.discovery.mdns_zc import MdnsAnnouncer
 from drivers.discovery.udp import local_ipv4_addresses
 from drivers.discovery.wsd_service import WsdResponderService
@@ -65,7 +66,7 @@ class DiscoveryService:
 
 def build_service(
     config: AgentConfig,
-    now_fn: Callable[[], float] = time.time,
+    clock: Clock | None = None,
     *,
     claimed_fn: Callable[[], bool] = lambda: False,
     addresses_fn: Callable[[], Sequence[str]] | None = None,
@@ -105,7 +106,7 @@ def build_service(
                 extra_scopes=settings.extra_scopes,
             ),
             state_dir=config.state_dir,
-            now_fn=now_fn,
+            clock=clock or SystemClock(),
             xaddrs_fn=xaddrs,
             bind_address=bind_address,
             port=settings.wsd_port,

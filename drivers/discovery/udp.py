@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import select
 import socket
-import time
 from collections.abc import Callable, Sequence
 
 import ifaddr
 
 from agent.discovery.responder import is_local_source
 from agent.errors import ConnectionLostError, DeviceIOError
+from agent.ports import Clock
+from drivers.clock import SystemClock
 
 MULTICAST_TTL = 1
 
@@ -82,17 +83,18 @@ def exchange(
     timeout: float,
     max_datagram_bytes: int,
     on_datagram: Callable[[bytes, tuple[str, int]], object],
-    monotonic: Callable[[], float] = time.monotonic,
+    clock: Clock | None = None,
 ) -> None:
     """Send each datagram at its offset and feed every reply until ``timeout``.
 
     Raises ConnectionLostError only if not a single datagram could be sent.
     """
-    start = monotonic()
+    clock = clock or SystemClock()
+    start = clock.monotonic()
     pending = sorted(sends, key=lambda s: s[0])
     sent, last_error = 0, ""
     while True:
-        elapsed = monotonic() - start
+        elapsed = clock.monotonic() - start
         while pending and pending[0][0] <= elapsed:
             _, payload, destination = pending.pop(0)
             try:

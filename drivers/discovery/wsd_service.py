@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from agent.discovery.responder import Reply, Responder
 from agent.discovery.wsd import TargetService
+from agent.ports import Clock
 from drivers.discovery.bootcount import next_instance_id
 from drivers.discovery.udp import drain, open_listener
 
@@ -30,7 +31,7 @@ class WsdResponderService:
         *,
         target: TargetService,
         state_dir: pathlib.Path,
-        now_fn: Callable[[], float],
+        clock: Clock,
         xaddrs_fn: Callable[[], Sequence[str]],
         bind_address: str,
         port: int,
@@ -44,7 +45,7 @@ class WsdResponderService:
     ) -> None:
         self._target = target
         self._state_dir = state_dir
-        self._now_fn = now_fn
+        self._clock = clock
         self._xaddrs_fn = xaddrs_fn
         self._bind = (bind_address, port)
         self._group = group
@@ -73,7 +74,7 @@ class WsdResponderService:
         return self._sock.fileno() if self._sock is not None else -1
 
     def start(self) -> None:
-        now = self._now_fn()
+        now = self._clock.now()
         self._sock = open_listener(
             bind_address=self._bind[0],
             port=self._bind[1],
@@ -82,7 +83,7 @@ class WsdResponderService:
         )
         self.responder = Responder(
             self._target,
-            instance_id=next_instance_id(self._state_dir, self._now_fn),
+            instance_id=next_instance_id(self._state_dir, self._clock),
             max_delay=self._max_delay,
             discoverable=self._discoverable,
             max_datagram_bytes=self._max_datagram_bytes,

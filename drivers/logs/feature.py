@@ -36,7 +36,7 @@ def build_logs(ctx: FeatureContext) -> Feature:
     config = ctx.config
     closers: tuple[Callable[[], None], ...] = ()
     if ctx.daemon:
-        handle = install_logging(config, ctx.redactor, clock=ctx.clock.now)
+        handle = install_logging(config, ctx.redactor, clock=ctx.clock)
         store, closers = handle.store, (handle.close,)
     else:
         store = LogStore(ctx.layout.root, config.logs)
@@ -52,7 +52,9 @@ def build_logs(ctx: FeatureContext) -> Feature:
         # Serial console and LAN share one limiter: guesses on one count on the other.
         limiter = auth_limiter(config)
         serial = build_serial_log_service(config, store, ctx.redactor, limiter, audit=ctx.audit)
-        lan = build_logs_lan_service(config, store, ctx.redactor, limiter, audit=ctx.audit)
+        lan = build_logs_lan_service(
+            config, store, ctx.redactor, limiter, audit=ctx.audit, clock=ctx.clock
+        )
         services += [s for s in (serial, lan) if s is not None]
     return Feature(
         "logs",
@@ -195,9 +197,10 @@ def build_logs_lan_service(
     limiter: AuthLimiter,
     *,
     audit: AuditSink | None = None,
+    clock: Clock | None = None,
 ) -> LogsLanServer | None:
     """The LAN bundle endpoint as a Service, or None when ``logs.lan_port`` is 0."""
     if not config.logs.lan_port:
         return None
     api = build_logs_http_api(config, store, redactor, limiter, audit=audit)
-    return LogsLanServer(api, (config.logs.lan_bind_address, config.logs.lan_port))
+    return LogsLanServer(api, (config.logs.lan_bind_address, config.logs.lan_port), clock=clock)

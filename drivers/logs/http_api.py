@@ -12,16 +12,16 @@ import dataclasses
 import hashlib
 import http.server
 import threading
-import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from agent.errors import BadDataError, DeviceIOError
 from agent.events import Event
 from agent.logs import codes
 from agent.logs.bundle import BundleQuery
 from agent.logs.pull import AuthLimiter, BundleProvider, TechnicianSecrets
-from agent.ports import AuditSink
+from agent.ports import AuditSink, Clock
+from drivers.clock import SystemClock
 
 BUNDLE_PATH = "/api/v1/logs/bundle"
 MAX_QUERY_CHARS = 1024
@@ -113,11 +113,11 @@ class LogsLanServer:
         self,
         api: LogsHttpApi,
         address: tuple[str, int],
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.api = api
         self.address = address
-        self.clock = clock
+        self.clock = clock or SystemClock()
         self._httpd: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -130,7 +130,7 @@ class LogsLanServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def _serve(self, method: str) -> None:
-                response = api.handle(method, self.path, dict(self.headers), clock())
+                response = api.handle(method, self.path, dict(self.headers), clock.now())
                 self.send_response(response.status)
                 for key, value in response.headers.items():
                     self.send_header(key, value)

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import select
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -30,6 +29,8 @@ from agent.errors import (
 from agent.events import Event
 from agent.logs import codes, frames
 from agent.logs.pull import PullSession, auth_mac, error
+from agent.ports import Clock
+from drivers.clock import SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +188,12 @@ class TechnicianClient:
         channel: ByteChannel,
         *,
         timeout: float = 10.0,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         max_payload: int = frames.DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._channel = channel
         self._timeout = timeout
-        self._monotonic = monotonic
+        self._clock = clock or SystemClock()
         self._max_payload = max_payload
         self._decoder = frames.FrameDecoder(max_payload=max_payload)
 
@@ -200,12 +201,12 @@ class TechnicianClient:
         self._channel.write(frames.encode(message, max_payload=self._max_payload))
 
     def receive(self) -> dict[str, Any]:
-        deadline = self._monotonic() + self._timeout
+        deadline = self._clock.monotonic() + self._timeout
         while True:
             message = self._decoder.next_message()
             if message is not None:
                 return message
-            remaining = deadline - self._monotonic()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 raise DeviceTimeoutError("device did not answer in time")
             self._decoder.feed(self._channel.read(READ_BYTES, min(remaining, 0.2)))

@@ -20,9 +20,7 @@ import os
 import pathlib
 import sys
 import threading
-import time
 import traceback
-from collections.abc import Callable
 from types import TracebackType
 from typing import IO
 
@@ -32,6 +30,8 @@ from agent.errors import DeviceIOError
 from agent.logs import codes
 from agent.logs.jsonlog import JsonLineFormatter
 from agent.logs.redact import Redactor
+from agent.ports import Clock
+from drivers.clock import SystemClock
 from drivers.logs.store import CRASH_PREFIX, FAULT_FILE_NAME, LogStore, overwrite_and_truncate
 
 MAX_FAULT_TEXT = 64 * 1024
@@ -98,10 +98,11 @@ def install_logging(
     config: AgentConfig,
     redactor: Redactor | None = None,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Clock | None = None,
 ) -> LoggingHandle:
     """Route the root logger into the redacted JSON-lines store; arm crash capture."""
     redactor = redactor or Redactor()
+    clock = clock or SystemClock()
     store = LogStore(config.state_dir, config.logs)
     handler = store.open_handler()
     handler.setFormatter(JsonLineFormatter(redactor))
@@ -111,7 +112,7 @@ def install_logging(
     root.addHandler(handler)
 
     fault_path = store.directory / FAULT_FILE_NAME
-    _harvest_fault_file(store, redactor, fault_path, clock())
+    _harvest_fault_file(store, redactor, fault_path, clock.now())
     try:
         fault_file = open(fault_path, "a", encoding="utf-8")  # noqa: SIM115 -- kept open for faulthandler
     except OSError as exc:
@@ -125,7 +126,8 @@ def install_logging(
     ) -> None:
         text = "".join(traceback.format_exception(exc_type, exc, tb))
         write_crash_record(
-            store, redactor, "exception", f"unhandled {exc_type.__name__}: {exc}", text, now=clock()
+            store, redactor, "exception", f"unhandled {exc_type.__name__}: {exc}", text,
+            now=clock.now(),
         )
         previous[0](exc_type, exc, tb)
 
@@ -137,7 +139,7 @@ def install_logging(
         write_crash_record(
             store, redactor, "thread",
             f"unhandled {args.exc_type.__name__} in thread {name}: {args.exc_value}",
-            text, now=clock(),
+            text, now=clock.now(),
         )
 
     sys.excepthook = excepthook

@@ -52,7 +52,7 @@ def build_provisioning(ctx: FeatureContext) -> Feature:
     except EdgeAgentError as exc:
         log.error("Wi-Fi backend unavailable, provisioning off: %s", exc)
         return Feature("provisioning", holdings=holdings, secrets=secrets)
-    service = build_service(ctx.config, backend, audit=ctx.audit, clock=ctx.clock.now)
+    service = build_service(ctx.config, backend, audit=ctx.audit, clock=ctx.clock)
     services: tuple[Service, ...] = (service,)
     if ctx.config.camera.enabled:
         # lazy: heavy (cv2), loaded with the camera anyway

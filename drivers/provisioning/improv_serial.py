@@ -5,17 +5,18 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 import serial
 
 from agent.errors import DecodeError, DeviceIOError, DeviceTimeoutError, PolicyError
+from agent.ports import Clock
 from agent.provisioning import improv
 from agent.provisioning.improv import Command, ErrorCode, Frame, FrameType, State
 from agent.provisioning.improv_device import ImprovDevice
 from agent.provisioning.wifi import ConnectResult, WifiCredentials
+from drivers.clock import SystemClock
 
 log = logging.getLogger(__name__)
 READ_CHUNK = 256
@@ -113,15 +114,15 @@ class ImprovSerialChannel:
 class ImprovClient:
     """The installer's side: ask a device on ``port`` for state, networks, or to connect."""
 
-    def __init__(self, port: SerialPort, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, port: SerialPort, clock: Clock | None = None) -> None:
         self._port = port
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self._decoder = improv.StreamDecoder()
         self._pending: collections.deque[Frame] = collections.deque()
 
     def _next_frame(self, deadline: float) -> Frame:
         while not self._pending:
-            if self._clock() >= deadline:
+            if self._clock.monotonic() >= deadline:
                 raise DeviceTimeoutError("no answer from the Improv device")
             data = _read(self._port)
             self._pending.extend(f for f in self._decoder.feed(data) if isinstance(f, Frame))
@@ -142,7 +143,7 @@ class ImprovClient:
     def current_state(self, timeout: float = 5.0) -> State:
         _write(self._port, [improv.encode_rpc(Command.REQUEST_CURRENT_STATE, b"")])
         frame = self._await(
-            self._clock() + timeout, lambda f: f.type == FrameType.CURRENT_STATE, _quiet
+            self._clock.monotonic() + timeout, lambda f: f.type == FrameType.CURRENT_STATE, _quiet
         )
         try:
             return State(frame.data[0])
@@ -152,13 +153,13 @@ class ImprovClient:
     def device_info(self, timeout: float = 5.0) -> list[str]:
         _write(self._port, [improv.encode_rpc(Command.REQUEST_DEVICE_INFO, b"")])
         frame = self._await(
-            self._clock() + timeout, _is_result(Command.REQUEST_DEVICE_INFO), _quiet
+            self._clock.monotonic() + timeout, _is_result(Command.REQUEST_DEVICE_INFO), _quiet
         )
         return _strings(frame)
 
     def scan(self, timeout: float = 20.0) -> list[tuple[str, int, bool]]:
         _write(self._port, [improv.encode_rpc(Command.REQUEST_SCANNED_NETWORKS, b"")])
-        deadline = self._clock() + timeout
+        deadline = self._clock.monotonic() + timeout
         networks: list[tuple[str, int, bool]] = []
         while True:
             strings = _strings(
@@ -182,7 +183,7 @@ class ImprovClient:
         )
         _write(self._port, [frame])
         result = self._await(
-            self._clock() + timeout, _is_result(Command.SEND_WIFI_SETTINGS), progress
+            self._clock.monotonic() + timeout, _is_result(Command.SEND_WIFI_SETTINGS), progress
         )
         strings = _strings(result)
         return strings[0] if strings else ""

@@ -19,9 +19,11 @@ from agent.errors import (
     TooLargeError,
     VerificationError,
 )
+from agent.ports import Clock
 from agent.provisioning.limits import LockedOutError, WindowClosedError
 from agent.provisioning.pake import InstallerPake
 from agent.provisioning.wifi import WifiCredentials
+from drivers.clock import SystemClock
 from drivers.provisioning.lan_server import PREFIX, b64decode, b64encode
 
 MAX_REPLY = 64 * 1024
@@ -49,7 +51,7 @@ class LanClient:
         base_url: str,
         timeout: float = 15.0,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
     ) -> None:
         parsed = urllib.parse.urlsplit(base_url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -57,7 +59,7 @@ class LanClient:
         self._base = f"{parsed.scheme}://{parsed.netloc}{PREFIX}"
         self._timeout = timeout
         self._sleep = sleep
-        self._clock = clock
+        self._clock = clock or SystemClock()
 
     def _call(self, route: str, body: Mapping[str, object] | None = None) -> dict[str, object]:
         data = None if body is None else json.dumps(body).encode()
@@ -127,8 +129,8 @@ class LanClient:
             "credentials", {"session": pake.session_id, "seq": seq, "sealed": b64encode(sealed)}
         )
         progress(f"credentials for {credentials.ssid!r} sent; device is connecting")
-        deadline = self._clock() + wait
-        while self._clock() < deadline:
+        deadline = self._clock.monotonic() + wait
+        while self._clock.monotonic() < deadline:
             status_seq = pake.next_seq()
             request = {
                 "session": pake.session_id,

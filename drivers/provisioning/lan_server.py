@@ -36,6 +36,7 @@ from agent.errors import (
     TransportError,
     VerificationError,
 )
+from agent.ports import Clock
 from agent.provisioning.lan import LanProvisioning
 from agent.provisioning.limits import LockedOutError, WindowClosedError
 from agent.provisioning.wifi import AccessPoint, ConnectOutcome, ConnectResult, WifiCredentials
@@ -93,7 +94,7 @@ class LanApiServer:
         core: LanProvisioning,
         scan: Callable[[], list[AccessPoint]],
         submit_connect: Callable[[WifiCredentials], Future[ConnectResult]],
-        clock: Callable[[], float],
+        clock: Clock,
         address: tuple[str, int],
         *,
         lock: threading.Lock | None = None,
@@ -129,7 +130,7 @@ class LanApiServer:
     # --- route handlers (called from request threads) -------------------------
 
     def handle_get(self, route: str) -> Mapping[str, object]:
-        now = self._clock()
+        now = self._clock.now()
         if route == "info":
             with self.lock:
                 return self.core.info(now)
@@ -147,7 +148,7 @@ class LanApiServer:
         raise NotFoundError("no such route")
 
     def handle_post(self, route: str, body: Mapping[str, object]) -> Mapping[str, object]:
-        now = self._clock()
+        now = self._clock.now()
         if route == "pake":
             msg_a = b64decode(body.get("pake"), "pake")
             with self.lock:
@@ -182,7 +183,7 @@ class LanApiServer:
             log.exception("provisioning connect attempt failed")
             result = ConnectResult(ConnectOutcome.FAILED, detail="internal error")
         with self.lock:
-            self.core.connect_finished(session_id, result, self._clock())
+            self.core.connect_finished(session_id, result, self._clock.now())
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -23,7 +22,7 @@ from numpy.typing import NDArray
 from agent.config import AgentConfig
 from agent.errors import BadDataError, EdgeAgentError, TransportError
 from agent.events import Event
-from agent.ports import AuditSink, CommandArgs, CommandHandler, CommandResult
+from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, CommandResult
 from agent.provisioning.binding import Binding
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.lan import LanLimits, LanProvisioning
@@ -31,6 +30,7 @@ from agent.provisioning.limits import ProvisioningWindow, ScanScheduler, WindowS
 from agent.provisioning.provisioner import Provisioner
 from agent.provisioning.qr_channel import QrChannel, QrKind, QrOutcome
 from agent.provisioning.wifi import AccessPoint, ConnectResult, WifiBackend, WifiCredentials
+from drivers.clock import SystemClock
 from drivers.provisioning.improv_serial import ImprovSerialChannel, open_port
 from drivers.provisioning.lan_server import LanApiServer
 from drivers.provisioning.qr_reader import QrReader
@@ -70,13 +70,13 @@ class ProvisioningService:
         *,
         audit: AuditSink | None = None,
         frame_source: Callable[[], Frame | None] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self._config = config
         self._settings = config.provisioning
         self._backend = backend
         self._frame_source = frame_source
-        self._clock = clock
+        self._clock = clock or SystemClock()
         self.store = FileProvisioningStore(config.state_dir)
         self.binding: Binding = load_or_create_binding(
             config.state_dir, config.device.serial_number
@@ -84,7 +84,7 @@ class ProvisioningService:
         self.provisioner = Provisioner(
             backend,
             self.store,
-            clock,
+            self._clock,
             audit=audit,
             connect_timeout=self._settings.connect_timeout_seconds,
         )
@@ -143,7 +143,7 @@ class ProvisioningService:
         lockout.
         """
         with self._lock:
-            self.window.open(self._clock())
+            self.window.open(self._clock.now())
         if self.lan_core is None or self.lan is not None:
             return
         settings = self._settings
@@ -164,7 +164,7 @@ class ProvisioningService:
 
     def status(self) -> dict[str, object]:
         with self._lock:
-            window = self.window.state(self._clock()).value
+            window = self.window.state(self._clock.now()).value
         return {"provisioned": self.provisioned, "bound": self._bound, "window": window}
 
     def _device_info(self) -> DeviceInfo:
@@ -175,7 +175,7 @@ class ProvisioningService:
 
     def _scan(self) -> list[AccessPoint]:
         """Recent scan results; a fresh scan at most every SCAN_CACHE_SECONDS."""
-        now = self._clock()
+        now = self._clock.now()
         cached = self._scan_cache
         if cached is not None and 0 <= now - cached[0] < SCAN_CACHE_SECONDS:
             return cached[1]
@@ -196,7 +196,7 @@ class ProvisioningService:
     def _after_connect(self, done: Future[ConnectResult]) -> None:
         if done.exception() is None and done.result().ok:
             with self._lock:
-                self.window.succeed(self._clock())
+                self.window.succeed(self._clock.now())
 
     def tick(self, now: float) -> Sequence[Event]:
         if self.lan is not None:
@@ -271,7 +271,7 @@ def build_service(
     frame_source: Callable[[], Frame | None] | None = None,
     audit: AuditSink | None = None,
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Clock | None = None,
 ) -> ProvisioningService:
     return ProvisioningService(
         config, wifi_backend, audit=audit, frame_source=frame_source, clock=clock

@@ -73,11 +73,10 @@ def test_version_prints_the_distribution_version() -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.fullmatch(r"edge-agent \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
-    try:
-        expected = importlib.metadata.version("edge-agent")
-    except importlib.metadata.PackageNotFoundError:
-        from drivers.cli import VERSION as expected
-    assert result.stdout == f"edge-agent {expected}\n"
+    from agent import __version__
+
+    assert result.stdout == f"edge-agent {__version__}\n"
+    assert importlib.metadata.version("edge-agent") == __version__  # setup.cfg reads it
 
 
 def test_plate_list_choices_match_the_core() -> None:

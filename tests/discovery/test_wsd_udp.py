@@ -6,7 +6,6 @@ import pathlib
 import select
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from agent.discovery import wsd
 from agent.discovery.responder import endpoint_for_serial
 from agent.errors import DeviceIOError
+from drivers.clock import SystemClock
 from drivers.discovery.bootcount import COUNTER_FILE, next_instance_id
 from drivers.discovery.clients import probe_cameras
 from drivers.discovery.service import build_service
@@ -26,6 +26,7 @@ from tests.discovery.conftest import (
     running,
     tick_until_read,
 )
+from tests.support.clock import FixedClock
 
 
 def loopback_service(tmp_path: pathlib.Path, listener: socket.socket, **discovery: object):  # type: ignore[no-untyped-def]
@@ -173,21 +174,21 @@ def test_client_lists_real_camera_reply_over_udp(tmp_path: pathlib.Path) -> None
 
 
 def test_boot_counter_is_replaced_atomically(tmp_path: pathlib.Path) -> None:
-    assert [next_instance_id(tmp_path, time.time) for _ in range(3)] == [1, 2, 3]
+    assert [next_instance_id(tmp_path, SystemClock()) for _ in range(3)] == [1, 2, 3]
     assert (tmp_path / COUNTER_FILE).read_text() == "3\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [COUNTER_FILE]
 
 
 def test_corrupt_boot_counter_still_rises(tmp_path: pathlib.Path) -> None:
     (tmp_path / COUNTER_FILE).write_text("garbage")
-    assert next_instance_id(tmp_path, lambda: 1_700_000_000.0) == 1_700_000_001
+    assert next_instance_id(tmp_path, FixedClock(1_700_000_000.0)) == 1_700_000_001
 
 
 def test_state_dir_that_is_a_file_is_a_device_io_error(tmp_path: pathlib.Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(DeviceIOError, match="boot counter"):
-        next_instance_id(blocker, time.time)
+        next_instance_id(blocker, SystemClock())
 
 
 @pytest.fixture

@@ -17,12 +17,13 @@ from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
 from drivers.logs.setup import LoggingHandle, install_logging
 from drivers.logs.store import LogStore
+from tests.support.clock import FixedClock
 
 
 @pytest.fixture
 def installed(tmp_path: pathlib.Path) -> Iterator[LoggingHandle]:
     config = AgentConfig(state_dir=tmp_path, logs=LogSettings(max_store_bytes=64 * 1024))
-    handle = install_logging(config, Redactor(lambda: ["Bartholomew"]), clock=lambda: 1000.0)
+    handle = install_logging(config, Redactor(lambda: ["Bartholomew"]), clock=FixedClock(1000.0))
     try:
         yield handle
     finally:

@@ -19,23 +19,6 @@ from agent.provisioning.settings import ProvisioningSettings
 START = 1_800_000_000.0
 
 
-class ManualClock:
-    """A wall clock the test moves by hand (read from several threads)."""
-
-    def __init__(self, start: float = START) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> float:
-        with self._lock:
-            self._now += seconds
-            return self._now
-
-
 class RecordingAudit:
     def __init__(self) -> None:
         self.records: list[tuple[str, dict[str, object], float]] = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pathlib
 import socket
-import time
 from collections.abc import Iterator
 
 import cv2
@@ -16,6 +15,7 @@ from agent.provisioning.binding import parse_label
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.provisioner import Provisioner
 from drivers.cli import main
+from drivers.clock import SystemClock
 from drivers.provisioning.qr_reader import QrReader
 from drivers.provisioning.service import ProvisioningService, build_service
 from drivers.provisioning.store import FileProvisioningStore
@@ -124,7 +124,7 @@ def test_improv_cli_against_device_on_pty(
     master, slave = os.openpty()
     radio = RadioDouble({"Home": PASSPHRASE})
     device = ImprovDevice(DeviceInfo("edge-agent", "0.1.0", "c", "d"), lambda: radio.scan(1), "")
-    provisioner = Provisioner(radio, FileProvisioningStore(tmp_path), time.time)
+    provisioner = Provisioner(radio, FileProvisioningStore(tmp_path), SystemClock())
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
     try:

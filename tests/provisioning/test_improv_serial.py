@@ -15,6 +15,7 @@ from agent.provisioning.improv import Command, ErrorCode, Frame, FrameType, Stat
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.provisioner import Provisioner
 from agent.provisioning.wifi import WifiCredentials
+from drivers.clock import SystemClock
 from drivers.provisioning.improv_serial import ImprovClient, ImprovSerialChannel, open_port
 from drivers.provisioning.store import FileProvisioningStore
 from tests.provisioning.radio_double import DOUBLE_ADDRESS, RadioDouble
@@ -69,7 +70,7 @@ def channel(
 ) -> Iterator[tuple[PtyPeer, ImprovSerialChannel, FileProvisioningStore]]:
     master, path = pty_pair
     store = FileProvisioningStore(tmp_path)
-    provisioner = Provisioner(radio, store, time.time)
+    provisioner = Provisioner(radio, store, SystemClock())
     device = ImprovDevice(INFO, lambda: radio.scan(1.0), "http://{ip}/")
     served = ImprovSerialChannel(
         open_port(path, 115200), device, lambda c: provisioner.apply(c, "improv")
@@ -150,7 +151,7 @@ def test_client_scan_and_provision_against_device_on_pty(
     """ImprovClient on the slave path; a device state machine serving the master end."""
     master, path = pty_pair
     device = ImprovDevice(INFO, lambda: radio.scan(1.0), "http://{ip}/")
-    provisioner = Provisioner(radio, FileProvisioningStore(tmp_path), time.time)
+    provisioner = Provisioner(radio, FileProvisioningStore(tmp_path), SystemClock())
     port = open_port(path, 115200)
     try:
         with ImprovPeerDevice(master, device, provisioner):

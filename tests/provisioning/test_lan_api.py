@@ -22,7 +22,8 @@ from drivers.provisioning.lan_client import LanClient
 from drivers.provisioning.lan_server import b64encode
 from drivers.provisioning.service import STATUS_GRACE_SECONDS, ProvisioningService, build_service
 from tests.provisioning.radio_double import DOUBLE_ADDRESS, RadioDouble
-from tests.provisioning.support import ManualClock, RecordingAudit, make_config, wait_for
+from tests.provisioning.support import START, RecordingAudit, make_config, wait_for
+from tests.support.clock import ManualClock
 
 PASSPHRASE = "planted-Passphrase-7f3a9c"
 
@@ -34,7 +35,7 @@ def radio() -> RadioDouble:
 
 @pytest.fixture
 def clock() -> ManualClock:
-    return ManualClock()
+    return ManualClock(START)
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from agent.provisioning.wifi_qr import format_wifi_qr
 from drivers.provisioning.qr_reader import QrReader, render_qr
 from drivers.provisioning.service import ProvisioningService, build_service
 from tests.provisioning.radio_double import RadioDouble
-from tests.provisioning.support import START, ManualClock, RecordingAudit, make_config, wait_for
+from tests.provisioning.support import START, RecordingAudit, make_config, wait_for
+from tests.support.clock import ManualClock
 
 PASSPHRASE = "qr-Passphrase;with,escapes:9"
 TOKEN = "bind_" + "Zx9" * 8
@@ -115,7 +116,7 @@ def test_binding_qr_binds_once_and_refuses_reused_token(
     tmp_path: pathlib.Path, radio: RadioDouble
 ) -> None:
     audit = RecordingAudit()
-    clock = ManualClock()
+    clock = ManualClock(START)
     config = make_config(tmp_path, lan_enabled=False)
     text = json.dumps({"v": 1, "account": "acme-7", "token": TOKEN, "exp": int(START) + 3600})
     first = build_service(config, radio, audit=audit, clock=clock)

@@ -27,7 +27,8 @@ from drivers.provisioning.lan_client import LanClient
 from drivers.provisioning.service import STATUS_GRACE_SECONDS, build_service, command_handlers
 from drivers.provisioning.store import FileProvisioningStore
 from tests.provisioning.radio_double import RadioDouble
-from tests.provisioning.support import START, ManualClock, RecordingAudit, make_config, wait_for
+from tests.provisioning.support import START, RecordingAudit, make_config, wait_for
+from tests.support.clock import FixedClock, ManualClock
 
 
 def test_window_opens_times_out_and_reopens() -> None:
@@ -81,7 +82,7 @@ def test_settings_load_from_toml_strictly() -> None:
 
 
 def test_lan_api_stops_after_success_and_grace(tmp_path: pathlib.Path) -> None:
-    clock = ManualClock()
+    clock = ManualClock(START)
     radio = RadioDouble({"Home": "passphrase-1"})
     service = build_service(make_config(tmp_path), radio, clock=clock)
     service.start()
@@ -153,7 +154,7 @@ class BrokenRadio(RadioDouble):
 def test_backend_exception_becomes_a_failed_attempt(tmp_path: pathlib.Path) -> None:
     audit = RecordingAudit()
     provisioner = Provisioner(
-        BrokenRadio(), FileProvisioningStore(tmp_path), lambda: START, audit=audit
+        BrokenRadio(), FileProvisioningStore(tmp_path), FixedClock(START), audit=audit
     )
     result = provisioner.apply(WifiCredentials("Home", "passphrase-1"), "lan")
     assert result.outcome is ConnectOutcome.FAILED
@@ -175,7 +176,7 @@ def test_missing_improv_port_does_not_stop_the_service(tmp_path: pathlib.Path) -
 
 
 def test_commands_report_status_and_reopen_the_window(tmp_path: pathlib.Path) -> None:
-    clock = ManualClock()
+    clock = ManualClock(START)
     service = build_service(
         make_config(tmp_path, lan_max_failed_attempts=1, lan_lockout_seconds=3600),
         RadioDouble(),
@@ -214,7 +215,7 @@ def test_audit_trail_and_logs_hold_neither_ssid_nor_account(
     provisioner = Provisioner(
         RadioDouble({"Home-Of-Alice": "passphrase-1"}),
         FileProvisioningStore(tmp_path),
-        lambda: START,
+        FixedClock(START),
         audit=audit,
     )
     assert provisioner.apply(WifiCredentials("Home-Of-Alice", "passphrase-1"), "lan").ok

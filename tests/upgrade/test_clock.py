@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
@@ -12,24 +11,12 @@ from agent.events import Event
 from agent.upgrade.errors import ExpiredManifestError
 from agent.upgrade.machine import Decision, State
 from drivers.upgrade.service import build_installer
+from tests.support.clock import SteppedWallClock
 from tests.upgrade.conftest import random_image
 from tests.upgrade.imageserver import ImageServer
 
 Sign = Callable[..., bytes]
 EXPIRY = 2_000_000_000  # 2033: in the future for the real clock
-
-
-class SetClock:
-    """Wall time set by the test; monotonic time is real (the download's throughput guard)."""
-
-    def __init__(self, now: float) -> None:
-        self.wall = now
-
-    def now(self) -> float:
-        return self.wall
-
-    def monotonic(self) -> float:
-        return time.monotonic()
 
 
 class Events:
@@ -48,10 +35,10 @@ def test_expiry_is_judged_by_the_injected_clock(
     image = random_image(1000)
     image_server.files["/clock.img"] = image
     envelope = sign(image, 1, image_server.url("/clock.img"), expires_at=EXPIRY)
-    installer.clock = SetClock(EXPIRY)
+    installer.clock = SteppedWallClock(EXPIRY)
     with pytest.raises(ExpiredManifestError):
         installer.verify(envelope)
-    installer.clock = SetClock(EXPIRY - 1)
+    installer.clock = SteppedWallClock(EXPIRY - 1)
     assert installer.verify(envelope).manifest.expires_at == EXPIRY
 
 
@@ -61,7 +48,7 @@ def test_record_events_and_health_grace_follow_the_injected_clock(
     sink = Events()
     installer, machine = build_installer(make_config(health_grace_seconds=60.0), sink)
     assert machine is not None
-    clock = SetClock(1_000_000.0)
+    clock = SteppedWallClock(1_000_000.0)
     installer.clock = clock
     image = random_image(20_000)
     image_server.files["/grace.img"] = image
