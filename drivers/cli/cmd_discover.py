@@ -12,8 +12,6 @@ from typing import Any
 
 from agent import config as agent_config
 from agent.errors import BadDataError, ConfigError, TransportError
-from drivers.discovery.clients import default_gateway, probe_cameras, search_upnp
-from drivers.discovery.mdns_zc import browse
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -36,6 +34,10 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) ->
 
 
 def _discover(args: argparse.Namespace) -> int:
+    # lazy: heavy (zeroconf, asyncio, the LAN clients): 40 ms of every `edge-agent --help`
+    from drivers.discovery.clients import default_gateway, probe_cameras, search_upnp
+    from drivers.discovery.mdns_zc import browse
+
     path = pathlib.Path(args.config) if args.config else None
     state_dir = pathlib.Path(args.state_dir) if args.state_dir else None
     settings = agent_config.load(path, state_dir=state_dir).discovery
