@@ -20,11 +20,13 @@ $(BENCH_STAMP): $(STAMP)
 	@touch $@
 
 # The tests start their own real peers: a mosquitto broker, and wpa_supplicant
-# (-D wired, in a network namespace) where the machine allows. Install what is missing.
+# (-D wired, in a network namespace) where the machine allows. The agent salvages a
+# damaged database with the sqlite3 shell (.recover, else .dump). Install what is missing.
 mosquitto:
 	@missing=""; \
 	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
 	command -v wpa_supplicant >/dev/null 2>&1 || test -x /usr/sbin/wpa_supplicant || missing="$$missing wpasupplicant"; \
+	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing$$missing (apt-get)"; \
@@ -35,8 +37,10 @@ mosquitto:
 		fi; \
 	fi
 
+# Without CONFIG: config/dev.toml, the built-in defaults but a plaintext broker on
+# 127.0.0.1:1883 (the built-in default is TLS on 8883).
 run: $(STAMP)
-	$(VENV)/bin/edge-agent run --state-dir $(STATE) $(if $(CONFIG),--config $(CONFIG),)
+	$(VENV)/bin/edge-agent run --state-dir $(STATE) --config $(or $(CONFIG),config/dev.toml)
 
 test: $(STAMP) mosquitto
 	$(PY) -m pytest -q -p no:cacheprovider tests

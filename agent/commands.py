@@ -1,12 +1,16 @@
 """Request/response commands arriving over MQTT.
 
-A command is a CBOR map of arguments published to ``<prefix>/<device>/cmd/<name>``
-with the MQTT v5 ``ResponseTopic`` and ``CorrelationData`` properties.  The
-reply is a CBOR map ``{"ok": true, "result": {...}}`` or
-``{"ok": false, "error": {"code": ..., "message": ...}}`` sent to the response
-topic with the same correlation data.  Nothing a sender does -- oversized,
-malformed, deeply nested, unknown command, a handler that blows up -- gets
-past :meth:`CommandRouter.handle` as an exception.
+A command is published to ``<prefix>/<device id>/cmd/<name>`` with the MQTT v5
+``ResponseTopic`` (under ``<prefix>/<device id>/reply/``) and
+``CorrelationData`` properties.  Its payload is a signed command
+(:mod:`agent.auth.envelope`); only public commands (``status``) may be a bare
+CBOR map of arguments.  The :class:`~agent.auth.authoriser.Authoriser` decides
+before any handler runs.  The reply is a CBOR map ``{"ok": true, "result":
+{...}}`` (``{"ok": true, "sealed": <COSE_Encrypt>}`` when the command carried
+a reply key) or ``{"ok": false, "error": {"code": ..., "message": ...}}``.
+Nothing a sender does -- oversized, malformed, deeply nested, unsigned,
+replayed, unknown command, a handler that blows up -- gets past
+:meth:`CommandRouter.handle` as an exception.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import re
 from collections.abc import Callable, Mapping
 
 from agent import cbor
+from agent.auth import cose
+from agent.auth.authoriser import ANONYMOUS, Authoriser, CallerSlot, UnauthorizedError
 from agent.consent import ConsentLedger
 from agent.errors import (
     BadDataError,
@@ -34,7 +40,6 @@ from agent.purposes import Purpose
 log = logging.getLogger(__name__)
 
 COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,3}$")
-MAX_COMMAND_DEPTH = 8
 MAX_ERROR_TEXT = 300
 
 
@@ -53,6 +58,8 @@ def _error(code: str, message: str) -> dict[str, object]:
 
 
 def _error_code(exc: BaseException) -> str:
+    if isinstance(exc, UnauthorizedError):
+        return "unauthorized"
     if isinstance(exc, TooLargeError):
         return "too_large"
     if isinstance(exc, ConsentRequiredError):
@@ -69,8 +76,17 @@ def _error_code(exc: BaseException) -> str:
 
 
 class CommandRouter:
-    def __init__(self, *, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
+    def __init__(
+        self,
+        authoriser: Authoriser,
+        *,
+        callers: CallerSlot | None = None,
+        confidential: frozenset[str] = frozenset(),
+    ) -> None:
+        self.authoriser = authoriser
+        self.callers = callers or CallerSlot()
+        # Commands whose result may only travel sealed to the requester.
+        self.confidential = confidential
         self._handlers: dict[str, CommandHandler] = {}
         self.handled = 0
         self.failed = 0
@@ -86,30 +102,37 @@ class CommandRouter:
     def names(self) -> list[str]:
         return sorted(self._handlers)
 
-    def handle(self, name: str, payload: bytes) -> Handled:
+    def handle(self, name: str, payload: bytes, now: float) -> Handled:
         """Decode, dispatch and encode the reply; never raises.
 
         The events the command produced come back beside the reply: the caller
         commits them before it sends the reply.
         """
         self.handled += 1
-        reply, outcome = self._dispatch(name, payload)
+        reply, outcome = self._dispatch(name, payload, now)
         if not reply.get("ok"):
             self.failed += 1
         return Handled(cbor.dumps(reply), outcome.events, outcome.clear_retained)
 
-    def _dispatch(self, name: str, payload: bytes) -> tuple[dict[str, object], Outcome]:
+    def _dispatch(
+        self, name: str, payload: bytes, now: float
+    ) -> tuple[dict[str, object], Outcome]:
         handler = self._handlers.get(name) if COMMAND_NAME.match(name) else None
         if handler is None:
             return _error("unknown_command", f"unknown command {name[:64]!r}"), _NOTHING
         try:
-            args = cbor.loads_untrusted(
-                payload or b"\xa0", max_bytes=self.max_bytes, max_depth=MAX_COMMAND_DEPTH
-            )
-            if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
-                raise DecodeError("arguments must be a CBOR map with text keys")
-            result = handler(args)
+            authorised = self.authoriser.authorise(name, payload, now)
+            if name in self.confidential and authorised.reply_key is None:
+                raise DecodeError(f"{name} needs a reply_key: its result travels only sealed")
+            self.callers.current = authorised.caller
+            try:
+                result = handler(authorised.args)
+            finally:
+                self.callers.current = ANONYMOUS
             outcome = result if isinstance(result, Outcome) else Outcome(result)
+            if authorised.reply_key is not None:
+                sealed = cose.seal(authorised.reply_key, cbor.dumps(dict(outcome.result)))
+                return {"ok": True, "sealed": sealed}, outcome
             return {"ok": True, "result": dict(outcome.result)}, outcome
         except Exception as exc:
             code = _error_code(exc)
@@ -133,11 +156,13 @@ def require_bool(args: CommandArgs, key: str) -> bool:
     return value
 
 
-def consent_commands(ledger: ConsentLedger, clock: Clock) -> dict[str, CommandHandler]:
+def consent_commands(
+    ledger: ConsentLedger, clock: Clock, callers: CallerSlot
+) -> dict[str, CommandHandler]:
     def consent_set(args: CommandArgs) -> CommandResult:
         purpose = Purpose.parse(require_str(args, "purpose", max_len=64))
         granted = require_bool(args, "granted")
-        change = ledger.set(purpose, granted, clock.now(), source="mqtt")
+        change = ledger.set(purpose, granted, clock.now(), source=callers.describe("mqtt"))
         return {
             "purpose": purpose.value,
             "granted": change.granted,

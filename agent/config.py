@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import ipaddress
 import os
 import pathlib
 import tomllib
@@ -21,6 +22,7 @@ from agent.errors import ConfigError
 from agent.logs.settings import LogSettings, RetentionSettings
 from agent.matching.settings import MatchingSettings
 from agent.provisioning.settings import ProvisioningSettings
+from agent.storage_settings import StorageSettings
 from agent.upgrade.settings import UpgradeSettings
 
 MAX_CONFIG_BYTES = 256 * 1024
@@ -56,17 +58,38 @@ class TlsMode(enum.Enum):
     ON = "on"
 
 
+def is_loopback_host(host: str) -> bool:
+    """True only for ``localhost`` or a literal address in 127.0.0.0/8 or ::1.
+
+    Never resolves a name (``agent/`` does no I/O, and a resolver answer could
+    change after the check): any other name counts as remote.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 @dataclasses.dataclass(frozen=True)
 class MqttSettings:
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = dataclasses.field(default=1883, metadata={"min": 1, "max": 65535})
+    # 8883: MQTT over TLS (IANA); config/dev.toml sets 1883 for a local plaintext broker.
+    port: int = dataclasses.field(default=8883, metadata={"min": 1, "max": 65535})
     topic_prefix: str = dataclasses.field(default="edge", metadata={"check": _topic_prefix})
     client_id: str | None = None
     username: str | None = None
     password_file: pathlib.Path | None = None
-    tls: TlsMode = TlsMode.OFF
+    tls: TlsMode = TlsMode.ON
+    # Plaintext to a broker off this host only when the owner says so, in writing.
+    allow_plaintext: bool = False
     ca_file: pathlib.Path | None = None
+    # A client certificate (mutual TLS) is the device's identity to a broker that asks.
     cert_file: pathlib.Path | None = None
     key_file: pathlib.Path | None = None
     keepalive_seconds: int = dataclasses.field(default=30, metadata={"min": 5, "max": 3600})
@@ -80,6 +103,34 @@ class MqttSettings:
     max_command_bytes: int = dataclasses.field(
         default=64 * 1024, metadata={"min": 256, "max": 16 * 1024 * 1024}
     )
+
+    def __post_init__(self) -> None:
+        # Here rather than in the CLI: every way to build a configuration (config
+        # check, edge-agent run, a test's dataclasses.replace) meets the same refusal.
+        if not self.enabled:
+            return
+        if self.tls is TlsMode.OFF:
+            if self.cert_file is not None or self.key_file is not None:
+                raise ConfigError("mqtt.cert_file", 'a client certificate needs tls = "on"')
+            if not self.allow_plaintext and not is_loopback_host(self.host):
+                raise ConfigError(
+                    "mqtt.tls",
+                    f"broker {self.host!r} is not on this host and tls is off: events and "
+                    'credentials would cross the network in clear text; set tls = "on" '
+                    "(or mqtt.allow_plaintext = true to accept that)",
+                )
+        if self.key_file is not None and self.cert_file is None:
+            raise ConfigError("mqtt.key_file", "needs mqtt.cert_file")
+
+    @property
+    def plaintext_warning(self) -> str | None:
+        """One line for the log and every ``status`` reply while plaintext leaves the host."""
+        if self.enabled and self.tls is TlsMode.OFF and not is_loopback_host(self.host):
+            return (
+                f"MQTT to {self.host}:{self.port} is not encrypted (mqtt.allow_plaintext = true): "
+                "events, commands and credentials cross the network in clear text"
+            )
+        return None
 
 
 class TimestampPrecision(enum.Enum):
@@ -97,6 +148,13 @@ class PrivacySettings:
     )
     statistics_interval_seconds: int = dataclasses.field(
         default=3600, metadata={"min": 60, "max": 86400}
+    )
+    # k: a per-type count below this is left out of the statistics (it could single
+    # someone out); see agent/stats.py.
+    statistics_min_count: int = dataclasses.field(default=5, metadata={"min": 1, "max": 1000})
+    # How often the audit chain's head is published (audit.head), when it moved.
+    audit_head_interval_seconds: int = dataclasses.field(
+        default=3600, metadata={"min": 1, "max": 86400}
     )
 
 
@@ -141,6 +199,7 @@ class AgentConfig:
     mqtt: MqttSettings = MqttSettings()
     privacy: PrivacySettings = PrivacySettings()
     outbox: OutboxSettings = OutboxSettings()
+    storage: StorageSettings = StorageSettings()
     camera: CameraSettings = CameraSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     matching: MatchingSettings = MatchingSettings()

@@ -124,6 +124,11 @@ class ConsentLedger:
         self._known()
         return self._generations.get(purpose, 0)
 
+    def generations(self) -> dict[str, int]:
+        """The key generation of every purpose ever set (the ones pseudonyms may exist under)."""
+        self.refresh()
+        return {p.value: g for p, g in self._generations.items()}
+
     def history(self) -> list[dict[str, object]]:
         rows = self.db.query(
             "SELECT purpose, action, at, policy_version, source, purged "
@@ -139,6 +144,7 @@ class ConsentLedger:
             raise DecodeError(f"{purpose.value} needs no consent and cannot be changed")
         was = self.is_granted(purpose)
         purged: dict[str, int] = {}
+        retired = -1
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO consent_state (purpose, granted, changed_at, policy_version) "
@@ -153,6 +159,11 @@ class ConsentLedger:
                     "WHERE purpose = ?",
                     (purpose.value,),
                 )
+                # For the tombstone notice: receivers drop what that generation named.
+                retired = int(conn.execute(
+                    "SELECT key_generation FROM consent_state WHERE purpose = ?",
+                    (purpose.value,),
+                ).fetchone()[0]) - 1
                 for store, purger in self._sql_purgers.items():
                     purged[store] = purger(conn, purpose)
             conn.execute(
@@ -178,7 +189,8 @@ class ConsentLedger:
         if self.audit is not None:
             self.audit.record(
                 "consent.grant" if granted else "consent.withdraw",
-                {"purpose": purpose.value, "source": source[:64], "purged": dict(purged)},
+                {"purpose": purpose.value, "source": source[:64], "purged": dict(purged),
+                 **({} if granted else {"retired_generation": retired})},
                 now,
             )
         return ConsentChange(purpose, granted, was != granted, purged)

@@ -70,6 +70,21 @@ class NotFoundError(BadDataError):
     """A named item (identity, network, slot, message) does not exist."""
 
 
+class StateDirError(EdgeAgentError):
+    """The state directory cannot be used: a file, read-only, or not this user's.
+
+    Neither bad data nor worth retrying: someone has to fix the machine, so the
+    command line exits with its own code (``EXIT_STATE_DIR`` in
+    ``drivers/cli``) and the systemd unit does not restart on it.
+    """
+
+    def __init__(self, path: object, problem: str, fix: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"state directory {path}: {problem}; fix: {fix}")
+
+
 # --- transport: retried with backoff -----------------------------------------
 
 

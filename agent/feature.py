@@ -18,6 +18,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from agent.auth.principals import PrincipalStore
+from agent.auth.roles import Role
 from agent.config import AgentConfig
 from agent.events import EventSchema
 from agent.framebus import FrameBus
@@ -62,6 +64,8 @@ class FeatureContext:
     frames: FrameBus[Any]
     # Redacts every log line; knows what all features declared as secrets.
     redactor: Redactor
+    # The keys this device obeys and its per-binding device id.
+    principals: PrincipalStore
     # True while the broker link is up and every part of the loop beats: the
     # upgrade feature commits a trial boot only then.
     healthy: Callable[[], bool] = lambda: False
@@ -78,13 +82,30 @@ class Holding:
     ``purpose``: withdrawing it erases the store (None: kept until an erasure
     request).  ``scope``: which erasure requests reach it.  ``retention``: the
     age limit that applies to it, if any, and the store that purges by age
-    (usually the holder itself).
+    (usually the holder itself).  ``on_withdrawal``: what the withdrawal runs
+    instead of a full erasure, for a store that keeps filling after it (the
+    logs: everything up to the withdrawal goes; the hook is re-run at every
+    start, which must not wipe what was written since).
     """
 
     holder: PersonalDataHolder
     purpose: Purpose | None = None
     scope: ErasureScope = ErasureScope.PERSONAL
     retention: tuple[RetentionKind, RetentionTarget] | None = None
+    on_withdrawal: Callable[[], int] | None = None
+
+
+class RetainedMessages(Protocol):
+    """Retained MQTT messages a feature keeps under the device's topics.
+
+    ``retained_messages()`` maps a topic below ``<prefix>/<device>/`` to its
+    payload; the runtime (re)publishes them on every connection and whenever
+    ``version`` changes.
+    """
+
+    version: int
+
+    def retained_messages(self) -> Mapping[str, bytes]: ...
 
 
 def _none() -> Iterable[str]:
@@ -96,10 +117,15 @@ class Feature:
     name: str
     services: tuple[Service, ...] = ()
     commands: Mapping[str, CommandHandler] = dataclasses.field(default_factory=dict)
+    # Roles besides the owner that may give a command; unlisted: the owner's alone.
+    command_roles: Mapping[str, frozenset[Role]] = dataclasses.field(default_factory=dict)
+    # Commands whose result travels only sealed to the requester's reply key.
+    confidential_commands: frozenset[str] = frozenset()
     event_schemas: tuple[EventSchema, ...] = ()
     holdings: tuple[Holding, ...] = ()
     # Literals that must never appear in a log line (names, plates, SSIDs).
     secrets: Callable[[], Iterable[str]] = _none
+    retained: tuple[RetainedMessages, ...] = ()
     closers: tuple[Callable[[], None], ...] = ()
 
     def close(self) -> None:

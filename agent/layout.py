@@ -25,8 +25,61 @@ class StateLayout:
         return self.root / "agent.sqlite"
 
     @property
+    def database_wal(self) -> pathlib.Path:
+        """SQLite's write-ahead log of the database (named by SQLite; bounded by [storage])."""
+        return self.root / "agent.sqlite-wal"
+
+    @property
+    def database_shm(self) -> pathlib.Path:
+        return self.root / "agent.sqlite-shm"
+
+    @property
+    def damaged_dir(self) -> pathlib.Path:
+        """Damaged databases moved aside, one folder per salvage (kept for forensics)."""
+        return self.root / "damaged"
+
+    def damaged_copy(self, stamp: str) -> pathlib.Path:
+        """Where a damaged database goes (its -wal beside it) before its rows are salvaged."""
+        return self.damaged_dir / stamp / self.database.name
+
+    def damaged_copies(self) -> list[pathlib.Path]:
+        """The salvage folders, oldest first."""
+        if not self.damaged_dir.is_dir():
+            return []
+        return sorted(p for p in self.damaged_dir.iterdir() if p.is_dir())
+
+    @property
+    def salvage_scratch(self) -> pathlib.Path:
+        """The fresh database a salvage fills before it replaces the damaged one."""
+        return self.root / "agent.sqlite.salvage"
+
+    @property
+    def outbox_high_water(self) -> pathlib.Path:
+        """The last event sequence number known committed, fsync'd beside the database.
+
+        A separate small file, so that a database that lost committed rows (a cut
+        WAL, a salvage) can be told apart from one that never had them.
+        """
+        return self.root / "outbox-seq"
+
+    @property
+    def storage_reserve(self) -> pathlib.Path:
+        """Pre-allocated space, released when the disk fills so the agent can record its state."""
+        return self.root / "storage-reserve"
+
+    @property
     def audit(self) -> pathlib.Path:
         return self.root / "audit.sqlite"
+
+    @property
+    def audit_key(self) -> pathlib.Path:
+        """The HMAC key of the audit chain (0600): without it a rewritten chain cannot verify."""
+        return self.root / "audit.key"
+
+    @property
+    def privacy_notices(self) -> pathlib.Path:
+        """How far the audit trail was turned into tombstones, and the latest per purpose."""
+        return self.root / "privacy-notices.json"
 
     @property
     def pseudonym_key(self) -> pathlib.Path:
@@ -93,6 +146,31 @@ class StateLayout:
     def account_files(self) -> tuple[pathlib.Path, ...]:
         """What an erasure of the cloud binding removes."""
         return (self.account, self.used_tokens)
+
+    # --- attempt limits and windows (agent.limitstate) --------------------------
+
+    @property
+    def limits_dir(self) -> pathlib.Path:
+        """Lockouts and windows that must outlive a restart.
+
+        Not personal data, and apart from every store an erasure empties: no
+        erasure or retention purge may hand an attacker a fresh set of guesses.
+        """
+        return self.root / "limits"
+
+    @property
+    def provisioning_window(self) -> pathlib.Path:
+        return self.limits_dir / "provisioning-window.json"
+
+    @property
+    def provisioning_lan_limits(self) -> pathlib.Path:
+        """Failed SPAKE2 proofs and lockouts of the LAN provisioning API."""
+        return self.limits_dir / "provisioning-lan.json"
+
+    @property
+    def logs_auth_limits(self) -> pathlib.Path:
+        """Failed technician logins, shared by the serial console and the LAN log endpoint."""
+        return self.limits_dir / "logs-auth.json"
 
     # --- discovery ---------------------------------------------------------------
 

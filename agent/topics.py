@@ -34,3 +34,13 @@ class Topics:
 
     def default_reply(self, command: str) -> str:
         return f"{self.base}/reply/{command}"
+
+    def is_reply_topic(self, topic: str) -> bool:
+        """Replies go only under this device's own reply namespace, never elsewhere."""
+        head = f"{self.base}/reply/"
+        return (
+            topic.startswith(head)
+            and len(topic) > len(head)
+            and len(topic) <= 256
+            and not any(c in topic for c in "+#\x00")
+        )

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from agent.audit import AuditLog
+from agent.auth.authoriser import Authoriser, CallerSlot
+from agent.auth.commands import auth_commands
+from agent.auth.principals import PrincipalStore
+from agent.auth.roles import CommandPolicy
 from agent.commands import consent_commands
 from agent.config import AgentConfig
 from agent.consent import ConsentLedger
 from agent.database import Database
-from agent.errors import DeviceIOError
 from agent.events import DEVICE_STATUS, SchemaCatalogue
 from agent.feature import Feature, FeatureContext, Mode
 from agent.framebus import FrameBus
@@ -41,7 +43,8 @@ from agent.logs.redact import Redactor
 from agent.outbox import Outbox
 from agent.ports import Clock, CommandHandler, Service
 from agent.pump import Pump
-from agent.rights.registry import DataRegistry, RetentionKind
+from agent.rights.registry import DataRegistry, ErasureScope, RetentionKind
+from agent.rights.retention import expiry_caps
 from agent.stats import STATS
 from agent.topics import Topics
 from drivers.camera import build_camera
@@ -52,6 +55,8 @@ from drivers.mqtt import MqttLink, client_id_for
 from drivers.provisioning.feature import build_provisioning
 from drivers.rights.feature import build_rights
 from drivers.sdnotify import watchdog_interval
+from drivers.statedir import ensure_state_dir
+from drivers.storage import salvage_database
 from drivers.upgrade.feature import build_upgrade
 from drivers.vision.feature import build_faces, build_plates
 
@@ -71,6 +76,10 @@ DEFAULT_BUILDERS: tuple[FeatureBuilder, ...] = (
 )
 
 SECRETS_TTL_SECONDS = 30.0
+# How late a signed command may arrive (its counter already stops replays).
+COMMAND_WINDOW_SECONDS = 300.0
+# Answer without a signature: says nothing personal (see Agent.status).
+PUBLIC_COMMANDS = frozenset({"status"})
 
 
 class KnownSecrets:
@@ -123,6 +132,10 @@ class Composition:
     registry: DataRegistry
     commands: dict[str, CommandHandler]
     redactor: Redactor
+    principals: PrincipalStore
+    authoriser: Authoriser
+    callers: CallerSlot
+    confidential: frozenset[str]
     pump: Pump | None = None
     link: MqttLink | None = None
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -147,13 +160,8 @@ class Composition:
 
 
 def prepare_state_dir(layout: StateLayout) -> None:
-    try:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(layout.root, 0o700)
-    except OSError as exc:
-        raise DeviceIOError(
-            f"cannot use state directory {layout.root}: {exc.strerror or exc}"
-        ) from exc
+    """Create the state directory, private, and prove it writable; else StateDirError."""
+    ensure_state_dir(layout.root)
 
 
 def compose(
@@ -172,15 +180,24 @@ def compose(
     clock = clock or SystemClock()
     layout = StateLayout(config.state_dir)
     prepare_state_dir(layout)
-    db = Database(layout.database)
+    # Only the daemon may move a damaged database aside: the CLI would pull it from under it.
+    db = Database(
+        layout.database,
+        salvage=salvage_database if mode is Mode.DAEMON else None,
+        wal_max_bytes=config.storage.wal_max_bytes,
+    )
     audit = AuditLog(layout.audit)
     ledger = ConsentLedger(db, config.privacy.policy_version, audit=audit)
     outbox = Outbox(
         db,
         max_messages=config.outbox.max_messages,
         default_expiry_seconds=config.outbox.default_expiry_seconds,
+        layout=layout,
+        storage=config.storage if mode is Mode.DAEMON else None,
     )
-    topics = Topics(config.mqtt.topic_prefix, config.device.serial_number)
+    principals = PrincipalStore(db)
+    # Topics name the binding, never the serial number.
+    topics = Topics(config.mqtt.topic_prefix, principals.device_id)
     # A part of the loop silent for two watchdog periods is wedged.
     interval = watchdog_interval(environ) or 30.0
     liveness = Liveness(max_silence=interval * config.runtime.watchdog_fraction * 2)
@@ -195,7 +212,7 @@ def compose(
                 topics,
                 pump,
                 wake,
-                client_id=config.mqtt.client_id or client_id_for(config.device.serial_number),
+                client_id=config.mqtt.client_id or client_id_for(principals.device_id),
             )
 
     def healthy() -> bool:
@@ -214,19 +231,35 @@ def compose(
         frames=FrameBus(),
         healthy=healthy,
         redactor=redactor,
+        principals=principals,
     )
+    callers = CallerSlot()
     features: list[Feature] = []
     try:
         for build in builders:
             features.append(build(ctx))
         registry = _registry(ledger, outbox, features)
+        registry.add_holder(principals, ErasureScope.BINDING)
         features.append(build_rights(ctx, registry, retained_topics=lambda: [topics.status]))
         secrets.sources += [f.secrets for f in features]
         _hook_withdrawals(ledger, features)
-        commands = _commands(ledger, clock, features)
+        commands = _commands(ledger, clock, callers, principals, features)
+        policy = CommandPolicy(public=PUBLIC_COMMANDS)
+        for feature in features:
+            policy.allow(feature.command_roles)
+        authoriser = Authoriser(
+            principals,
+            policy,
+            max_bytes=config.mqtt.max_command_bytes,
+            max_skew_seconds=COMMAND_WINDOW_SECONDS,
+            audit=audit,
+        )
         schemas = SchemaCatalogue(
             [DEVICE_STATUS, STATS, *(s for f in features for s in f.event_schemas)]
         )
+        if link is not None:
+            # No event waits at the broker longer than its purpose's retention allows.
+            link.expiry_caps = expiry_caps(config.retention, schemas)
     except BaseException:
         for feature in reversed(features):
             feature.close()
@@ -250,6 +283,10 @@ def compose(
         registry=registry,
         commands=commands,
         redactor=redactor,
+        principals=principals,
+        authoriser=authoriser,
+        callers=callers,
+        confidential=frozenset(n for f in features for n in f.confidential_commands),
         pump=pump,
         link=link,
         wake=wake,
@@ -275,15 +312,21 @@ def _hook_withdrawals(ledger: ConsentLedger, features: Sequence[Feature]) -> Non
     for feature in features:
         for holding in feature.holdings:
             if holding.purpose is not None:
-                ledger.add_withdrawal_hook(
-                    holding.purpose, holding.holder.name, holding.holder.erase_personal_data
-                )
+                hook = holding.on_withdrawal or holding.holder.erase_personal_data
+                ledger.add_withdrawal_hook(holding.purpose, holding.holder.name, hook)
 
 
 def _commands(
-    ledger: ConsentLedger, clock: Clock, features: Sequence[Feature]
+    ledger: ConsentLedger,
+    clock: Clock,
+    callers: CallerSlot,
+    principals: PrincipalStore,
+    features: Sequence[Feature],
 ) -> dict[str, CommandHandler]:
-    commands: dict[str, CommandHandler] = dict(consent_commands(ledger, clock))
+    commands: dict[str, CommandHandler] = {
+        **consent_commands(ledger, clock, callers),
+        **auth_commands(principals, clock, callers),
+    }
     for feature in features:
         for name, handler in feature.commands.items():
             if name in commands:

@@ -26,12 +26,14 @@ from agent.config import MqttSettings, TlsMode
 from agent.errors import ConfigError, ConnectionLostError
 from agent.pump import Pump
 from agent.topics import Topics
+from drivers.mqttwire import EventProperties
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/cbor"
 ONLINE = b"online"
 OFFLINE = b"offline"
+_EVENT_PROPERTIES = EventProperties(CONTENT_TYPE)
 
 
 def _properties(packet_type: int) -> Properties:
@@ -39,15 +41,24 @@ def _properties(packet_type: int) -> Properties:
 
 
 class IncomingCommand:
-    __slots__ = ("correlation", "name", "payload", "response_topic")
+    __slots__ = ("correlation", "foreign_response_topic", "name", "payload", "response_topic")
 
     def __init__(
-        self, name: str, payload: bytes, response_topic: str | None, correlation: bytes | None
+        self,
+        name: str,
+        payload: bytes,
+        response_topic: str | None,
+        correlation: bytes | None,
+        *,
+        foreign_response_topic: bool = False,
     ) -> None:
         self.name = name
         self.payload = payload
         self.response_topic = response_topic
         self.correlation = correlation
+        # The requester named a reply topic outside this device's namespace:
+        # the command is refused (answered on the default reply topic).
+        self.foreign_response_topic = foreign_response_topic
 
 
 class Backoff:
@@ -91,6 +102,9 @@ class MqttLink:
         self._password = self._read_password()
         self.connects = 0
         self.last_error = ""
+        # Per purpose, the longest the broker may hold an event: what the device may keep
+        # it (agent.rights.retention.expiry_caps); set by the composition root.
+        self.expiry_caps: dict[str, int] = {}
 
     # --- Transport protocol used by the pump ---------------------------------
 
@@ -104,10 +118,11 @@ class MqttLink:
         client = self._client
         if client is None or not self._connected:
             raise ConnectionLostError("not connected")
-        props = _properties(PacketTypes.PUBLISH)
-        props.ContentType = CONTENT_TYPE
-        props.MessageExpiryInterval = max(1, min(expires_in, 0xFFFFFFFF))
-        props.UserProperty = [("purpose", purpose), ("msg_id", msg_id)]
+        cap = self.expiry_caps.get(purpose)
+        if cap is not None and cap < expires_in:
+            expires_in = max(1, cap)
+        # Pre-packed: paho's own Properties cost a third of the CPU per event.
+        props = _EVENT_PROPERTIES(purpose, msg_id, expires_in)
         info = client.publish(topic, payload, qos=1, retain=False, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLostError(f"publish failed: {paho.error_string(info.rc)}")
@@ -137,18 +152,29 @@ class MqttLink:
         if self.settings.username is not None:
             client.username_pw_set(self.settings.username, self._password)
         if self.settings.tls is TlsMode.ON:
-            ca = str(self.settings.ca_file) if self.settings.ca_file else None
-            cert = str(self.settings.cert_file) if self.settings.cert_file else None
-            key = str(self.settings.key_file) if self.settings.key_file else None
-            client.tls_set(
-                ca_certs=ca, certfile=cert, keyfile=key, tls_version=ssl.PROTOCOL_TLS_CLIENT
-            )
+            client.tls_set_context(self._tls_context())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
         return client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Verify the broker (hostname and chain) and, for mutual TLS, present our certificate.
+
+        Built here, per connection attempt, so a renewed certificate or CA file is
+        picked up on the next reconnect; a missing file is an OSError the caller
+        backs off from.
+        """
+        settings = self.settings
+        ca = str(settings.ca_file) if settings.ca_file else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if settings.cert_file is not None:
+            key = str(settings.key_file) if settings.key_file else None
+            context.load_cert_chain(str(settings.cert_file), key)
+        return context
 
     def tick(self, now: float) -> None:
         if self._dead:
@@ -203,6 +229,12 @@ class MqttLink:
         topic = command.response_topic or self.topics.default_reply(command.name)
         client.publish(topic, body, qos=1, properties=props)
 
+    def retarget(self, topics: Topics) -> None:
+        """A new binding renamed the device: say offline under the old name, reconnect."""
+        self.close()
+        self.topics = topics
+        self._next_attempt = 0.0
+
     def publish_retained(self, topic: str, payload: bytes) -> None:
         client = self._client
         if client is not None and self._connected:
@@ -253,8 +285,9 @@ class MqttLink:
         if client is not self._client:
             return  # a PUBACK of an old connection: its mids mean nothing now
         code = int(reason.value) if hasattr(reason, "value") else 0
-        self.pump.on_ack(self._session, mid, code)
-        self.wake.set()
+        # is_set() first: Event.set() takes a lock the waiting loop contends for.
+        if self.pump.on_ack(self._session, mid, code) and not self.wake.is_set():
+            self.wake.set()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: Any) -> None:
         name = self.topics.command_name(message.topic)
@@ -263,10 +296,19 @@ class MqttLink:
         props = getattr(message, "properties", None)
         response = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
-        if isinstance(response, str) and (len(response) > 256 or any(c in response for c in "+#")):
+        foreign = response is not None and not (
+            isinstance(response, str) and self.topics.is_reply_topic(response)
+        )
+        if foreign:
             response = None
         self.commands.append(
-            IncomingCommand(name, bytes(message.payload), response, correlation)
+            IncomingCommand(
+                name,
+                bytes(message.payload),
+                response,
+                correlation,
+                foreign_response_topic=foreign,
+            )
         )
         self.wake.set()
 

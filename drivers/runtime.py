@@ -18,9 +18,9 @@ import threading
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
-from agent import __version__
+from agent import __version__, cbor
 from agent.commands import CommandRouter, Handled, status_command
-from agent.config import AgentConfig
+from agent.config import AgentConfig, TlsMode
 from agent.events import Event
 from agent.feature import Mode
 from agent.liveness import WatchdogGate
@@ -28,7 +28,8 @@ from agent.minimise import Minimiser, Pseudonymiser, load_or_create_secret
 from agent.ports import Clock, Service
 from agent.pump import Pump
 from agent.sink import OutboxSink
-from agent.stats import StatisticsAggregator
+from agent.stats import StatisticsAggregator, purposes_from
+from agent.topics import Topics
 from drivers.compose import Composition, FeatureBuilder, compose
 from drivers.mqtt import IncomingCommand
 from drivers.sdnotify import Notifier, watchdog_interval
@@ -37,6 +38,13 @@ log = logging.getLogger(__name__)
 
 VERSION = __version__
 MAX_COMMANDS_PER_PASS = 32
+FOREIGN_REPLY_TOPIC = {
+    "ok": False,
+    "error": {
+        "code": "forbidden",
+        "message": "the response topic must lie under this device's reply/ namespace",
+    },
+}
 
 
 class Agent:
@@ -76,13 +84,20 @@ class Agent:
             timestamp_precision=config.privacy.timestamp_precision.value,
             max_event_bytes=config.privacy.max_event_bytes,
         )
+        # Counts only what is consented when it happens, and no count below k.
         self.stats = StatisticsAggregator(
-            config.privacy.statistics_interval_seconds, self.started_at
+            config.privacy.statistics_interval_seconds,
+            self.started_at,
+            is_granted=self.ledger.is_granted,
+            purpose_of=purposes_from(c.schemas),
+            min_count=config.privacy.statistics_min_count,
         )
         self.sink = OutboxSink(
             self.minimiser, self.outbox, self.topics, observers=(self.stats.observe,)
         )
-        self.router = CommandRouter(max_bytes=config.mqtt.max_command_bytes)
+        self.router = CommandRouter(
+            c.authoriser, callers=c.callers, confidential=c.confidential
+        )
         for name, handler in c.commands.items():
             self.router.register(name, handler)
         self.router.register("status", status_command(self.status))
@@ -94,6 +109,8 @@ class Agent:
             self.liveness, interval * config.runtime.watchdog_fraction if interval else None
         )
         self._stop = threading.Event()
+        # (connection, base topic, versions) the retained messages were last published for.
+        self._retained_for: object = None
 
     @classmethod
     def build(
@@ -121,19 +138,23 @@ class Agent:
     # --- status ----------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
+        # Public (answered unsigned): nothing personal, no serial number, no consent.
         now = self.clock.now()
         return {
-            "device": self.config.device.serial_number,
+            "device": self.topics.device,
+            "bound": self.composition.principals.owner() is not None,
             "model": self.config.device.model,
             "version": VERSION,
             "uptime_seconds": int(now - self.started_at),
             "broker_connected": bool(self.link and self.link.connected),
             "outbox": dict(self.outbox.stats()),
+            "storage": self.outbox.storage.stats() if self.outbox.storage else {},
             "published": self.pump.published,
-            "consent": self.ledger.snapshot(),
             "services": [s.name for s in self.services],
             "commands": self.router.names,
             "stale": self.liveness.stale(self.monotonic()),
+            # What the owner accepted against advice (mqtt.allow_plaintext), on every reply.
+            "warnings": [w for w in (self.config.mqtt.plaintext_warning,) if w],
         }
 
     # --- the loop --------------------------------------------------------------
@@ -162,7 +183,7 @@ class Agent:
             Event("device.status", occurred_at=now, fields={"state": "started", "version": VERSION})
         )
         log.info(
-            "agent %s started for device %s, %d messages queued",
+            "agent %s started as device %s, %d messages queued",
             VERSION,
             self.config.device.serial_number,
             len(self.outbox),
@@ -172,13 +193,18 @@ class Agent:
     def step(self) -> None:
         """One pass of the loop; never raises for a single failing part."""
         now = self.clock.now()
+        # Storage first: integrity, space and loss checks decide what this pass may accept.
+        self.sink.maintain(now)
         try:
             self.ledger.refresh()
+            self._follow_binding()
             if self.link is not None:
                 self.link.tick(now)
                 self._handle_commands(now)
-        except Exception:
-            log.exception("broker link or command pass failed")
+        except Exception as exc:
+            # A broken or full disk fails every pass alike: one line, not a traceback each time.
+            if not self.sink.storage_failure(exc, now):
+                log.exception("broker link or command pass failed")
         for service in self.services:
             try:
                 for event in service.tick(now):
@@ -190,37 +216,76 @@ class Agent:
             self.sink.flush(now)
             if self.link is not None:
                 self.pump.tick(self.link, now)
+                self._publish_retained()
             self.liveness.beat("pump", self.monotonic())
-        except Exception:
-            log.exception("outbox pass failed")
+        except Exception as exc:
+            if not self.sink.storage_failure(exc, now):
+                log.exception("outbox pass failed")
         beat = self.monotonic()
         self.liveness.beat("loop", beat)
         if self.watchdog.should_ping(beat):
             self.notifier.watchdog()
 
+    def _publish_retained(self) -> None:
+        """Features' retained messages (tombstones), again on each connection or change."""
+        link = self.link
+        if link is None or not link.connected:
+            return
+        sources = [r for f in self.composition.features for r in f.retained]
+        key = (link.connects, self.topics.base, tuple(r.version for r in sources))
+        if not sources or key == self._retained_for:
+            return
+        for source in sources:
+            for suffix, payload in source.retained_messages().items():
+                link.publish_retained(f"{self.topics.base}/{suffix}", payload)
+        self._retained_for = key
+
+    def _follow_binding(self) -> None:
+        """A binding (or unbind) gave the device a new id: move its topics along."""
+        # Re-read: `edge-agent auth enrol/reset` may have rebound from another process.
+        device_id = self.composition.principals.reload()
+        if device_id == self.topics.device:
+            return
+        log.info("device id changed by a binding; moving to the new topics")
+        self.topics = Topics(self.topics.prefix, device_id)
+        self.composition.topics = self.topics
+        self.sink.topics = self.topics
+        if self.link is not None:
+            self.link.retarget(self.topics)
+
     def _handle_commands(self, now: float) -> None:
         """Run up to MAX_COMMANDS_PER_PASS commands; their events are committed before any reply.
 
         One commit covers the whole batch, so a burst of commands costs one fsync.
-        If the commit fails the replies are not sent: the requesters time out
-        rather than hear ``ok`` for something that is not on disk.
+        If it fails (or the disk is full) every command of the batch that had
+        events hears ``unavailable`` and its events are not kept: never ``ok``
+        for something that is not on disk.
         """
         link = self.link
         assert link is not None
         answered: list[tuple[IncomingCommand, Handled]] = []
         while link.commands and len(answered) < MAX_COMMANDS_PER_PASS:
             command = link.commands.popleft()
-            handled = self.router.handle(command.name, command.payload)
-            for event in handled.events:
-                self.sink.emit(event)
+            if command.foreign_response_topic:
+                handled = Handled(cbor.dumps(FOREIGN_REPLY_TOPIC))
+                self.router.failed += 1
+            else:
+                handled = self.router.handle(command.name, command.payload, now)
             answered.append((command, handled))
         if not answered:
             return
-        self.sink.flush(now)
+        events = [event for _, handled in answered for event in handled.events]
+        refusal = self.sink.commit(events, now) if events else None
         for command, handled in answered:
+            reply = handled.reply
+            if refusal is not None and handled.events:
+                self.router.failed += 1
+                reply = cbor.dumps(
+                    {"ok": False, "error": {"code": "unavailable", "message": refusal}}
+                )
             for topic in handled.clear_retained:
                 link.publish_retained(topic, b"")
-            link.reply(command, handled.reply)
+            link.reply(command, reply)
 
     def run(self) -> None:
         self.start()
@@ -270,9 +335,12 @@ def install_signal_handlers(agent: Agent) -> None:
 def run(config: AgentConfig, *, announce: bool = True) -> int:
     agent = Agent.build(config)
     install_signal_handlers(agent)
+    mqtt = config.mqtt
+    if mqtt.plaintext_warning:
+        log.warning("%s", mqtt.plaintext_warning)
     if announce:
-        mqtt = config.mqtt
-        broker = f"{mqtt.host}:{mqtt.port}" if mqtt.enabled else "disabled"
+        tls = "TLS" if mqtt.tls is TlsMode.ON else "plaintext"
+        broker = f"{mqtt.host}:{mqtt.port} ({tls})" if mqtt.enabled else "disabled"
         print(
             f"edge-agent {VERSION}: device {config.device.serial_number}\n"
             f"  state directory : {config.state_dir.resolve()}\n"

@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 
+from agent.discovery.ratelimit import ProbeRateLimiter
 from agent.discovery.wsd import (
     DEFAULT_MAX_DATAGRAM_BYTES,
     DEVICE,
@@ -38,6 +39,9 @@ ENDPOINT_NAMESPACE = uuid.UUID("6f0b7c62-3c1e-5d5e-9a55-2f0d1c0e4a11")
 ONVIF_SCOPE = "onvif://www.onvif.org"
 _MATCH_BY_SUFFIXES = ("rfc3986", "strcmp0", "uuid", "none")
 _REMEMBERED_PROBES = 64
+# RelatesTo echoes the Probe's MessageID: a longer one (no real client sends more than
+# ~50 characters) would only make the reply a bigger reflector.
+MAX_MESSAGE_ID_CHARS = 256
 _LOCAL_NETWORKS = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -161,6 +165,7 @@ class ResponderStats:
     rejected: int = 0
     foreign_source: int = 0
     duplicates: int = 0
+    rate_limited: int = 0
 
 
 class Responder:
@@ -176,8 +181,10 @@ class Responder:
         max_datagram_bytes: int = DEFAULT_MAX_DATAGRAM_BYTES,
         random_fraction: Callable[[], float] = random.random,
         make_message_id: Callable[[], str] = new_message_id,
+        limiter: ProbeRateLimiter | None = None,
     ) -> None:
         self.target = target
+        self.limiter = limiter
         self.instance_id = instance_id
         self.max_delay = max_delay
         self.discoverable = discoverable
@@ -201,19 +208,43 @@ class Responder:
             self._recent.popitem(last=False)
         return False
 
-    def handle(self, data: bytes, source: tuple[str, int]) -> Reply | None:
-        """The reply owed to one incoming datagram, if any."""
-        if not self.discoverable:
+    def handle(
+        self, data: bytes, source: tuple[str, int], now: float | None = None
+    ) -> Reply | None:
+        """The reply owed to one incoming datagram, if any (``now``: for the limiter)."""
+        if not self.accepts(source, now):
             return None
+        return self.answer(data, source, now)
+
+    def accepts(self, source: tuple[str, int], now: float | None = None) -> bool:
+        """The cheap checks, before any parsing: discoverable, a LAN source, within its rate."""
+        if not self.discoverable:
+            return False
         if not is_local_source(source[0]):
             self.stats.foreign_source += 1
-            return None
+            return False
+        if self.limiter is not None:
+            if now is None:
+                raise ValueError("a rate-limited responder needs the time")
+            # A flooding source costs a table look-up, not an XML parse.
+            if not self.limiter.admit(source[0], now):
+                self.stats.rate_limited += 1
+                return False
+        return True
+
+    def answer(
+        self, data: bytes, source: tuple[str, int], now: float | None = None
+    ) -> Reply | None:
+        """Parse a datagram :meth:`accepts` let through and build the reply owed, if any."""
         try:
             message = decode(data, self.max_datagram_bytes)
         except DecodeError:
             self.stats.rejected += 1
             return None
         if not isinstance(message, Probe):
+            return None
+        if len(message.message_id) > MAX_MESSAGE_ID_CHARS:
+            self.stats.rejected += 1
             return None
         if self._seen_before(message.message_id):
             # SOAP-over-UDP retransmits the same MessageID; one answer is enough.
@@ -224,6 +255,10 @@ class Responder:
             and scopes_match(message.scopes, self.target.scopes, message.match_by)
         ):
             self.stats.not_matching += 1
+            return None
+        if self.limiter is not None and now is not None and not self.limiter.may_reply(now):
+            # However many sources a flood claims, the device's total answers stay capped.
+            self.stats.rate_limited += 1
             return None
         reply = ProbeMatches(
             version=message.version,

@@ -69,6 +69,19 @@ class DiscoverySettings:
     address_check_seconds: float = dataclasses.field(
         default=10.0, metadata={"min": 0.5, "max": 3600}
     )
+    # Abuse limits (agent/discovery/ratelimit.py).  Per source address: datagrams looked
+    # at, a burst then a steady rate (a real client sends a Probe and 2 repeats); the
+    # table of sources is bounded, least recently seen evicted.  Globally: replies sent,
+    # whatever the sources.  A flood is then answered at most this often, never 1:1.
+    wsd_source_burst: int = dataclasses.field(default=5, metadata={"min": 1, "max": 1000})
+    wsd_source_rate_per_second: float = dataclasses.field(
+        default=1.0, metadata={"min": 0.01, "max": 1000.0}
+    )
+    wsd_global_burst: int = dataclasses.field(default=40, metadata={"min": 1, "max": 10000})
+    wsd_global_rate_per_second: float = dataclasses.field(
+        default=20.0, metadata={"min": 0.1, "max": 10000.0}
+    )
+    wsd_tracked_sources: int = dataclasses.field(default=256, metadata={"min": 1, "max": 65536})
 
     # --- WS-Discovery client (edge-agent discover) -----------------------------
     probe_repeats: int = dataclasses.field(default=3, metadata={"min": 1, "max": 10})

@@ -346,13 +346,17 @@ def _list(values: Iterable[str], what: str) -> str:
 class _TypePrefixes:
     def __init__(self, types: Iterable[QName]) -> None:
         self.prefixes = {DN_NS: "dn", TDS_NS: "tds"}
+        self.used: set[str] = set()
         for name in types:
             if name.namespace and name.namespace not in self.prefixes:
                 self.prefixes[name.namespace] = f"t{len(self.prefixes)}"
 
     def declarations(self) -> str:
+        # Only the prefixes render() used: a Bye or an untyped Probe declares none.
         return "".join(
-            f" xmlns:{p}={quoteattr(_checked(ns, 'namespace'))}" for ns, p in self.prefixes.items()
+            f" xmlns:{p}={quoteattr(_checked(ns, 'namespace'))}"
+            for ns, p in self.prefixes.items()
+            if ns in self.used
         )
 
     def render(self, types: Iterable[QName]) -> str:
@@ -362,6 +366,8 @@ class _TypePrefixes:
             if not re.fullmatch(r"[A-Za-z_][\w.\-]*", local):
                 raise ValueError(f"type name is not an XML NCName: {local!r}")
             prefix = self.prefixes.get(name.namespace)
+            if prefix:
+                self.used.add(name.namespace)
             rendered.append(f"{prefix}:{local}" if prefix else local)
         return " ".join(rendered)
 
@@ -441,15 +447,17 @@ def encode(message: Message) -> bytes:
         if relates_to is not None
         else ""
     )
+    # Nothing optional goes out: no XML declaration (UTF-8 is the default) and no
+    # mustUnderstand flags (every WS-Discovery peer understands Action and To).  A
+    # ProbeMatches is what a spoofed Probe reflects at a victim, so every byte counts.
     text = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
         f'<s:Envelope xmlns:s="{SOAP12_NS}" xmlns:a="{ns.wsa}" xmlns:d="{ns.wsd}"'
         f"{prefixes.declarations()}>"
         "<s:Header>"
-        f'<a:Action s:mustUnderstand="true">{ns.wsd}/{kind}</a:Action>'
+        f"<a:Action>{ns.wsd}/{kind}</a:Action>"
         f"<a:MessageID>{escape(_checked(message.message_id, 'MessageID'))}</a:MessageID>"
         f"{relates}"
-        f'<a:To s:mustUnderstand="true">{to}</a:To>'
+        f"<a:To>{to}</a:To>"
         f"{_sequence_xml(sequence)}"
         "</s:Header>"
         f"<s:Body><d:{kind}>{body}</d:{kind}></s:Body>"

@@ -5,7 +5,8 @@ oldest to newest.  When the selection exceeds the size cap the *oldest* lines
 are dropped (the newest are what a technician needs) and the header says so
 with ``"truncated": true``, followed by an explicit truncation marker line.
 Every free-text value is redacted again on the way out: the list of enrolled
-names may have grown since the line was written.
+names may have grown since the line was written.  The header describes the
+query without its grep text.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ BUNDLE_FORMAT = "edge-agent-log-bundle"
 BUNDLE_VERSION = 1
 MAX_GREP_CHARS = 200
 MAX_TAIL = 1_000_000
+GREP_GIVEN = "(given, not shown)"
 TRUNCATION_MARKER = "*** TRUNCATED: older lines dropped to respect the size cap ***"
 
 
@@ -102,6 +104,15 @@ class Bundle:
     unparseable_lines: int
 
 
+def _described(query: BundleQuery, redact: Callable[[str], str]) -> dict[str, object]:
+    # A grep is the requester's own words, often a name the redactor cannot know is
+    # one: the header says that a filter was applied, never what it was.
+    shown = query.describe()
+    if "grep" in shown:
+        shown["grep"] = GREP_GIVEN
+    return redact_line(shown, redact)
+
+
 def _dump(obj: Mapping[str, object]) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
@@ -145,7 +156,7 @@ def build_bundle(
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "created_at": now,
-        "query": redact_line(query.describe(), redact),
+        "query": _described(query, redact),
         "lines": len(kept),
         "truncated": dropped > 0,
         "dropped_lines": dropped,

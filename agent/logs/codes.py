@@ -38,6 +38,7 @@ _DEFINITIONS: tuple[tuple[str, str, str], ...] = (
     ("EA-PROV-001", "c0ffee00d15ea5e0b0a7f00dfeedface", "provisioning step failed"),
     ("EA-WIFI-001", "2468ace013579bdf2468ace013579bdf", "Wi-Fi association failed"),
     ("EA-SER-001", "13579bdf2468ace013579bdf2468ace0", "serial frame rejected"),
+    ("EA-SER-002", "1de1ebe17d6e4da88c2304bbff928c9f", "serial peer stopped reading; dropped"),
     ("EA-AUTH-001", "7f3e2a1b0c9d8e7f6a5b4c3d2e1f0a9b", "technician authentication failed"),
     ("EA-AUTH-002", "8a9b0c1d2e3f405162738495a6b7c8d9", "technician locked out"),
     ("EA-LOG-001", "4d5e6f708192a3b4c5d6e7f801234567", "log bundle truncated"),
@@ -46,6 +47,10 @@ _DEFINITIONS: tuple[tuple[str, str, str], ...] = (
     ("EA-AUD-001", "3c4d5e6f708192a3b4c5d6e7f8091a2b", "audit chain verification failed"),
     ("EA-CRASH-001", "deadbeef0badf00d1234567890abcdef", "unhandled exception"),
     ("EA-GEN-001", "00112233445566778899aabbccddeeff", "unclassified error"),
+    ("EA-DB-001", "a188196a8a024d8ab776e893d3f8d95d", "database damaged; moved aside and salvaged"),
+    ("EA-DB-002", "96881e6018e449f0a7934a99054ae411", "storage full; new events refused"),
+    ("EA-DB-003", "8bf0f1cfdc444787a24e6b5653647250", "committed events lost from the database"),
+    ("EA-DB-004", "25c03d9e81a24bcfa42c1993f3fce686", "database write failed"),
 )
 
 
@@ -77,6 +82,7 @@ MQTT_CONNECTION_LOST = REGISTRY["EA-MQTT-001"]
 MQTT_BAD_COMMAND = REGISTRY["EA-MQTT-002"]
 CONSENT_MISSING = REGISTRY["EA-CONS-001"]
 SERIAL_BAD_FRAME = REGISTRY["EA-SER-001"]
+SERIAL_PEER_STALLED = REGISTRY["EA-SER-002"]
 AUTH_FAILED = REGISTRY["EA-AUTH-001"]
 AUTH_LOCKED_OUT = REGISTRY["EA-AUTH-002"]
 BUNDLE_TRUNCATED = REGISTRY["EA-LOG-001"]
@@ -85,3 +91,7 @@ RETENTION_FAILED = REGISTRY["EA-RET-001"]
 AUDIT_BROKEN = REGISTRY["EA-AUD-001"]
 CRASH = REGISTRY["EA-CRASH-001"]
 UNCLASSIFIED = REGISTRY["EA-GEN-001"]
+DB_DAMAGED = REGISTRY["EA-DB-001"]
+STORAGE_FULL = REGISTRY["EA-DB-002"]
+EVENTS_LOST = REGISTRY["EA-DB-003"]
+DB_WRITE_FAILED = REGISTRY["EA-DB-004"]

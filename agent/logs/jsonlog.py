@@ -26,17 +26,21 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"...[{len(text) - limit} chars cut]"
 
 
+def safe_message(record: logging.LogRecord) -> str:
+    """The record's message with its args applied; a bad template never leaks the args."""
+    try:
+        return record.getMessage()
+    except (TypeError, ValueError) as exc:
+        return f"{record.msg!s} [unformattable args: {type(exc).__name__}]"
+
+
 class JsonLineFormatter(logging.Formatter):
     def __init__(self, redact: Callable[[str], str]) -> None:
         super().__init__()
         self._redact = redact
 
     def to_mapping(self, record: logging.LogRecord) -> dict[str, object]:
-        try:
-            message = record.getMessage()
-        except (TypeError, ValueError) as exc:
-            # A bad template must not lose the line nor leak the raw args.
-            message = f"{record.msg!s} [unformattable args: {type(exc).__name__}]"
+        message = safe_message(record)
         line: dict[str, object] = {
             "ts": round(record.created, 6),
             "level": record.levelname,

@@ -22,9 +22,11 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from agent import limitstate
 from agent.errors import DecodeError, PolicyError
 from agent.logs import codes
 from agent.logs.bundle import Bundle, BundleQuery
@@ -43,25 +45,63 @@ def auth_mac(secret: str, nonce: bytes) -> bytes:
 
 
 class AuthLimiter:
-    """Locks authentication out after ``max_failures`` failures in a row."""
+    """Locks authentication out after ``max_failures`` failures in a row.
+
+    Shared by the serial console and the LAN endpoint's request threads, hence
+    the lock: a burst of parallel guesses must not lose a count.  Its state
+    survives restarts (:mod:`agent.limitstate`): ``on_change`` runs after every
+    change, outside the lock.
+    """
 
     def __init__(self, max_failures: int, lockout_seconds: float) -> None:
         self._max = max_failures
         self._lockout = lockout_seconds
         self._failures = 0
         self._locked_until = 0.0
+        self._lock = threading.Lock()
+        self.on_change: Callable[[], None] | None = None
 
     def retry_after(self, now: float) -> float:
-        return max(0.0, self._locked_until - now)
+        with self._lock:
+            return max(0.0, self._locked_until - now)
 
     def failed(self, now: float) -> None:
-        self._failures += 1
-        if self._failures >= self._max:
-            self._locked_until = now + self._lockout
-            self._failures = 0
+        with self._lock:
+            self._failures += 1
+            if self._failures >= self._max:
+                self._locked_until = now + self._lockout
+                self._failures = 0
+        if self.on_change is not None:
+            self.on_change()
 
     def succeeded(self) -> None:
-        self._failures = 0
+        with self._lock:
+            changed, self._failures = self._failures != 0, 0
+        if changed and self.on_change is not None:
+            self.on_change()
+
+    def snapshot(self, now: float) -> dict[str, object]:
+        with self._lock:
+            return {
+                **limitstate.header(now),
+                "failures": self._failures,
+                "locked_until": self._locked_until,
+            }
+
+    def restore(self, data: Mapping[str, object], now: float) -> None:
+        shift = limitstate.clock_shift(data, now)
+        failures = limitstate.count(data, "failures", max(0, self._max - 1))
+        locked_until = limitstate.number(data, "locked_until") + shift
+        with self._lock:
+            self._failures = failures
+            # However the record came to say more, no lockout outlasts one lockout period.
+            self._locked_until = min(locked_until, now + self._lockout)
+
+    def fail_safe(self, now: float) -> None:
+        """An unreadable record: locked out for one lockout period from now."""
+        with self._lock:
+            self._failures = 0
+            self._locked_until = max(self._locked_until, now + self._lockout)
 
 
 @dataclasses.dataclass(frozen=True)

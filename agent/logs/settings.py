@@ -44,6 +44,22 @@ class LogSettings:
     # the verification code is never accepted there). 0 = off.
     lan_port: int = dataclasses.field(default=0, metadata={"min": 0, "max": 65535})
     lan_bind_address: str = "127.0.0.1"
+    # Hostile LAN peers (drivers/httpserve.py): open connections at once, in all and per
+    # source address (more are answered 503 and closed), and the time a whole request
+    # (line, headers, query) may take to arrive; the cap is also held under 1/8 of the
+    # process's file descriptor limit.
+    lan_max_connections: int = dataclasses.field(default=16, metadata={"min": 1, "max": 256})
+    lan_max_connections_per_source: int = dataclasses.field(
+        default=4, metadata={"min": 1, "max": 256}
+    )
+    lan_timeout_seconds: float = dataclasses.field(
+        default=10.0, metadata={"min": 0.5, "max": 300.0}
+    )
+    # A console peer that takes no byte of our output for this long is dropped (its
+    # session and queued output discarded), so a stalled reader never holds the loop.
+    serial_write_timeout_seconds: float = dataclasses.field(
+        default=5.0, metadata={"min": 0.5, "max": 300.0}
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,10 +12,12 @@ FACE_MATCH = schema(
     ("person_id",),
     image=True,
 )
+# No image: a plate event says which listed plate was seen, and no plate path
+# makes a snapshot; should one ever be attached, the minimiser drops it.
 PLATE_MATCH = schema(
     "plate.match",
     Purpose.PLATE_RECOGNITION,
     ("score", "label", "list", "distance", "camera"),
     ("plate",),
-    image=True,
+    image=False,
 )

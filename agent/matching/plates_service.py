@@ -29,7 +29,6 @@ from agent.purposes import Purpose
 PURPOSE = Purpose.PLATE_RECOGNITION
 OBSERVE_COMMAND = "plate.observe"
 MAX_CAMERA_CHARS = 64
-MAX_MATCHES_REPORTED = 16
 
 
 class PlateRecognition:
@@ -143,14 +142,10 @@ class PlateRecognition:
         if len(camera) > MAX_CAMERA_CHARS or any(ord(c) < 32 for c in camera):
             raise TooLargeError("plate.observe: camera name too long or not printable")
         matches = self.observe(args.get("text"))
-        result = {
-            "matched": len(matches),
-            "matches": [
-                {"list": m.entry.list.value, "distance": m.distance, "score": m.score}
-                for m in matches[:MAX_MATCHES_REPORTED]
-            ],
-        }
-        return Outcome(result, tuple(self.events(matches, camera=camera, now=now)))
+        # The reply says only that the reading was taken: telling the sender
+        # whether a plate is listed would make the command a watch-list oracle.
+        # Matches reach the owner as consented plate.match events.
+        return Outcome({"accepted": True}, tuple(self.events(matches, camera=camera, now=now)))
 
     # --- consent and personal data ------------------------------------------------
 

@@ -38,8 +38,13 @@ class MatchingSettings:
     # An identity is reported once it won ``consensus_frames`` of the last ``consensus_window``.
     consensus_frames: int = dataclasses.field(default=3, metadata={"min": 1, "max": 100})
     consensus_window: int = dataclasses.field(default=5, metadata={"min": 1, "max": 100})
-    # Blur faces of people not in the gallery in snapshots that leave the device.
+    # Snapshots (with event_snapshots consent) show only the matched enrolled face sharp.
     snapshot_jpeg_quality: int = dataclasses.field(default=80, metadata={"min": 10, "max": 100})
+    # Match score an enrolled face needs for its event to carry a snapshot at all;
+    # None = the embedder's own, stricter than its match threshold.
+    snapshot_min_score: float | None = dataclasses.field(
+        default=None, metadata={"min": -1.0, "max": 1.0}
+    )
     # --- plates (agent/matching/plates*.py) ---
     # Largest OCR-confusion-weighted edit distance still reported as a match.
     plate_max_cost: float = dataclasses.field(default=1.0, metadata={"min": 0.0, "max": 4.0})

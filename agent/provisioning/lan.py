@@ -7,25 +7,34 @@ Sequence per installer session:
    a failed attempt, ends the session and says nothing else
 3. ``submit(session_id, seq, sealed)`` -> credentials to try (AES-GCM)
 4. ``status(session_id, seq, tag)`` -> sealed progress (connecting/connected/failed)
+5. ``bind(session_id, seq, sealed, bind_owner)`` -> sealed ``{device_id}``: the
+   owner's account and public key (AES-GCM), before or after step 3, or alone
 
-Steps 1-3 need the provisioning window open and no lockout.  Each session is
-one guess of the code: it is dropped on a failed proof, and confirmed sessions
-cannot be confirmed again.  Callers serialise calls (the driver holds a lock).
+Steps 1-3 and 5 need the provisioning window open and no lockout; binding is
+also allowed to the session whose own Wi-Fi credentials just closed the window
+(it proved the code while the window was open).  Each session is one guess of
+the code: it is dropped on a failed proof, and confirmed sessions cannot be
+confirmed again.  Callers serialise calls (the driver holds a lock).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Callable
 
 from agent.errors import DecodeError, NotFoundError, PolicyError, VerificationError
 from agent.provisioning.limits import AttemptLimiter, ProvisioningWindow
-from agent.provisioning.pake import DevicePake
+from agent.provisioning.pake import DevicePake, OwnerBinding
 from agent.provisioning.wifi import ConnectResult, WifiCredentials
 
 MAX_SESSIONS = 8
 SESSION_TTL = 300.0
 MAX_SEQ = 2**63 - 1
+
+# The owner binding (account, raw public key) -> the new device id; raises
+# PolicyError when the device already has an owner.
+BindOwner = Callable[[OwnerBinding], str]
 
 
 def _check_seq(seq: int) -> int:
@@ -40,6 +49,9 @@ class _Session:
     created_at: float
     credentials_seq: int = -1
     status_seq: int = -1
+    bind_seq: int = -1
+    # What this session bound, so a retry after a lost answer gets the same id.
+    bound: tuple[bytes, str] | None = None
     state: str = "authenticating"
     detail: str = ""
     ip_address: str | None = None
@@ -159,3 +171,31 @@ class LanProvisioning:
         if session.ip_address:
             body["ip_address"] = session.ip_address
         return session.pake.seal_status(body, seq)
+
+    def bind(
+        self, session_id: str, seq: int, sealed: bytes, now: float, bind_owner: BindOwner
+    ) -> bytes:
+        """Bind the owner named in ``sealed``; the sealed answer carries the device id."""
+        self.limiter.check(now)
+        _check_seq(seq)
+        session = self._session(session_id, now)
+        if session.state != "connected":
+            # The window is what lets a code holder act at all; only the session
+            # that just closed it by provisioning the Wi-Fi may still finish.
+            self.window.require_open(now)
+        if not session.pake.confirmed:
+            # An honest installer always confirms first; this is a guess that
+            # skipped the proof, so it costs an attempt like a wrong one.
+            del self._sessions[session_id]
+            self.limiter.record_failure(now)
+            raise VerificationError("session is not confirmed")
+        if seq <= session.bind_seq:
+            raise VerificationError("replayed binding message")
+        request = session.pake.open_owner_binding(sealed, seq)
+        session.bind_seq = seq
+        if session.bound is not None and session.bound[0] == request.owner_key:
+            device_id = session.bound[1]
+        else:
+            device_id = bind_owner(request)
+            session.bound = (request.owner_key, device_id)
+        return session.pake.seal_bound(device_id, seq)

@@ -26,6 +26,10 @@ MAX_ROWS = 512
 WIFI_LIST_FIELDS = "IN-USE,SSID,BSSID,FREQ,SIGNAL,SECURITY"
 WIFI_CONNECTION_TYPE = "802-11-wireless"
 PSK_PROPERTY = "802-11-wireless-security.psk"
+# Every profile the agent adds is named this plus 8 hex digits: how an erasure finds them.
+PROFILE_PREFIX = "edge-agent-"
+PROFILE_LIST_FIELDS = "NAME,UUID,TYPE"
+_AGENT_PROFILE = re.compile(re.escape(PROFILE_PREFIX) + r"[0-9a-f]{8}")
 
 
 def output_text(data: bytes) -> str:
@@ -176,6 +180,26 @@ def active_wifi_uuid(data: bytes) -> str | None:
         ):
             return fields[1].lower()
     return None
+
+
+def agent_profiles(data: bytes) -> list[str]:
+    """UUIDs of the agent's Wi-Fi profiles in ``nmcli -t -f NAME,UUID,TYPE connection show``."""
+    found: list[str] = []
+    for line in output_text(data).split("\n")[:MAX_ROWS]:
+        if not line:
+            continue
+        try:
+            fields = split_terse(line)
+        except DecodeError:
+            continue
+        if (
+            len(fields) == 3
+            and _AGENT_PROFILE.fullmatch(fields[0])
+            and fields[2] == WIFI_CONNECTION_TYPE
+            and _UUID.fullmatch(f"({fields[1]})")
+        ):
+            found.append(fields[1].lower())
+    return found
 
 
 # --- building a connection ------------------------------------------------------

@@ -8,8 +8,9 @@ two key-confirmation MAC keys and one AES-GCM key per direction.
 
 Order: the installer proves first (``confirm_a``); the device answers with
 ``confirm_b`` only after checking it, so a wrong code learns nothing more than
-"no".  Credentials and status replies are AES-GCM sealed with a sequence
-number in the associated data, so replayed or reordered messages fail.
+"no".  Credentials, the owner binding and the replies to them are AES-GCM
+sealed with a label and a sequence number in the associated data, so a
+replayed, reordered or relabelled message fails.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from spake2 import SPAKE2_A, SPAKE2_B
 from spake2.ed25519_basic import NotOnCurve
 from spake2.spake2 import SPAKEError
 
+from agent import cbor
 from agent.errors import DecodeError, TooLargeError, VerificationError
+from agent.provisioning.binding import check_account
 from agent.provisioning.wifi import WifiCredentials
 
 INSTALLER_ID = b"edge-agent/installer/v1"
@@ -125,6 +128,43 @@ def decode_credentials(body: bytes) -> WifiCredentials:
     return WifiCredentials(ssid=ssid, passphrase=passphrase, hidden=hidden)
 
 
+@dataclasses.dataclass(frozen=True)
+class OwnerBinding:
+    """The ``bind`` step: the account and the owner's raw Ed25519 public key."""
+
+    account: str
+    owner_key: bytes
+
+
+OWNER_KEY_BYTES = 32
+_BIND_LABEL = b"bind"
+_BOUND_LABEL = b"bound"
+
+
+def encode_owner_binding(request: OwnerBinding) -> bytes:
+    # CBOR, not the credentials' JSON: the key is bytes and stays bytes.
+    return cbor.dumps({"account": request.account, "owner_key": request.owner_key})
+
+
+def decode_owner_binding(body: bytes) -> OwnerBinding:
+    data = cbor.loads_untrusted(body, max_bytes=MAX_SEALED, max_depth=2)
+    if not isinstance(data, dict) or set(data) != {"account", "owner_key"}:
+        raise DecodeError("binding needs exactly account and owner_key")
+    account, owner_key = data["account"], data["owner_key"]
+    account = check_account(account)
+    if not isinstance(owner_key, bytes) or len(owner_key) != OWNER_KEY_BYTES:
+        raise DecodeError("owner_key must be the raw 32-byte Ed25519 public key")
+    return OwnerBinding(account, owner_key)
+
+
+def _decode_bound(body: bytes) -> str:
+    data = cbor.loads_untrusted(body, max_bytes=MAX_SEALED, max_depth=2)
+    device_id = data.get("device_id") if isinstance(data, dict) else None
+    if not isinstance(device_id, str) or not device_id:
+        raise DecodeError("the device sent no device id")
+    return device_id
+
+
 def _finish(side: SPAKE2_A | SPAKE2_B, message: bytes) -> bytes:
     if len(message) != SPAKE2_MESSAGE_LEN:
         raise DecodeError("SPAKE2 message has the wrong length")
@@ -167,6 +207,17 @@ class DevicePake:
             raise VerificationError("session is not confirmed")
         body = _open(self._require_keys().to_device, b"credentials", self.session_id, seq, sealed)
         return decode_credentials(body)
+
+    def open_owner_binding(self, sealed: bytes, seq: int) -> OwnerBinding:
+        if not self.confirmed:
+            raise VerificationError("session is not confirmed")
+        body = _open(self._require_keys().to_device, _BIND_LABEL, self.session_id, seq, sealed)
+        return decode_owner_binding(body)
+
+    def seal_bound(self, device_id: str, seq: int) -> bytes:
+        """The answer to ``bind``: the device id that names the owner's topics from now on."""
+        body = cbor.dumps({"device_id": device_id})
+        return _seal(self._require_keys().to_installer, _BOUND_LABEL, self.session_id, seq, body)
 
     def check_status_request(self, seq: int, tag: bytes) -> None:
         """Status polls are MACed so nobody else can burn the installer's sequence."""
@@ -224,6 +275,17 @@ class InstallerPake:
         return _seal(
             keys.to_device, b"credentials", self.session_id, seq, encode_credentials(credentials)
         )
+
+    def seal_owner_binding(self, request: OwnerBinding, seq: int) -> bytes:
+        keys = self._require_keys()
+        return _seal(
+            keys.to_device, _BIND_LABEL, self.session_id, seq, encode_owner_binding(request)
+        )
+
+    def open_bound(self, sealed: bytes, seq: int) -> str:
+        """The device id from the device's sealed answer to ``bind``."""
+        body = _open(self._require_keys().to_installer, _BOUND_LABEL, self.session_id, seq, sealed)
+        return _decode_bound(body)
 
     def status_request_tag(self, seq: int) -> bytes:
         return _status_tag(self._require_keys(), seq)

@@ -1,9 +1,11 @@
 """What to do with text the camera read from a QR code.
 
 ``WIFI:`` payloads become credentials to try; a JSON object is an account
-binding whose single-use token is redeemed against the ledger.  A code held
-in front of the camera is read again every second, so the same text is not
-acted on twice within ``repeat_seconds``.
+binding: its proof is checked against this device's verification code first
+(a forged QR must not burn a real token), then its single-use token is
+redeemed against the ledger.  A code held in front of the camera is read
+again every second, so the same text is not acted on twice within
+``repeat_seconds``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import hashlib
 
 from agent.errors import BadDataError
 from agent.provisioning import binding, wifi_qr
-from agent.provisioning.binding import BindingRequest, TokenLedger
+from agent.provisioning.binding import Binding, BindingRequest, TokenLedger
 from agent.provisioning.wifi import WifiCredentials
 
 
@@ -34,8 +36,9 @@ class QrOutcome:
 
 
 class QrChannel:
-    def __init__(self, ledger: TokenLedger, repeat_seconds: float = 30.0) -> None:
+    def __init__(self, ledger: TokenLedger, device: Binding, repeat_seconds: float = 30.0) -> None:
         self._ledger = ledger
+        self._device = device
         self._repeat = repeat_seconds
         self._last_digest = b""
         self._last_at = float("-inf")
@@ -54,6 +57,7 @@ class QrChannel:
                 return QrOutcome(QrKind.WIFI, credentials=wifi_qr.parse_wifi_qr(text).credentials)
             if text.lstrip().startswith("{"):
                 request = binding.parse_binding_payload(text, now)
+                binding.verify_binding_proof(request, self._device)
                 return QrOutcome(QrKind.BINDING, binding=binding.redeem(request, self._ledger, now))
         except BadDataError as exc:
             return QrOutcome(QrKind.REJECTED, reason=str(exc))

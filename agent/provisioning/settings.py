@@ -36,6 +36,16 @@ class ProvisioningSettings:
     lan_lockout_max_seconds: int = dataclasses.field(
         default=3600, metadata={"min": 1, "max": 7 * 86400}
     )
+    # Hostile LAN peers (drivers/httpserve.py): open connections at once, in all and per
+    # source address (more are answered 503 and closed), and the time a whole request
+    # may take to arrive; the cap is also held under 1/8 of the file descriptor limit.
+    lan_max_connections: int = dataclasses.field(default=16, metadata={"min": 1, "max": 256})
+    lan_max_connections_per_source: int = dataclasses.field(
+        default=4, metadata={"min": 1, "max": 256}
+    )
+    lan_timeout_seconds: float = dataclasses.field(
+        default=10.0, metadata={"min": 0.5, "max": 300.0}
+    )
     # Empty: Improv over serial disabled.
     improv_serial_port: str = ""
     improv_baud: int = dataclasses.field(default=115200, metadata={"min": 9600, "max": 4000000})

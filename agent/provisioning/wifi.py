@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class Security(enum.Enum):
@@ -85,3 +85,12 @@ class WifiBackend(Protocol):
     def status(self) -> WifiStatus: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ForgetsNetworks(Protocol):
+    """A backend that can remove the saved networks the agent created (account erasure)."""
+
+    def forget(self, ssid: str | None) -> int:
+        """Remove them (``ssid``: the one the agent saved, when known); returns how many went."""
+        ...

@@ -136,6 +136,14 @@ def decode_config_string(value: str) -> bytes:
         raise DecodeError("network value is neither quoted nor hex") from None
 
 
+def stored_ssid_is(reply: bytes, ssid: str) -> bool:
+    """Whether a ``GET_NETWORK <id> ssid`` reply names ``ssid`` (FAIL or garbage: no)."""
+    try:
+        return decode_config_string(reply_text(reply).strip("\n")) == ssid.encode("utf-8")
+    except DecodeError:
+        return False
+
+
 def is_hex_psk(passphrase: str) -> bool:
     return len(passphrase) == 64 and set(passphrase) <= _HEX_DIGITS
 

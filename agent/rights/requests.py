@@ -2,31 +2,51 @@
 
 Both are MQTT command handlers (Mapping args -> Mapping reply) built by the
 composition root with everything injected: the registry of stores, the device
-key that signs replies, the audit sink, a clock and the list of retained MQTT
-topics that carry personal data.  The erase reply returns that list so the
-publisher can clear each topic with an empty retained message.
+key that signs replies, the audit log (a sink, and the trail the export
+includes), a clock and the list of retained MQTT topics that carry personal
+data.  The erase reply returns that list so the publisher can clear each topic
+with an empty retained message.
+
+The export is one zip archive (``agent.rights.export``, ``docs/export-format.md``).
+Over MQTT it travels sealed to the requester (``confidential_commands``); a reply
+larger than ``max_reply_bytes`` leaves the files out (the JSON still names each
+one, marked omitted) and, if even that is too large, the request fails with
+``too_large``: ``edge-agent data export`` on the device has no such cap.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from agent import cbor
-from agent.errors import DecodeError, EdgeAgentError
+from agent.errors import DecodeError, EdgeAgentError, TooLargeError
 from agent.logs import codes
 from agent.ports import AuditSink, Clock, CommandArgs, CommandResult
+from agent.rights.export import (
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    LOG_SELECTION,
+    AuditReader,
+    Export,
+    LineSource,
+    audit_section,
+    decode_queued,
+    enrolment_dates,
+    identifiers,
+    iso,
+    lines_about,
+)
 from agent.rights.registry import DataRegistry, ErasureScope
 from agent.rights.signing import sign_reply
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "edge-agent-personal-data"
-EXPORT_VERSION = 1
 MAX_CORRELATION_CHARS = 128
+# The largest export reply sent over MQTT: brokers commonly cap a message at a few MiB.
+MAX_REPLY_BYTES = 8 * 1024 * 1024
+FORMATS = ("zip", "json", "cbor")
 
 
 def _correlation(args: CommandArgs) -> str | None:
@@ -45,22 +65,8 @@ def _flag(args: CommandArgs, key: str, default: bool) -> bool:
     return value
 
 
-def _json_default(value: object) -> object:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$base64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    raise TypeError(f"cannot export a {type(value).__name__}")
-
-
-def encode_export(document: Mapping[str, object], fmt: str) -> bytes:
-    if fmt == "cbor":
-        return cbor.dumps(dict(document))
-    if fmt == "json":
-        return json.dumps(
-            document, default=_json_default, ensure_ascii=False, sort_keys=True, indent=1
-        ).encode("utf-8")
-    raise DecodeError(f"format must be 'json' or 'cbor', not {fmt[:10]!r}")
+def _no_generations() -> Mapping[str, int]:
+    return {}
 
 
 class RightsHandlers:
@@ -71,47 +77,101 @@ class RightsHandlers:
         device_key: bytes,
         clock: Clock,
         audit: AuditSink | None = None,
+        audit_trail: AuditReader | None = None,
         retained_topics: Callable[[], Sequence[str]] = tuple,
+        generations: Callable[[], Mapping[str, int]] = _no_generations,
+        max_reply_bytes: int | None = MAX_REPLY_BYTES,
     ) -> None:
         self._registry = registry
         self._device_key = device_key
         self._clock = clock
         self._audit = audit
+        self._trail = audit_trail
         self._retained_topics = retained_topics
+        # The pseudonym key generation of each purpose in use: an erasure retires them.
+        self._generations = generations
+        self._max_reply_bytes = max_reply_bytes
 
-    def export_document(self, now: float) -> dict[str, object]:
-        holders: dict[str, object] = {}
+    def build_export(self, now: float) -> Export:
+        """Every holder's data made readable, the log lines about it, the audit trail."""
+        export = Export({})
+        sections: dict[str, object] = {}
         failures: dict[str, str] = {}
+        trail = self._trail.entries() if self._trail is not None else []
         for entry in self._registry.holders:
+            name = entry.holder.name
             try:
-                holders[entry.holder.name] = dict(entry.holder.export_personal_data())
+                raw = dict(entry.holder.export_personal_data())
             except EdgeAgentError as exc:
-                log.error("export from %s failed: %s", entry.holder.name, exc,
+                log.error("export from %s failed: %s", name, exc,
                           extra=codes.HOLDER_FAILED.extra())
-                failures[entry.holder.name] = type(exc).__name__
-        return {
+                failures[name] = type(exc).__name__
+                continue
+            section = decode_queued(export, raw) if "queued_events" in raw else (
+                export.readable(name, raw)
+            )
+            sections[name] = enrolment_dates(section, trail)
+        # Last: which lines are about the subject depends on what the others hold.
+        names = identifiers(sections)
+        for entry in self._registry.holders:
+            holder = entry.holder
+            if isinstance(holder, LineSource) and holder.name in sections:
+                try:
+                    lines, matched = lines_about(holder.iter_lines(), names)
+                except EdgeAgentError as exc:
+                    failures[holder.name] = type(exc).__name__
+                    continue
+                section = sections[holder.name]
+                sections[holder.name] = {
+                    **(section if isinstance(section, dict) else {}),
+                    "lines_about_subject": export.readable(holder.name, lines),
+                    "lines_matched": matched,
+                    "selection": LOG_SELECTION,
+                }
+        document: dict[str, object] = {
             "format": EXPORT_FORMAT,
             "version": EXPORT_VERSION,
-            "created_at": now,
-            "holders": holders,
+            "created_at": iso(now),
+            "complete": not failures,
             "failed": failures,
+            "holders": sections,
+            "documentation": "docs/export-format.md",
         }
+        if self._trail is not None:
+            document["audit"] = audit_section(self._trail)
+        export.document = document
+        return export
 
     def data_export(self, args: CommandArgs) -> CommandResult:
-        fmt = args.get("format", "cbor")
-        if not isinstance(fmt, str):
-            raise DecodeError("format must be a string")
+        fmt = args.get("format", "zip")
+        if fmt not in FORMATS:
+            raise DecodeError(f"format must be one of {', '.join(FORMATS)}, not {str(fmt)[:10]!r}")
         correlation_id = _correlation(args)
         now = self._clock.now()
-        document = self.export_document(now)
-        data = encode_export(document, fmt)
-        failed = document["failed"]
+        export = self.build_export(now)
+        # json and cbor: the document alone (cbor for clients that decode CBOR anyway).
+        omitted = fmt != "zip"
+        if fmt == "cbor":
+            data = cbor.dumps(export.without_files().document)
+        else:
+            data = export.without_files().json_bytes() if omitted else export.archive()
+        cap = self._max_reply_bytes
+        if cap is not None and len(data) > cap and not omitted:
+            omitted = True
+            data = export.archive(with_files=False)
+        if cap is not None and len(data) > cap:
+            raise TooLargeError(
+                f"the export is {len(data)} bytes even without its files, more than a reply "
+                f"may carry ({cap}); run `edge-agent data export` on the device"
+            )
+        failed = export.document["failed"]
         assert isinstance(failed, dict)
         if self._audit is not None:
             self._audit.record(
                 "data.export",
                 {"holders": sorted(h.holder.name for h in self._registry.holders),
-                 "bytes": len(data), "format": fmt, "failed": sorted(failed)},
+                 "bytes": len(data), "format": fmt, "failed": sorted(failed),
+                 "files": 0 if omitted else len(export.files), "files_omitted": omitted},
                 now,
             )
         reply: dict[str, object] = {
@@ -119,10 +179,15 @@ class RightsHandlers:
             "correlation_id": correlation_id,
             "completed_at": now,
             "format": fmt,
-            "data": data if fmt == "cbor" else data.decode("utf-8"),
+            "data": data.decode("utf-8") if fmt == "json" else data,
+            "bytes": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
+            "files_omitted": omitted,
             "complete": not failed,
         }
+        audit = export.document.get("audit")
+        if isinstance(audit, dict):
+            reply["audit_head"] = audit["head"]
         return sign_reply(reply, self._device_key)
 
     def data_erase(self, args: CommandArgs) -> CommandResult:
@@ -134,6 +199,8 @@ class RightsHandlers:
         if _flag(args, "binding", account):
             scopes.add(ErasureScope.BINDING)
         now = self._clock.now()
+        # Before erasing: the ledger's erasure moves every purpose to a new generation.
+        retired = dict(self._generations())
         erased: dict[str, int] = {}
         failed: list[str] = []
         for entry in self._registry.holders:
@@ -150,7 +217,9 @@ class RightsHandlers:
             self._audit.record(
                 "account.cancel" if account else "data.erase",
                 {"erased": erased, "failed": failed,
-                 "scopes": sorted(s.value for s in scopes), "retained_topics": len(topics)},
+                 "scopes": sorted(s.value for s in scopes), "retained_topics": len(topics),
+                 # Read by the tombstone notices: which pseudonym generations ended here.
+                 "retired_generations": retired},
                 now,
             )
         reply: dict[str, object] = {

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from agent.errors import EdgeAgentError
-from agent.events import Event
+from agent.events import Event, SchemaCatalogue
 from agent.logs import codes
 from agent.logs.settings import RetentionSettings
 from agent.ports import AuditSink
@@ -32,6 +32,28 @@ def period_seconds(settings: RetentionSettings, kind: RetentionKind) -> float:
         RetentionKind.MATCH_HISTORY: settings.match_history_days,
     }[kind]
     return days * DAY
+
+
+def expiry_caps(settings: RetentionSettings, schemas: SchemaCatalogue) -> dict[str, int]:
+    """The longest a broker may keep an event of each purpose: what the device may keep it.
+
+    An event the device would have purged must not wait at the broker for an
+    offline subscriber any longer (MQTT v5 message expiry).  A purpose whose
+    events may carry a snapshot gets the shorter of the event and snapshot
+    periods: which events do carry one is not known when the message is sent.
+    Purposes that need no consent carry nothing personal and get no cap.
+    """
+    caps: dict[str, int] = {}
+    for event_type in schemas.types:
+        declared = schemas.get(event_type)
+        if not declared.purpose.needs_consent:
+            continue
+        cap = settings.events_days * DAY
+        if declared.may_carry_image:
+            cap = min(cap, settings.snapshots_days * DAY)
+        key = declared.purpose.value
+        caps[key] = int(min(cap, caps.get(key, cap)))
+    return caps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,15 @@
 Each ``drivers/cli/cmd_*.py`` module adds its sub-commands through
 ``register(subparsers)``; the handler it sets with ``set_defaults(func=...)``
 receives the parsed arguments and returns the process exit code.  Errors of the
-agent's tree become one line on stderr and a non-zero exit code (2 for bad
-data such as a bad config, 1 for transport failures), never a traceback.
+agent's tree become one line on stderr and a non-zero exit code, never a
+traceback:
+
+* 1 (``EXIT_TRANSPORT``): a peer, device or file failed; trying again may work.
+* 2 (``EXIT_BAD_DATA``): bad input, such as an invalid configuration.
+* 73 (``EXIT_STATE_DIR``, ``EX_CANTCREAT`` of sysexits.h): the state directory
+  is unusable (a file, read-only, another user's).  Restarting cannot help, so
+  ``systemd/edge-agent.service`` lists it in ``RestartPreventExitStatus=``.
+* 130: interrupted.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
-from agent.errors import BadDataError, EdgeAgentError, TransportError
+from agent.errors import BadDataError, EdgeAgentError, StateDirError, TransportError
 
 EXIT_OK = 0
 EXIT_TRANSPORT = 1
 EXIT_BAD_DATA = 2
+# Kept equal to RestartPreventExitStatus= in systemd/edge-agent.service (a test checks).
+EXIT_STATE_DIR = 73
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -60,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-agent: interrupted", file=sys.stderr)
         return 130
+    except StateDirError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_STATE_DIR
     except BadDataError as exc:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return EXIT_BAD_DATA
@@ -67,5 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return EXIT_TRANSPORT
     except EdgeAgentError as exc:
+        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        return EXIT_TRANSPORT
+    except OSError as exc:
+        # A file or device error no layer wrapped: still one line (it names the file).
         print(f"edge-agent: error: {exc}", file=sys.stderr)
         return EXIT_TRANSPORT

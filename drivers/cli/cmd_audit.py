@@ -1,4 +1,12 @@
-"""``edge-agent audit verify|show``: check and read the hash-chained audit log."""
+"""``edge-agent audit verify|show``: check and read the keyed audit chain.
+
+``verify`` walks the chain under the device's audit key and reports one verdict:
+``intact``, ``edited``, ``rechained`` or ``truncated`` (exit code 0 only for
+intact).  Cutting entries off the end, or recomputing the whole chain with the
+device's own key, shows only against a head published earlier: pass the
+``index`` and ``head`` of an ``audit.head`` event (or of an export) as
+``--index N --head HEX``.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +15,46 @@ import json
 import re
 from typing import Any
 
-from agent.audit import AuditLog
+from agent.audit import AuditLog, Verdict
 from agent.errors import DecodeError, VerificationError
-from agent.layout import StateLayout
 from drivers.cli.common import add_config_options, load_config
 
 
 def _open(args: argparse.Namespace) -> AuditLog:
-    return AuditLog(StateLayout(load_config(args).state_dir).audit)
+    return AuditLog.in_state_dir(load_config(args).state_dir)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    if args.head and not re.fullmatch(r"[0-9a-fA-F]{64}", args.head):
+    if (args.head is None) != (args.index is None):
+        raise DecodeError("--head and --index go together (both from one published audit.head)")
+    if args.head is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.head):
         raise DecodeError("--head must be 64 hex digits")
+    if args.index is not None and args.index < 0:
+        raise DecodeError("--index must be 0 or more")
     audit = _open(args)
     try:
-        result = audit.verify(bytes.fromhex(args.head) if args.head else None)
+        head = bytes.fromhex(args.head) if args.head else None
+        result = audit.verify(head, args.index)
     finally:
         audit.close()
-    if not result.ok:
+    if args.json:
+        print(json.dumps({
+            "verdict": result.verdict.value,
+            "entries": result.entries,
+            "first_bad_index": result.first_bad_index,
+            "reason": result.reason,
+            "head_index": result.entries - 1,
+            "head": result.head.hex(),
+        }, sort_keys=True))
+        return 0 if result.ok else 2
+    if result.verdict is not Verdict.INTACT:
         raise VerificationError(
-            f"audit log broken at index {result.first_bad_index}: {result.reason}"
+            f"audit log {result.verdict.value} at index {result.first_bad_index}: {result.reason}"
         )
-    print(f"audit log OK: {result.entries} entries, head {result.head.hex()}")
+    print(
+        f"audit log intact: {result.entries} entries, head index {result.entries - 1} "
+        f"mac {result.head.hex()}"
+    )
     return 0
 
 
@@ -41,7 +66,7 @@ def _show(args: argparse.Namespace) -> int:
         audit.close()
     for entry in entries[-args.tail :] if args.tail else entries:
         print(json.dumps({"index": entry.index, "at": entry.at, "kind": entry.kind,
-                          "detail": entry.detail, "hash": entry.hash.hex()}))
+                          "detail": entry.detail, "mac": entry.hash.hex()}))
     return 0
 
 
@@ -49,11 +74,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("audit", help="verify or show the audit trail")
     sub = parser.add_subparsers(dest="audit_command", metavar="ACTION")
     sub.required = True
-    verify = sub.add_parser("verify", help="check the hash chain; report the first bad entry")
+    verify = sub.add_parser(
+        "verify", help="check the keyed chain: intact, edited, rechained or truncated"
+    )
     add_config_options(verify)
     verify.add_argument(
-        "--head", default=None, help="a head hash printed earlier: also detects cut-off tails"
+        "--head", default=None, metavar="HEX",
+        help="the MAC of a published head (audit.head event or export): with --index, also "
+        "detects a cut-off tail or a chain recomputed with the device key",
     )
+    verify.add_argument("--index", type=int, default=None, metavar="N",
+                        help="the index of that published head")
+    verify.add_argument("--json", action="store_true", help="print the verdict as JSON")
     verify.set_defaults(func=_verify)
     show = sub.add_parser("show", help="print entries as JSON lines")
     add_config_options(show)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 from typing import Any
 
 from agent import config as agent_config
@@ -13,6 +14,8 @@ from agent.configschema import to_mapping
 
 def _check(args: argparse.Namespace) -> int:
     cfg = agent_config.load_file(pathlib.Path(args.file))
+    if cfg.mqtt.plaintext_warning:
+        print(f"{args.file}: warning: {cfg.mqtt.plaintext_warning}", file=sys.stderr)
     print(f"{args.file}: OK (device {cfg.device.serial_number}, state in {cfg.state_dir})")
     return 0
 

@@ -1,4 +1,7 @@
-"""``edge-agent data export|erase``: the owner's access and erasure rights, on the device."""
+"""``edge-agent data export|erase``: the owner's access and erasure rights, on the device.
+
+``export`` writes the zip archive described in ``docs/export-format.md``.
+"""
 
 from __future__ import annotations
 
@@ -12,17 +15,23 @@ from agent.errors import PolicyError
 from agent.ports import Outcome
 from drivers.cli.common import add_config_options
 from drivers.cli.composed import composed
+from drivers.rights.feature import build_rights_handlers
 
 
 def _export(args: argparse.Namespace) -> int:
     with composed(args) as c:
-        reply = c.commands["data.export"]({"format": args.format})
+        # The handler the daemon serves, without the cap an MQTT reply needs.
+        export = build_rights_handlers(
+            c.config, c.registry, clock=c.clock, audit=c.audit, max_reply_bytes=None
+        )["data.export"]
+        reply = export({"format": args.format})
     assert not isinstance(reply, Outcome)
     data = reply["data"]
     raw = data if isinstance(data, bytes) else str(data).encode("utf-8")
     if args.output:
         pathlib.Path(args.output).write_bytes(raw)
-        print(f"exported {len(raw)} bytes to {args.output}", file=sys.stderr)
+        print(f"exported {len(raw)} bytes to {args.output} (format: docs/export-format.md)",
+              file=sys.stderr)
     else:
         sys.stdout.buffer.write(raw)
     return 0 if reply.get("complete") else 1
@@ -47,9 +56,14 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("data", help="export or erase personal data held on the device")
     sub = parser.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
-    export = sub.add_parser("export", help="every personal item the device holds, in one file")
+    export = sub.add_parser(
+        "export", help="every personal item the device holds, as one zip archive"
+    )
     add_config_options(export)
-    export.add_argument("--format", choices=("json", "cbor"), default="json")
+    export.add_argument(
+        "--format", choices=("zip", "json"), default="zip",
+        help="zip: export.json and the files it names (default); json: the document alone",
+    )
     export.add_argument("-o", "--output", default=None, help="file (default: stdout)")
     export.set_defaults(func=_export)
     erase = sub.add_parser("erase", help="erase personal data (irreversible)")

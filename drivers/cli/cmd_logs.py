@@ -118,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         config = c.config
         store = LogStore(c.layout.root, config.logs)
         service = build_serial_log_service(
-            config, store, c.redactor, auth_limiter(config), audit=c.audit, port=args.port
+            config, store, c.redactor, auth_limiter(config, c.clock), audit=c.audit, port=args.port
         )
         if service is None:
             raise ConfigError("logs.serial_port", "no serial port configured; pass --port")

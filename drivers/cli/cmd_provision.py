@@ -1,8 +1,16 @@
 """``edge-agent provision``: installer tools for the provisioning channels.
 
 * ``provision label``  -- the sticker text (serial + verification code), optional PNG
-* ``provision lan``    -- send Wi-Fi credentials over the LAN API (SPAKE2)
+* ``provision lan``    -- send Wi-Fi credentials over the LAN API (SPAKE2);
+  with ``--bind ACCOUNT --owner-key FILE`` it binds the owner first
+* ``provision bind``   -- only bind the owner over the LAN API (e.g. over Ethernet)
+* ``provision binding-qr`` -- the text of a binding QR for the camera, as the
+  owner's app makes it
 * ``provision improv`` -- send Wi-Fi credentials over Improv serial
+
+``--owner-key`` takes the owner's Ed25519 public key as 64 hex digits or a
+file holding it (PEM SubjectPublicKeyInfo as ``openssl pkey -pubout`` writes
+it, hex, or the 32 raw bytes).
 
 The passphrase comes from ``--passphrase-file`` or an interactive prompt,
 never from argv (it would show in ``ps``).  Progress goes to stderr.
@@ -13,13 +21,22 @@ from __future__ import annotations
 import argparse
 import getpass
 import pathlib
+import secrets
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent import config as agent_config
 from agent.errors import DecodeError, DeviceIOError, NotFoundError, TooLargeError
-from agent.provisioning.binding import check_verification_code, label_payload, parse_label
+from agent.provisioning.binding import (
+    Binding,
+    build_binding_payload,
+    check_account,
+    check_verification_code,
+    label_payload,
+    parse_label,
+)
 from agent.provisioning.wifi import WifiCredentials
 
 MAX_PASSPHRASE_FILE = 1024
@@ -50,6 +67,14 @@ def read_passphrase(path: str | None, prompt: Callable[[str], str] | None = None
         return raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as exc:
         raise DecodeError(f"passphrase file {path} is not UTF-8") from exc
+
+
+def read_owner_key(value: str) -> bytes:
+    """The owner's raw Ed25519 public key: 64 hex digits, or a PEM/hex/raw key file."""
+    # One parser for every key an operator hands over (``edge-agent auth`` uses it too).
+    from drivers.auth.keys import parse_public_key
+
+    return parse_public_key(value)
 
 
 def choose_ssid(names: Sequence[str], answer: Callable[[str], str] | None = None) -> str:
@@ -88,18 +113,32 @@ def _label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device_code(args: argparse.Namespace, info: dict[str, object]) -> tuple[str, str]:
+    """(verification code, serial number) from --label, else --code and the device's info."""
+    if args.label:
+        binding = parse_label(args.label)
+        return binding.verification_code, binding.serial_number
+    if not args.code:
+        raise DecodeError("give --code or --label")
+    return check_verification_code(args.code), str(info.get("serial_number", ""))
+
+
+def _owner(args: argparse.Namespace) -> tuple[str, bytes] | None:
+    """(account, owner key) when binding was asked for; read before any network step."""
+    if args.bind is None and args.owner_key is None:
+        return None
+    if args.bind is None or args.owner_key is None:
+        raise DecodeError("binding needs both --bind ACCOUNT and --owner-key KEY")
+    return check_account(args.bind), read_owner_key(args.owner_key)
+
+
 def _lan(args: argparse.Namespace) -> int:
     from drivers.provisioning.lan_client import LanClient
 
+    owner = _owner(args)
     client = LanClient(args.device)
     info = client.info()
-    if args.label:
-        binding = parse_label(args.label)
-        code, serial = binding.verification_code, binding.serial_number
-    else:
-        if not args.code:
-            raise DecodeError("give --code or --label")
-        code, serial = check_verification_code(args.code), str(info.get("serial_number", ""))
+    code, serial = _device_code(args, info)
     _progress(f"device {serial}, window {info.get('window')}")
     ssid = args.ssid
     if ssid is None:
@@ -110,8 +149,54 @@ def _lan(args: argparse.Namespace) -> int:
     _progress("proving the verification code (SPAKE2)")
     pake = client.authenticate(code, serial)
     _progress("device verified")
+    if owner is not None:
+        # Before the Wi-Fi: a successful connection closes the provisioning window.
+        device_id = client.bind(pake, *owner)
+        print(f"bound: {owner[0]} (device id {device_id})")
     status = client.provision(pake, credentials, wait=args.wait, progress=_progress)
     print(f"connected: {credentials.ssid} ({status.get('ip_address', 'no address')})")
+    return 0
+
+
+def _bind(args: argparse.Namespace) -> int:
+    from drivers.provisioning.lan_client import LanClient
+
+    account, owner_key = check_account(args.account), read_owner_key(args.owner_key)
+    client = LanClient(args.device)
+    info = client.info()
+    code, serial = _device_code(args, info)
+    _progress(f"device {serial}, window {info.get('window')}")
+    _progress("proving the verification code (SPAKE2)")
+    pake = client.authenticate(code, serial)
+    _progress("device verified")
+    device_id = client.bind(pake, account, owner_key)
+    print(f"bound: {account} (device id {device_id})")
+    return 0
+
+
+def _binding_qr(args: argparse.Namespace) -> int:
+    if args.label:
+        device = parse_label(args.label)
+    elif args.code and args.serial:
+        device = Binding(args.serial, check_verification_code(args.code))
+    else:
+        raise DecodeError("give --label, or --code and --serial")
+    # A real token comes from the account service, which redeems it once; a
+    # generated one suits a device that checks nothing beyond its own ledger.
+    token = args.token or secrets.token_urlsafe(24)
+    exp = int(time.time() + args.ttl)
+    payload = build_binding_payload(
+        device, check_account(args.account), token, exp, read_owner_key(args.owner_key)
+    )
+    print(payload)
+    if args.png:
+        import cv2
+
+        from drivers.provisioning.qr_reader import render_qr
+
+        if not cv2.imwrite(args.png, render_qr(payload)):
+            raise DeviceIOError(f"cannot write {args.png}")
+        _progress(f"binding QR written to {args.png}")
     return 0
 
 
@@ -152,12 +237,35 @@ def register(subparsers: Any) -> None:
         p.add_argument("--hidden", action="store_true", help="the network is hidden")
         p.add_argument("--wait", type=float, default=90.0, help="seconds to wait for the result")
 
+    def device_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", required=True, help="http://HOST:PORT of the device")
+        p.add_argument("--code", default=None, help="verification code from the label")
+        p.add_argument("--label", default=None, help="the label's QR text instead of --code")
+
+    key_help = "the owner's Ed25519 public key: 64 hex digits, or a PEM or hex file"
     lan = sub.add_parser("lan", help="provision over the LAN API")
-    lan.add_argument("--device", required=True, help="http://HOST:PORT of the device")
-    lan.add_argument("--code", default=None, help="verification code from the label")
-    lan.add_argument("--label", default=None, help="the label's QR text instead of --code")
+    device_options(lan)
     wifi_options(lan)
+    lan.add_argument("--bind", default=None, metavar="ACCOUNT", help="also bind this account")
+    lan.add_argument("--owner-key", default=None, metavar="KEY", help=key_help)
     lan.set_defaults(func=_lan)
+
+    bind = sub.add_parser("bind", help="bind the owner over the LAN API")
+    device_options(bind)
+    bind.add_argument("--account", required=True, help="the owner's account")
+    bind.add_argument("--owner-key", required=True, metavar="KEY", help=key_help)
+    bind.set_defaults(func=_bind)
+
+    qr = sub.add_parser("binding-qr", help="print a binding QR's text (as the owner's app)")
+    qr.add_argument("--account", required=True, help="the owner's account")
+    qr.add_argument("--owner-key", required=True, metavar="KEY", help=key_help)
+    qr.add_argument("--code", default=None, help="the device's verification code")
+    qr.add_argument("--serial", default=None, help="the device's serial number")
+    qr.add_argument("--label", default=None, help="the label's QR text instead")
+    qr.add_argument("--token", default=None, help="single-use token (default: a random one)")
+    qr.add_argument("--ttl", type=int, default=600, help="seconds the QR stays valid")
+    qr.add_argument("--png", default=None, help="also write the QR code as a PNG")
+    qr.set_defaults(func=_binding_qr)
 
     improv = sub.add_parser("improv", help="provision over Improv serial")
     improv.add_argument("--port", required=True, help="serial device or pyserial URL")

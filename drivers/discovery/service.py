@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agent.config import AgentConfig
+from agent.discovery.ratelimit import RateLimits
 from agent.discovery.responder import device_target
 from agent.events import Event
 from agent.ports import Clock
@@ -117,6 +118,13 @@ def build_service(
             discoverable=settings.discoverable,
             max_datagram_bytes=settings.max_datagram_bytes,
             address_check_seconds=settings.address_check_seconds,
+            rate_limits=RateLimits(
+                source_rate=settings.wsd_source_rate_per_second,
+                source_burst=settings.wsd_source_burst,
+                global_rate=settings.wsd_global_rate_per_second,
+                global_burst=settings.wsd_global_burst,
+                tracked_sources=settings.wsd_tracked_sources,
+            ),
         )
     announcer = None
     if settings.mdns_enabled and settings.discoverable:

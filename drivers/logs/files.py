@@ -1,12 +1,15 @@
 """Personal data kept as plain files (snapshots, Wi-Fi credentials, the binding).
 
-A :class:`FileHolder` exports the files' bytes, erases them by overwriting
-with zeros, fsyncing and unlinking, and (for directories such as snapshots)
-purges files older than a cutoff by modification time.
+A :class:`FileHolder` exports each file under a name relative to what it
+holds (never an absolute path) with its size and time -- a JSON file parsed,
+anything else as bytes the export archive keeps as a file of its own -- erases
+them by overwriting with zeros, fsyncing and unlinking, and (for directories
+such as snapshots) purges files older than a cutoff by modification time.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
@@ -29,14 +32,28 @@ class FileHolder:
             elif path.is_dir():
                 yield from sorted(p for p in path.rglob("*") if p.is_file())
 
+    def _relative(self, path: pathlib.Path) -> str:
+        """``snapshots/ev1.jpg`` for a file in a held directory, the bare name otherwise."""
+        for held in self._paths:
+            if held != path and held in path.parents:
+                return f"{held.name}/{path.relative_to(held).as_posix()}"
+        return path.name
+
     def export_personal_data(self) -> Mapping[str, object]:
-        exported: dict[str, object] = {}
+        exported: list[dict[str, object]] = []
         try:
             for path in self.files():
-                if path.stat().st_size > MAX_EXPORT_FILE_BYTES:
-                    exported[str(path)] = {"omitted": "larger than the export cap"}
+                info = path.stat()
+                item: dict[str, object] = {
+                    "name": self._relative(path),
+                    "bytes": info.st_size,
+                    "modified_at": info.st_mtime,
+                }
+                if info.st_size > MAX_EXPORT_FILE_BYTES:
+                    item["omitted"] = "larger than the export cap"
                 else:
-                    exported[str(path)] = path.read_bytes()
+                    item["content"] = _content(path, path.read_bytes())
+                exported.append(item)
         except OSError as exc:
             raise DeviceIOError(f"cannot export {self.name}: {exc}") from exc
         return {"files": exported}
@@ -56,3 +73,13 @@ class FileHolder:
 
     def purge_older_than(self, cutoff: float) -> int:
         return self._shred(lambda path: os.stat(path).st_mtime < cutoff, "purge")
+
+
+def _content(path: pathlib.Path, data: bytes) -> object:
+    """A JSON file as its parsed value (readable in the export), anything else as bytes."""
+    if path.suffix == ".json":
+        try:
+            return json.loads(data.decode("utf-8"))
+        except ValueError:
+            pass
+    return data

@@ -3,17 +3,17 @@
 ``GET /api/v1/logs/bundle?since=&until=&tail=&level=&grep=`` with
 ``Authorization: Bearer <technician token or verification code>``.  Failed
 attempts share the serial console's :class:`~agent.logs.pull.AuthLimiter`, so
-a LAN attacker cannot guess faster than a person at the console.
+a LAN attacker cannot guess faster than a person at the console.  Like
+``logs.upload``, a bundle goes out only while ``troubleshooting_logs`` is
+consented (403 and an audit record otherwise).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import http.server
-import threading
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from agent.errors import BadDataError, DeviceIOError
 from agent.events import Event
@@ -21,7 +21,9 @@ from agent.logs import codes
 from agent.logs.bundle import BundleQuery
 from agent.logs.pull import AuthLimiter, BundleProvider, TechnicianSecrets
 from agent.ports import AuditSink, Clock
+from agent.purposes import Purpose
 from drivers.clock import SystemClock
+from drivers.httpserve import BoundedHTTPServer, BoundedRequestHandler, ServerLimits
 
 BUNDLE_PATH = "/api/v1/logs/bundle"
 MAX_QUERY_CHARS = 1024
@@ -47,11 +49,14 @@ class LogsHttpApi:
         technician_secrets: TechnicianSecrets,
         limiter: AuthLimiter,
         *,
+        is_granted: Callable[[Purpose], bool],
         audit: AuditSink | None = None,
     ) -> None:
         self._bundles = bundles
         self._secrets = technician_secrets
         self._limiter = limiter
+        # Required, no default: an endpoint built without a consent check must not exist.
+        self._is_granted = is_granted
         self._audit = audit
 
     def handle(
@@ -78,6 +83,21 @@ class LogsHttpApi:
             self._limiter.failed(now)
             return _text(401, codes.AUTH_FAILED.code, **{"WWW-Authenticate": "Bearer"})
         self._limiter.succeeded()
+        # Checked after authentication, so only a token holder learns the consent state;
+        # the same rule as logs.upload over MQTT: no troubleshooting_logs, no bundle.
+        if not self._is_granted(Purpose.TROUBLESHOOTING_LOGS):
+            if self._audit is not None:
+                self._audit.record(
+                    "logs.pull.refused",
+                    {"channel": "lan", "method": method_used, "reason": "consent",
+                     "purpose": Purpose.TROUBLESHOOTING_LOGS.value},
+                    now,
+                )
+            return _text(
+                403,
+                f"{codes.CONSENT_MISSING.code}: the owner has not granted (or has withdrawn) "
+                f"{Purpose.TROUBLESHOOTING_LOGS.value} consent; no logs leave the device",
+            )
         try:
             params = dict(urllib.parse.parse_qsl(url.query, max_num_fields=10))
             query = BundleQuery.from_args(params)
@@ -114,21 +134,23 @@ class LogsLanServer:
         api: LogsHttpApi,
         address: tuple[str, int],
         clock: Clock | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.api = api
         self.address = address
         self.clock = clock or SystemClock()
-        self._httpd: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self.limits = limits or ServerLimits()
+        self._httpd: BoundedHTTPServer | None = None
 
     @property
     def port(self) -> int:
-        return int(self._httpd.server_address[1]) if self._httpd else 0
+        return self._httpd.port if self._httpd else 0
 
     def start(self) -> None:
         api, clock = self.api, self.clock
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        # Bounded: timeouts, connection caps and bounded threads (drivers/httpserve.py).
+        class Handler(BoundedRequestHandler):
             def _serve(self, method: str) -> None:
                 response = api.handle(method, self.path, dict(self.headers), clock.now())
                 self.send_response(response.status)
@@ -149,20 +171,17 @@ class LogsLanServer:
                 return None
 
         try:
-            self._httpd = http.server.ThreadingHTTPServer(self.address, Handler)
+            self._httpd = BoundedHTTPServer(
+                self.address, Handler, self.limits, name="logs-lan", clock=clock
+            )
         except OSError as exc:
             raise DeviceIOError(f"cannot serve logs on {self.address}: {exc.strerror}") from exc
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="logs-lan", daemon=True
-        )
-        self._thread.start()
+        self._httpd.start()
 
     def tick(self, now: float) -> Sequence[Event]:
         return ()
 
     def stop(self) -> None:
         if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+            self._httpd.close()
             self._httpd = None

@@ -2,16 +2,24 @@
 
 The device side is a :class:`agent.ports.Service`: each ``tick`` reads what
 has arrived, answers it through :class:`agent.logs.pull.PullSession`, and
-writes at most a few frames, so a slow console never stalls the main loop.
+hands the port only what it takes without waiting (non-blocking writes).  A
+blocking write with ``flush()`` (tcdrain) once held the main loop for 34 s
+behind a console peer that had stopped reading.  Now output waits in a
+bounded queue (one answer at a time: the next request is read only once the
+previous answer is out), and a peer that takes no byte for
+``logs.serial_write_timeout_seconds`` is dropped: its session and queued
+output are discarded, with one log line.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import os
 import select
+import termios
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -35,14 +43,26 @@ from drivers.clock import SystemClock
 log = logging.getLogger(__name__)
 
 READ_BYTES = 4096
-FRAMES_PER_TICK = 8
+# Requests are answered while less than this is queued; the queue then holds at most
+# this plus one answer (a bundle is at most logs.max_bundle_bytes).
+OUTPUT_HIGH_WATER = 64 * 1024
+# Even a port that takes everything gets no more than this per tick.
+MAX_WRITE_PER_TICK = 64 * 1024
 IDLE_RESET_SECONDS = 120.0
+DEFAULT_WRITE_TIMEOUT = 5.0
 
 
 class ByteChannel(Protocol):
     def read(self, max_bytes: int, timeout: float) -> bytes: ...
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes) -> None:
+        """All of ``data``, waiting (with a timeout) for room: the technician's side."""
+
+    def write_some(self, data: bytes | memoryview) -> int:
+        """What the port takes now without waiting (0 when full): the device's side."""
+
+    def discard_output(self) -> None:
+        """Drop what the port still holds for a peer that has gone away."""
 
     def close(self) -> None: ...
 
@@ -65,13 +85,30 @@ class SerialChannel:
         return data
 
     def write(self, data: bytes) -> None:
+        # No flush(): tcdrain has no timeout, and write() already waited (write_timeout)
+        # until the kernel holds every byte.
         try:
             self._serial.write(data)
-            self._serial.flush()
         except serial.SerialTimeoutException as exc:
             raise DeviceTimeoutError(f"serial write timed out: {exc}") from exc
         except (serial.SerialException, OSError) as exc:
             raise DeviceIOError(f"serial write failed: {exc}") from exc
+
+    def write_some(self, data: bytes | memoryview) -> int:
+        # pyserial opens the port O_NONBLOCK; its own write_timeout=0 mode spins on EAGAIN,
+        # so write to the descriptor directly.
+        try:
+            return os.write(self._serial.fileno(), data)
+        except BlockingIOError:
+            return 0
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceIOError(f"serial write failed: {exc}") from exc
+
+    def discard_output(self) -> None:
+        try:
+            self._serial.reset_output_buffer()
+        except (serial.SerialException, OSError, termios.error):
+            log.debug("could not discard serial output", exc_info=True)
 
     def close(self) -> None:
         self._serial.close()
@@ -80,8 +117,11 @@ class SerialChannel:
 class FdChannel:
     """A raw file descriptor, e.g. the master side of a pty."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, write_timeout: float = 5.0) -> None:
         self._fd = fd
+        self._write_timeout = write_timeout
+        # Non-blocking, so write_some never waits (shared with any dup of this fd).
+        os.set_blocking(fd, False)
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
         try:
@@ -94,11 +134,24 @@ class FdChannel:
         view = memoryview(data)
         try:
             while view:
-                select.select([], [self._fd], [], 5.0)
-                written = os.write(self._fd, view)
-                view = view[written:]
+                _, ready, _ = select.select([], [self._fd], [], self._write_timeout)
+                if not ready:
+                    raise DeviceTimeoutError("write timed out: the peer is not reading")
+                view = view[self.write_some(view) :]
         except OSError as exc:
             raise DeviceIOError(f"write failed: {exc}") from exc
+
+    def write_some(self, data: bytes | memoryview) -> int:
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise DeviceIOError(f"write failed: {exc}") from exc
+
+    def discard_output(self) -> None:
+        with contextlib.suppress(termios.error, OSError):  # not a terminal: nothing held
+            termios.tcflush(self._fd, termios.TCOFLUSH)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -115,14 +168,23 @@ class SerialLogService:
         session_factory: Callable[[], PullSession],
         *,
         max_payload: int = frames.DEFAULT_MAX_PAYLOAD,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        clock: Clock | None = None,
     ) -> None:
         self._channel = channel
         self._session_factory = session_factory
         self._max_payload = max_payload
+        self._write_timeout = write_timeout
+        self._clock = clock or SystemClock()
         self._decoder = frames.FrameDecoder(max_payload=max_payload)
         self._session = session_factory()
         self._outgoing: collections.deque[bytes] = collections.deque()
+        self._offset = 0  # bytes of _outgoing[0] already written
+        self._queued = 0  # bytes in _outgoing not yet written
+        self._last_progress = 0.0  # monotonic: output taken, or output first queued
+        self._progressing = False
         self._last_activity: float | None = None
+        self.dropped_peers = 0
 
     def start(self) -> None:
         self._reset()
@@ -131,9 +193,14 @@ class SerialLogService:
         self._decoder = frames.FrameDecoder(max_payload=self._max_payload)
         self._session = self._session_factory()
         self._outgoing.clear()
+        self._offset = self._queued = 0
 
     def _send(self, message: dict[str, Any]) -> None:
-        self._outgoing.append(frames.encode(message, max_payload=self._max_payload))
+        frame = frames.encode(message, max_payload=self._max_payload)
+        if not self._outgoing:
+            self._last_progress = self._clock.monotonic()
+        self._outgoing.append(frame)
+        self._queued += len(frame)
 
     def tick(self, now: float) -> Sequence[Event]:
         self._exchange(now)
@@ -144,20 +211,56 @@ class SerialLogService:
             self._reset()
             self._last_activity = None
         try:
-            data = self._channel.read(READ_BYTES, 0)
-            if data:
-                self._last_activity = now
-                self._decoder.feed(data)
-                self._drain(now)
-            for _ in range(min(FRAMES_PER_TICK, len(self._outgoing))):
-                self._channel.write(self._outgoing.popleft())
+            # Half duplex: requests already decoded are answered first, and new input is
+            # read only once every answer is out, so the queue stays bounded.
+            self._drain(now)
+            if not self._outgoing:
+                data = self._channel.read(READ_BYTES, 0)
+                if data:
+                    self._last_activity = now
+                    self._decoder.feed(data)
+                    self._drain(now)
+            self._flush()
         except TransportError as exc:
             # A cable pulled mid-transfer: drop the session, keep the agent running.
             log.warning("serial console: %s", exc, extra=codes.SERIAL_BAD_FRAME.extra())
             self._reset()
 
+    def _flush(self) -> None:
+        """Hand the port what it takes now; drop a peer that took nothing for too long."""
+        written = 0
+        while self._outgoing and written < MAX_WRITE_PER_TICK:
+            head = memoryview(self._outgoing[0])[self._offset :]
+            count = self._channel.write_some(head[: MAX_WRITE_PER_TICK - written])
+            if count <= 0:
+                break
+            written += count
+            self._queued -= count
+            self._offset += count
+            if self._offset >= len(self._outgoing[0]):
+                self._outgoing.popleft()
+                self._offset = 0
+        now = self._clock.monotonic()
+        self._progressing = written > 0
+        if written or not self._outgoing or now < self._last_progress:
+            self._last_progress = now
+        elif now - self._last_progress >= self._write_timeout:
+            self._drop(now - self._last_progress)
+
+    def _drop(self, stalled: float) -> None:
+        self.dropped_peers += 1
+        log.warning(
+            "serial console: the peer took no output for %.1f s; dropped its session "
+            "and %d queued bytes",
+            stalled,
+            self._queued,
+            extra=codes.SERIAL_PEER_STALLED.extra(),
+        )
+        self._channel.discard_output()
+        self._reset()
+
     def _drain(self, now: float) -> None:
-        while True:
+        while self._queued < OUTPUT_HIGH_WATER:
             try:
                 message = self._decoder.next_message()
                 if message is None:
@@ -171,7 +274,12 @@ class SerialLogService:
 
     @property
     def busy(self) -> bool:
-        return bool(self._outgoing)
+        """Output is queued and the port took some last tick: worth ticking again soon."""
+        return bool(self._outgoing) and self._progressing
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
 
     def stop(self) -> None:
         self._channel.close()

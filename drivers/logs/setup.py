@@ -8,6 +8,11 @@ records in ``state_dir/logs/crash-*.jsonl`` (written atomically):
 * ``faulthandler`` -- a hard crash (segfault, abort, deadlock dump) cannot run
   Python, so it writes raw text to ``logs/faulthandler.txt``; the next start
   turns that text into a crash record and clears the file.
+
+The console copy (stderr, which systemd hands to journald) goes through the
+same redactor as the store: :func:`redact_console` wraps the formatter of every
+console handler, and an unhandled exception's traceback reaches stderr only
+redacted.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import dataclasses
 import faulthandler
 import json
 import logging
+import logging.handlers
 import os
 import pathlib
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO
 
@@ -28,7 +35,7 @@ from agent.atomicfile import shred, write_atomic
 from agent.config import AgentConfig
 from agent.errors import DeviceIOError
 from agent.logs import codes
-from agent.logs.jsonlog import JsonLineFormatter
+from agent.logs.jsonlog import JsonLineFormatter, safe_message
 from agent.logs.redact import Redactor
 from agent.ports import Clock
 from drivers.clock import SystemClock
@@ -63,6 +70,81 @@ def write_crash_record(
     return path
 
 
+class RedactingFormatter(logging.Formatter):
+    """A console handler's own layout, with the message and any traceback redacted.
+
+    Only what may carry personal data is redacted -- the formatted message, the
+    exception and stack text -- never the whole line, whose timestamp would look
+    like a phone number to the redactor.
+    """
+
+    def __init__(self, inner: logging.Formatter | None, redact: Redactor) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        clean = logging.makeLogRecord(record.__dict__)
+        clean.msg, clean.args = self.redact(safe_message(record)), None
+        # Another handler may have cached the raw traceback text on the record.
+        clean.exc_info, clean.exc_text = None, None
+        if record.exc_info:
+            clean.exc_text = self.redact(self.inner.formatException(record.exc_info))
+        elif record.exc_text:
+            clean.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            clean.stack_info = self.redact(record.stack_info)
+        return self.inner.format(clean)
+
+
+_CONSOLE_STREAMS = ("stderr", "stdout", "__stderr__", "__stdout__")
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    # Console: a stream handler on the process's stdout/stderr (journald under systemd),
+    # syslog, or a journald handler; never a file or a test's in-memory capture.
+    if isinstance(handler, logging.handlers.SysLogHandler):
+        return True
+    if "journal" in type(handler).__name__.lower():
+        return True
+    stream = getattr(handler, "stream", None)
+    return isinstance(handler, logging.StreamHandler) and any(
+        stream is getattr(sys, name, None) for name in _CONSOLE_STREAMS
+    )
+
+
+def redact_console(redactor: Redactor) -> Callable[[], None]:
+    """Make every console handler (and logging's last resort) redact; returns the undo."""
+    handlers = [
+        h
+        for logger in [logging.getLogger(), *_loggers()]
+        for h in logger.handlers
+        if _is_console(h)
+    ]
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    wrapped: list[tuple[logging.Handler, logging.Formatter | None]] = []
+    for handler in dict.fromkeys(handlers):
+        if isinstance(handler.formatter, RedactingFormatter):
+            continue
+        wrapped.append((handler, handler.formatter))
+        handler.setFormatter(RedactingFormatter(handler.formatter, redactor))
+
+    def undo() -> None:
+        for handler, formatter in wrapped:
+            handler.setFormatter(formatter)
+
+    return undo
+
+
+def _loggers() -> list[logging.Logger]:
+    return [
+        logger
+        for logger in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(logger, logging.Logger)
+    ]
+
+
 @dataclasses.dataclass
 class LoggingHandle:
     store: LogStore
@@ -71,8 +153,10 @@ class LoggingHandle:
     fault_file: IO[str]
     _previous_hooks: tuple[object, object]
     _previous_level: int
+    _unredact_console: Callable[[], None] = lambda: None
 
     def close(self) -> None:
+        self._unredact_console()
         faulthandler.disable()
         root = logging.getLogger()
         root.removeHandler(self.handler)
@@ -110,6 +194,7 @@ def install_logging(
     previous_level = root.level
     root.setLevel(config.logs.level.value)
     root.addHandler(handler)
+    unredact_console = redact_console(redactor)
 
     fault_path = store.directory / FAULT_FILE_NAME
     _harvest_fault_file(store, redactor, fault_path, clock.now())
@@ -129,7 +214,11 @@ def install_logging(
             store, redactor, "exception", f"unhandled {exc_type.__name__}: {exc}", text,
             now=clock.now(),
         )
-        previous[0](exc_type, exc, tb)
+        if previous[0] is sys.__excepthook__:
+            # Python's own hook would print the raw traceback to stderr (journald).
+            print(redactor(text), end="", file=sys.stderr, flush=True)
+        else:
+            previous[0](exc_type, exc, tb)
 
     def thread_excepthook(args: threading.ExceptHookArgs) -> None:
         text = "".join(
@@ -144,4 +233,6 @@ def install_logging(
 
     sys.excepthook = excepthook
     threading.excepthook = thread_excepthook
-    return LoggingHandle(store, redactor, handler, fault_file, previous, previous_level)
+    return LoggingHandle(
+        store, redactor, handler, fault_file, previous, previous_level, unredact_console
+    )

@@ -32,9 +32,16 @@ class SerialPort(Protocol):
     def close(self) -> None: ...
 
 
+# Improv runs on its own thread, never the main loop's; still, an installer that stops
+# reading must not hold that thread (and stop(), which joins it) for ever.
+WRITE_TIMEOUT = 5.0
+
+
 def open_port(url: str, baud: int, timeout: float = 0.1) -> SerialPort:
     try:
-        port: SerialPort = serial.serial_for_url(url, baudrate=baud, timeout=timeout)
+        port: SerialPort = serial.serial_for_url(
+            url, baudrate=baud, timeout=timeout, write_timeout=WRITE_TIMEOUT
+        )
     except (serial.SerialException, OSError, ValueError) as exc:
         raise DeviceIOError(f"cannot open serial port {url}: {exc}") from exc
     return port

@@ -21,7 +21,12 @@ from agent.errors import (
 )
 from agent.ports import Clock
 from agent.provisioning.limits import LockedOutError, WindowClosedError
-from agent.provisioning.pake import InstallerPake
+from agent.provisioning.pake import (
+    InstallerPake,
+    OwnerBinding,
+    decode_owner_binding,
+    encode_owner_binding,
+)
 from agent.provisioning.wifi import WifiCredentials
 from drivers.clock import SystemClock
 from drivers.provisioning.lan_server import PREFIX, b64decode, b64encode
@@ -112,6 +117,22 @@ class LanClient:
         reply = self._call("confirm", {"session": session_id, "confirm": b64encode(confirm_a)})
         pake.verify_device(b64decode(reply.get("confirm"), "confirm"))
         return pake
+
+    def bind(self, pake: InstallerPake, account: str, owner_public_key: bytes) -> str:
+        """Make ``owner_public_key`` (raw Ed25519) the device's owner; returns the device id.
+
+        Needs a session from :meth:`authenticate`.  A device that already has an
+        owner refuses (PolicyError) and keeps its owner.
+        """
+        # The device checks the same; failing here names the mistake without a round trip.
+        request = OwnerBinding(account, owner_public_key)
+        request = decode_owner_binding(encode_owner_binding(request))
+        seq = pake.next_seq()
+        sealed = pake.seal_owner_binding(request, seq)
+        reply = self._call(
+            "bind", {"session": pake.session_id, "seq": seq, "sealed": b64encode(sealed)}
+        )
+        return pake.open_bound(b64decode(reply.get("sealed"), "sealed"), seq)
 
     def provision(
         self,

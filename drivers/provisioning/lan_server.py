@@ -8,6 +8,8 @@ Routes (JSON bodies, binary values base64):
 * ``POST /provision/v1/confirm``     ``{session, confirm}`` -> ``{confirm}``
 * ``POST /provision/v1/credentials`` ``{session, seq, sealed}`` -> 202, connecting
 * ``POST /provision/v1/status``      ``{session, seq, tag}`` -> ``{sealed}``
+* ``POST /provision/v1/bind``        ``{session, seq, sealed}`` -> ``{sealed}``: the
+  owner's account and key in, the new device id out; 409 when already bound
 
 Bodies are capped; every failure is a short JSON error without detail that
 could help a guesser.  Request lines are logged at debug level only and never
@@ -24,7 +26,6 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.errors import (
@@ -37,15 +38,15 @@ from agent.errors import (
     VerificationError,
 )
 from agent.ports import Clock
-from agent.provisioning.lan import LanProvisioning
+from agent.provisioning.lan import BindOwner, LanProvisioning
 from agent.provisioning.limits import LockedOutError, WindowClosedError
 from agent.provisioning.wifi import AccessPoint, ConnectOutcome, ConnectResult, WifiCredentials
+from drivers.httpserve import BoundedHTTPServer, BoundedRequestHandler, ServerLimits
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/provision/v1/"
 MAX_BODY = 4096
-SOCKET_TIMEOUT = 10.0
 
 
 def b64decode(value: object, name: str) -> bytes:
@@ -98,34 +99,33 @@ class LanApiServer:
         address: tuple[str, int],
         *,
         lock: threading.Lock | None = None,
+        bind_owner: BindOwner | None = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         self.core = core
+        self._bind_owner = bind_owner
         self._scan = scan
         self._submit_connect = submit_connect
         self._clock = clock
         self.lock = lock or threading.Lock()
         handler = type("LanApiHandler", (_Handler,), {"api": self})
         try:
-            self._server = ThreadingHTTPServer(address, handler)
+            # Bounded: timeouts, connection caps and bounded threads (drivers/httpserve.py).
+            self._server = BoundedHTTPServer(
+                address, handler, limits or ServerLimits(), name="provisioning-lan", clock=clock
+            )
         except OSError as exc:
             raise TransportError(f"cannot listen on {address[0]}:{address[1]}: {exc}") from exc
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True
-        )
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        self._thread.start()
+        self._server.start()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        self._server.close()
 
     # --- route handlers (called from request threads) -------------------------
 
@@ -174,6 +174,12 @@ class LanApiServer:
             with self.lock:
                 sealed = self.core.status(session_id, seq, tag, now)
             return {"sealed": b64encode(sealed)}
+        if route == "bind" and self._bind_owner is not None:
+            seq = _field(body, "seq", int)
+            sealed = b64decode(body.get("sealed"), "sealed")
+            with self.lock:
+                answer = self.core.bind(session_id, seq, sealed, now, self._bind_owner)
+            return {"sealed": b64encode(answer)}
         raise NotFoundError("no such route")
 
     def _finished(self, session_id: str, done: Future[ConnectResult]) -> None:
@@ -186,11 +192,10 @@ class LanApiServer:
             self.core.connect_finished(session_id, result, self._clock.now())
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(BoundedRequestHandler):
     api: LanApiServer
     server_version = "edge-agent-provisioning/1"
     sys_version = ""
-    timeout = SOCKET_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("lan api %s: " + format, self.client_address[0], *args)
@@ -221,6 +226,9 @@ class _Handler(BaseHTTPRequestHandler):
         except EdgeAgentError as exc:
             status, message = _status_for(exc)
             self._reply(status, {"error": message})
+        except OSError:
+            # The peer was too slow or went away mid-body: the server logs one line.
+            raise
         except Exception:  # a bug must cost one request, not the API
             log.exception("LAN provisioning request failed")
             self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})

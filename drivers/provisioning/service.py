@@ -1,11 +1,18 @@
 """The provisioning service the runtime runs while the device is unprovisioned.
 
-``build_service(config, wifi_backend, frame_source=None, audit=None)`` wires:
+``build_service(config, wifi_backend, frame_source=None, audit=None, *, clock,
+principals)`` wires:
 the binding (serial + verification code, created at first boot), the LAN API
 window, Improv serial (if a port is configured) and the camera QR channel
 (frames offered with :meth:`ProvisioningService.offer_frame`, or pulled from
 ``frame_source`` at the scan rate).  Every connection attempt, whatever its
-channel, runs on one worker thread through the :class:`Provisioner`.
+channel, runs on one worker thread through the :class:`Provisioner`.  A
+binding (a version-2 binding QR, or ``bind`` over the LAN API) makes the
+owner's key the owner's in ``principals`` (the agent's principal store).
+
+The window and the LAN attempt limiter are saved under ``limits/`` on every
+change (:mod:`drivers.limitstore`): a restart keeps a lockout, and opens the
+window by itself only on the very first start.
 """
 
 from __future__ import annotations
@@ -19,18 +26,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.auth.principals import PrincipalStore
 from agent.config import AgentConfig
-from agent.errors import BadDataError, EdgeAgentError, TransportError
+from agent.database import Database
+from agent.errors import BadDataError, EdgeAgentError, PolicyError, TransportError
 from agent.events import Event
+from agent.layout import StateLayout
 from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, CommandResult
 from agent.provisioning.binding import Binding
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.lan import LanLimits, LanProvisioning
 from agent.provisioning.limits import ProvisioningWindow, ScanScheduler, WindowState
+from agent.provisioning.pake import OwnerBinding
 from agent.provisioning.provisioner import Provisioner
 from agent.provisioning.qr_channel import QrChannel, QrKind, QrOutcome
 from agent.provisioning.wifi import AccessPoint, ConnectResult, WifiBackend, WifiCredentials
 from drivers.clock import SystemClock
+from drivers.httpserve import ServerLimits
+from drivers.limitstore import LimitStore
 from drivers.provisioning.improv_serial import ImprovSerialChannel, open_port
 from drivers.provisioning.lan_server import LanApiServer
 from drivers.provisioning.qr_reader import QrReader
@@ -71,6 +84,8 @@ class ProvisioningService:
         audit: AuditSink | None = None,
         frame_source: Callable[[], Frame | None] | None = None,
         clock: Clock | None = None,
+        principals: PrincipalStore | None = None,
+        on_attempt: Callable[[WifiCredentials], None] | None = None,
     ) -> None:
         self._config = config
         self._settings = config.provisioning
@@ -87,9 +102,11 @@ class ProvisioningService:
             self._clock,
             audit=audit,
             connect_timeout=self._settings.connect_timeout_seconds,
+            on_attempt=on_attempt,
         )
         self.window = ProvisioningWindow(self._settings.window_seconds)
-        self.qr = QrChannel(FileTokenLedger(config.state_dir))
+        self.qr = QrChannel(FileTokenLedger(config.state_dir), self.binding)
+        self.principals, self._own_db = _principal_store(config, principals)
         self._scheduler = ScanScheduler(self._settings.qr_scan_interval_seconds)
         self._reader = QrReader()
         # One worker owns the radio: scans and connection attempts never overlap.
@@ -111,18 +128,46 @@ class ProvisioningService:
                     self._settings.lan_lockout_max_seconds,
                 ),
             )
+        # The window and the LAN limiter outlive restarts: a reboot must neither
+        # reopen a closed window nor hand out a fresh set of guesses.
+        layout = StateLayout(config.state_dir)
+        LimitStore.attach(
+            layout.provisioning_window, self.window, self._clock, "provisioning window"
+        )
+        if self.lan_core is not None:
+            LimitStore.attach(
+                layout.provisioning_lan_limits,
+                self.lan_core.limiter,
+                self._clock,
+                "LAN provisioning attempt limiter",
+            )
         self.improv: ImprovSerialChannel | None = None
-        self._bound = self.store.load_account() is not None
 
     @property
     def provisioned(self) -> bool:
         return self.provisioner.provisioned
 
+    @property
+    def bound(self) -> bool:
+        """An owner's key is trusted (an unbind over MQTT makes the device bindable again)."""
+        return self.principals.owner() is not None
+
     def start(self) -> None:
         if self.provisioned:
             log.info("Wi-Fi already provisioned; provisioning channels stay closed")
             return
-        self.open_window()
+        with self._lock:
+            window = self.window.state(self._clock.now())
+        if window is WindowState.NOT_OPENED:
+            self.open_window()  # first start: the window opens by itself, once
+        elif window is WindowState.OPEN:
+            self._start_lan()  # open before the restart: only for what it had left
+        else:
+            log.info(
+                "provisioning window %s before this start; it stays closed until "
+                "provisioning.open_window",
+                window.value,
+            )
         settings = self._settings
         if settings.improv_serial_port:
             device = ImprovDevice(self._device_info(), self._scan, settings.redirect_url)
@@ -144,6 +189,9 @@ class ProvisioningService:
         """
         with self._lock:
             self.window.open(self._clock.now())
+        self._start_lan()
+
+    def _start_lan(self) -> None:
         if self.lan_core is None or self.lan is not None:
             return
         settings = self._settings
@@ -155,6 +203,12 @@ class ProvisioningService:
                 self._clock,
                 (settings.lan_bind_address, settings.lan_port),
                 lock=self._lock,
+                bind_owner=self._bind_over_lan,
+                limits=ServerLimits(
+                    max_connections=settings.lan_max_connections,
+                    max_connections_per_source=settings.lan_max_connections_per_source,
+                    timeout_seconds=settings.lan_timeout_seconds,
+                ),
             )
         except TransportError as exc:
             log.warning("LAN provisioning API disabled: %s", exc)
@@ -165,7 +219,7 @@ class ProvisioningService:
     def status(self) -> dict[str, object]:
         with self._lock:
             window = self.window.state(self._clock.now()).value
-        return {"provisioned": self.provisioned, "bound": self._bound, "window": window}
+        return {"provisioned": self.provisioned, "bound": self.bound, "window": window}
 
     def _device_info(self) -> DeviceInfo:
         device = self._config.device
@@ -187,6 +241,12 @@ class ProvisioningService:
         self._scan_cache = (now, networks)
         return networks
 
+    def _bind_over_lan(self, request: OwnerBinding) -> str:
+        # Called by the LAN API under self._lock, after the session proved the code.
+        return self.provisioner.bind_owner(
+            self.principals, request.account, request.owner_key, "lan"
+        )
+
     def submit(self, credentials: WifiCredentials, channel: str) -> Future[ConnectResult]:
         """Queue a connection attempt; attempts never overlap."""
         future = self._executor.submit(self.provisioner.apply, credentials, channel)
@@ -207,18 +267,19 @@ class ProvisioningService:
                 log.info("provisioning window %s; LAN API stopped", state.value)
                 self.lan.stop()
                 self.lan = None
-        if self._frame_source is not None and self._wants_qr() and self._scheduler.due(now):
+        if self._frame_source is not None and self._scheduler.due(now) and self._wants_qr():
             frame = self._frame_source()
             if frame is not None:
                 self._decode(frame, now)
         return ()
 
     def _wants_qr(self) -> bool:
-        return not self.provisioned or not self._bound
+        # Asked only when a scan is due: `bound` is a database query.
+        return not self.provisioned or not self.bound
 
     def offer_frame(self, frame: Frame, now: float) -> QrOutcome | None:
         """Called by the camera pipeline with every frame; decodes about once per interval."""
-        if not self._wants_qr() or not self._scheduler.due(now):
+        if not self._scheduler.due(now) or not self._wants_qr():
             return None
         return self._decode(frame, now)
 
@@ -236,8 +297,16 @@ class ProvisioningService:
                 return QrOutcome(QrKind.REJECTED, reason="already provisioned")
             self.submit(outcome.credentials, "qr")
         elif outcome.kind is QrKind.BINDING and outcome.binding is not None:
-            self.provisioner.bind_account(outcome.binding.account, "qr")
-            self._bound = True
+            request = outcome.binding
+            try:
+                self.provisioner.bind_owner(
+                    self.principals, request.account, request.owner_key, "qr"
+                )
+            except PolicyError as exc:
+                # The token is spent (it was recorded before acting): a QR that
+                # cannot bind must not be tried again either.
+                log.info("binding QR refused: %s", exc)
+                return QrOutcome(QrKind.REJECTED, reason=str(exc))
         elif outcome.kind is QrKind.REJECTED:
             log.info("QR code ignored: %s", outcome.reason)
         return outcome
@@ -250,6 +319,19 @@ class ProvisioningService:
             self.improv.stop()
             self.improv = None
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._own_db is not None:
+            self._own_db.close()
+            self._own_db = None
+
+
+def _principal_store(
+    config: AgentConfig, given: PrincipalStore | None
+) -> tuple[PrincipalStore, Database | None]:
+    """The agent passes its own store; standalone (tests, tools) the service opens one."""
+    if given is not None:
+        return given, None
+    db = Database.in_state_dir(config.state_dir)
+    return PrincipalStore(db), db
 
 
 def command_handlers(service: ProvisioningService) -> dict[str, CommandHandler]:
@@ -272,7 +354,16 @@ def build_service(
     audit: AuditSink | None = None,
     *,
     clock: Clock | None = None,
+    principals: PrincipalStore | None = None,
+    on_attempt: Callable[[WifiCredentials], None] | None = None,
 ) -> ProvisioningService:
+    """``on_attempt`` hears of every Wi-Fi attempt first (the agent: the log redactor)."""
     return ProvisioningService(
-        config, wifi_backend, audit=audit, frame_source=frame_source, clock=clock
+        config,
+        wifi_backend,
+        audit=audit,
+        frame_source=frame_source,
+        clock=clock,
+        principals=principals,
+        on_attempt=on_attempt,
     )

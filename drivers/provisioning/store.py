@@ -1,4 +1,4 @@
-"""Provisioning state on disk: binding, Wi-Fi credentials, used tokens, account.
+"""Provisioning state on disk: binding, the Wi-Fi network (never its key), used tokens, account.
 
 Every file lives in ``<state_dir>/provisioning/``, is mode 0600, and is
 written crash-safely (temp file, fsync, os.replace, fsync of the directory,
@@ -12,13 +12,14 @@ import json
 import pathlib
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from agent.atomicfile import read_optional, write_atomic
 from agent.errors import DecodeError, DeviceIOError, PolicyError
 from agent.layout import StateLayout
 from agent.provisioning.binding import Binding, generate_verification_code, is_trivial_code
 from agent.provisioning.wifi import WifiCredentials
+from drivers.logs.files import FileHolder
 
 MAX_STATE_FILE = 1024 * 1024
 MAX_LEDGER_ENTRIES = 10_000
@@ -80,25 +81,55 @@ class FileProvisioningStore:
         return self._layout.wifi_credentials
 
     def save_credentials(self, credentials: WifiCredentials) -> None:
+        """Remember which network the device joined -- never its passphrase.
+
+        The backend (wpa_supplicant, NetworkManager, the ESP-AT module) saved the
+        network it confirmed and rejoins it by itself; the agent needs only the
+        name, to know it is provisioned, to export it and to find the network when
+        the account is erased.  A key kept here too would only be a second copy.
+        """
         body = {
-            "v": 1,
+            "v": 2,
             "ssid": credentials.ssid,
-            "passphrase": credentials.passphrase,
             "hidden": credentials.hidden,
+            "secured": bool(credentials.passphrase),
         }
         write_private(self.credentials_path, json.dumps(body).encode())
 
     def has_credentials(self) -> bool:
         return self.credentials_path.is_file()
 
-    def load_credentials(self) -> WifiCredentials | None:
+    def _saved(self) -> dict[str, object] | None:
         data = read_json(self.credentials_path)
+        if data is not None and not isinstance(data.get("ssid"), str):
+            raise DecodeError(f"{self.credentials_path} is malformed")
+        return data
+
+    def load_credentials(self) -> WifiCredentials | None:
+        """The saved network, without a passphrase (none is kept)."""
+        data = self._saved()
         if data is None:
             return None
-        ssid, passphrase, hidden = data.get("ssid"), data.get("passphrase"), data.get("hidden")
-        if not isinstance(ssid, str) or not (passphrase is None or isinstance(passphrase, str)):
-            raise DecodeError(f"{self.credentials_path} is malformed")
-        return WifiCredentials(ssid=ssid, passphrase=passphrase, hidden=hidden is True)
+        return WifiCredentials(ssid=str(data["ssid"]), hidden=data.get("hidden") is True)
+
+    def saved_secured(self) -> bool:
+        """Whether the saved network needs a passphrase (which the backend keeps)."""
+        data = self._saved()
+        return data is not None and bool(data.get("secured") or data.get("passphrase"))
+
+    def drop_stored_passphrase(self) -> bool:
+        """Rewrite a wifi.json from before version 2 without its passphrase; True if it had one."""
+        data = self._saved()
+        if data is None or "passphrase" not in data:
+            return False
+        self.save_credentials(
+            WifiCredentials(
+                ssid=str(data["ssid"]),
+                passphrase=data["passphrase"] if isinstance(data["passphrase"], str) else None,
+                hidden=data.get("hidden") is True,
+            )
+        )
+        return True
 
     def save_account(self, account: str) -> None:
         write_private(self._layout.account, json.dumps({"v": 1, "account": account}).encode())
@@ -107,6 +138,46 @@ class FileProvisioningStore:
         data = read_json(self._layout.account)
         account = None if data is None else data.get("account")
         return account if isinstance(account, str) else None
+
+
+class WifiCredentialsHolder(FileHolder):
+    """The saved Wi-Fi network as personal data: exported without its passphrase.
+
+    A copy of one's data names the network; the passphrase is a key to the
+    owner's LAN, and an export travels further than the device, so it stays here.
+    Erasing it also removes the network from the Wi-Fi backend (``forget``, given
+    the saved SSID) -- first, so a backend that cannot be reached leaves wifi.json
+    in place for the retry that still needs to know which network to remove.
+    """
+
+    def __init__(
+        self, store: FileProvisioningStore, forget: Callable[[str | None], int] | None = None
+    ) -> None:
+        super().__init__("wifi_credentials", store.credentials_path)
+        self._store = store
+        self._forget = forget
+
+    def export_personal_data(self) -> Mapping[str, object]:
+        saved = self._store.load_credentials()
+        if saved is None:
+            return {}
+        return {
+            "ssid": saved.ssid,
+            "hidden": saved.hidden,
+            "passphrase": (
+                "set, kept by the Wi-Fi system only" if self._store.saved_secured() else "none"
+            ),
+        }
+
+    def erase_personal_data(self) -> int:
+        removed = 0
+        if self._forget is not None:
+            try:
+                saved = self._store.load_credentials()
+            except DecodeError:
+                saved = None  # unreadable: the backend still removes what it can find
+            removed = self._forget(None if saved is None else saved.ssid)
+        return removed + super().erase_personal_data()
 
 
 class FileTokenLedger:

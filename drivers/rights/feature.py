@@ -1,29 +1,56 @@
-"""The rights feature: ``data.export``, ``data.erase`` and retention over every holding.
+"""The rights feature: ``data.export``, ``data.erase``, retention and notices to receivers.
 
 Built last by the composition root, from the registry of every other
 feature's holdings (plus the consent ledger and the outbox).  An erasure's
 reply names the retained MQTT topics that may carry personal data; the
-runtime clears each with an empty retained message before it replies.
+runtime clears each with an empty retained message before it replies.  The
+daemon also publishes a tombstone after each withdrawal or erasure and the
+audit chain's head (:mod:`agent.rights.notices`).
 """
 
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from agent import minimise
 from agent.atomicfile import load_or_create_secret
+from agent.audit import AuditLog
 from agent.config import AgentConfig
-from agent.feature import Feature, FeatureContext
+from agent.consent import ConsentLedger
+from agent.feature import Feature, FeatureContext, RetainedMessages
 from agent.layout import StateLayout
 from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, Outcome, Service
+from agent.purposes import Purpose
+from agent.rights.notices import (
+    AUDIT_HEAD,
+    TOMBSTONE,
+    DevPseudonym,
+    NoticeService,
+)
 from agent.rights.registry import DataRegistry
-from agent.rights.requests import RightsHandlers
+from agent.rights.requests import MAX_REPLY_BYTES, RightsHandlers
 from agent.rights.retention import RetentionReport, RetentionService
 
 
 def load_or_create_device_key(state_dir: pathlib.Path) -> bytes:
     """The key signing rights replies; created once (0600, fsynced) on first use."""
     return load_or_create_secret(StateLayout(state_dir).rights_key)
+
+
+def retired_device_pseudonym(config: AgentConfig) -> DevPseudonym:
+    """The ``dev`` pseudonym events of a purpose carried under a given key generation.
+
+    A tombstone names it so receivers can find the records of the retired generation.
+    """
+    secret = minimise.load_or_create_secret(config.state_dir)
+    serial = config.device.serial_number
+
+    def dev(purpose: Purpose, generation: int) -> str:
+        pseudonymiser = minimise.Pseudonymiser(secret, lambda _: generation)
+        return pseudonymiser.pseudonym(purpose, "device", serial)
+
+    return dev
 
 
 def build_rights_handlers(
@@ -34,14 +61,23 @@ def build_rights_handlers(
     audit: AuditSink | None = None,
     retained_topics: Callable[[], Sequence[str]] = tuple,
     device_key: bytes | None = None,
+    generations: Callable[[], Mapping[str, int]] | None = None,
+    max_reply_bytes: int | None = MAX_REPLY_BYTES,
 ) -> dict[str, CommandHandler]:
-    """``{"data.export": ..., "data.erase": ...}``; the erase outcome lists topics to clear."""
+    """``{"data.export": ..., "data.erase": ...}``; the erase outcome lists topics to clear.
+
+    ``max_reply_bytes`` bounds an export sent over MQTT; the CLI passes None.
+    """
     handlers = RightsHandlers(
         registry,
         device_key=device_key or load_or_create_device_key(config.state_dir),
         clock=clock,
         audit=audit,
+        # The export includes the trail and its head; a test's stand-in sink has none.
+        audit_trail=audit if isinstance(audit, AuditLog) else None,
         retained_topics=retained_topics,
+        generations=generations or dict,
+        max_reply_bytes=max_reply_bytes,
     )
 
     def erase(args: CommandArgs) -> Outcome:
@@ -69,10 +105,34 @@ def build_rights(
     *,
     retained_topics: Callable[[], Sequence[str]] = tuple,
 ) -> Feature:
+    ledger = ctx.consent if isinstance(ctx.consent, ConsentLedger) else None
     commands = build_rights_handlers(
-        ctx.config, registry, clock=ctx.clock, audit=ctx.audit, retained_topics=retained_topics
+        ctx.config,
+        registry,
+        clock=ctx.clock,
+        audit=ctx.audit,
+        retained_topics=retained_topics,
+        generations=ledger.generations if ledger is not None else None,
     )
-    services: tuple[Service, ...] = ()
+    services: list[Service] = []
+    retained: tuple[RetainedMessages, ...] = ()
     if ctx.daemon:
-        services = (build_retention_service(ctx.config, registry, audit=ctx.audit),)
-    return Feature("rights", services=services, commands=commands)
+        services.append(build_retention_service(ctx.config, registry, audit=ctx.audit))
+        if isinstance(ctx.audit, AuditLog):
+            notices = NoticeService(
+                ctx.audit,
+                ctx.layout.privacy_notices,
+                dev_pseudonym=retired_device_pseudonym(ctx.config),
+                head_interval_seconds=ctx.config.privacy.audit_head_interval_seconds,
+            )
+            services.append(notices)
+            retained = (notices,)
+    # A copy of someone's data never crosses the broker in clear.
+    return Feature(
+        "rights",
+        services=tuple(services),
+        commands=commands,
+        confidential_commands=frozenset({"data.export"}),
+        event_schemas=(TOMBSTONE, AUDIT_HEAD),
+        retained=retained,
+    )

@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping
 
+from agent.auth.roles import Role
 from agent.errors import EdgeAgentError
 from agent.feature import Feature, FeatureContext, Holding
 from agent.layout import StateLayout
@@ -20,6 +21,7 @@ from agent.matching.events import FACE_MATCH, PLATE_MATCH
 from agent.ports import PersonalDataHolder
 from agent.purposes import Purpose
 from drivers.logs.files import FileHolder
+from drivers.vision.stored_faces import StoredFaces
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ def enrolled_names(layout: StateLayout) -> list[str]:
 
 
 def build_faces(ctx: FeatureContext) -> Feature:
-    files = FileHolder("face_gallery", ctx.layout.faces_dir)
+    # Exported as who is enrolled (names, labels, sample counts), never the vector files.
+    files = StoredFaces(ctx.layout)
 
     def secrets() -> Iterable[str]:
         return enrolled_names(ctx.layout)
@@ -156,6 +159,9 @@ def build_plates(ctx: FeatureContext) -> Feature:
         "plates",
         services=(service,),
         commands=service.commands(),
+        # A recogniser (an ANPR camera or service) may submit readings; the
+        # owner manages the lists.
+        command_roles={"plate.observe": frozenset({Role.RECOGNISER})},
         event_schemas=(PLATE_MATCH,),
         holdings=(Holding(service, purpose=Purpose.PLATE_RECOGNITION),),
         secrets=secrets,

@@ -35,7 +35,7 @@ from drivers.vision.faces import (
     grey,
 )
 from drivers.vision.gallery import build_recogniser
-from drivers.vision.snapshot import blur_faces, encode_jpeg
+from drivers.vision.snapshot import encode_jpeg, only_sharp_in
 
 log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
@@ -94,6 +94,7 @@ class FaceService:
         quality: QualityGate,
         jpeg_quality: int = 80,
         frames_per_tick: int = 2,
+        snapshot_min_score: float | None = None,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -102,6 +103,11 @@ class FaceService:
         self.quality = quality
         self.jpeg_quality = jpeg_quality
         self.frames_per_tick = frames_per_tick
+        # Stricter than matching: a false match just above the match threshold
+        # must not carry a stranger's face out sharp.
+        self.snapshot_min_score = (
+            embedder.snapshot_threshold if snapshot_min_score is None else snapshot_min_score
+        )
         self.stats = PipelineStats()
         self._next_refresh = 0.0
 
@@ -148,7 +154,9 @@ class FaceService:
     def process(self, frame: Image, now: float) -> list[FaceReport]:
         """Run one frame through detection, quality gates and matching.
 
-        Each report's event carries the frame's snapshot when snapshots are consented.
+        With ``event_snapshots`` consented, an event about an enrolled person matched
+        at ``snapshot_min_score`` or better carries the frame pixelated everywhere but
+        that person's face; every other event (a stranger, a weaker match) carries none.
         """
         self.stats.frames += 1
         if not self.recogniser.active:
@@ -170,13 +178,14 @@ class FaceService:
         self.stats.events += len(seen.reports)
         if not self.recogniser.is_granted(Purpose.EVENT_SNAPSHOTS):
             return seen.reports
-        # Everyone not matched to an enrolled person in this frame is a stranger.
-        strangers = [b for b in boxes if b not in seen.known]
-        image = encode_jpeg(blur_faces(frame, strangers), self.jpeg_quality)
-        return [
-            dataclasses.replace(r, event=dataclasses.replace(r.event, image=image))
-            for r in seen.reports
-        ]
+        return [self._with_snapshot(frame, report) for report in seen.reports]
+
+    def _with_snapshot(self, frame: Image, report: FaceReport) -> FaceReport:
+        score = report.event.fields.get("score")
+        if not report.known or not isinstance(score, float) or score < self.snapshot_min_score:
+            return report
+        image = encode_jpeg(only_sharp_in(frame, report.box), self.jpeg_quality)
+        return dataclasses.replace(report, event=dataclasses.replace(report.event, image=image))
 
 
 def build_service(
@@ -195,4 +204,5 @@ def build_service(
         queue_frames=config.camera.queue_frames,
         quality=QualityGate(settings.min_face_area, settings.min_blur_score),
         jpeg_quality=settings.snapshot_jpeg_quality,
+        snapshot_min_score=settings.snapshot_min_score,
     )

@@ -5,6 +5,7 @@ the key in a private 0600 ``passwd-file`` that is deleted right after, and
 written to disk (``connection modify``, which persists) only once the
 connection is activated with an IPv4 address; otherwise the profile is
 deleted.  The key is never in argv, where any local user could read it.
+``forget`` deletes every profile the agent added (account erasure).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class NmcliBackend:
     def connect(self, credentials: WifiCredentials, timeout: float) -> ConnectResult:
         secret_text = nmcli.passwd_file_text(credentials) if credentials.passphrase else None
         security = self._known_security(credentials.ssid) if credentials.passphrase else None
-        name = f"edge-agent-{secrets.token_hex(4)}"
+        name = f"{nmcli.PROFILE_PREFIX}{secrets.token_hex(4)}"
         added = self._checked(nmcli.add_arguments(credentials, name, self._interface, security))
         uuid = nmcli.parse_added_uuid(added)
         result = ConnectResult(ConnectOutcome.FAILED, detail="not attempted")
@@ -142,6 +143,22 @@ class NmcliBackend:
             if time.monotonic() + ADDRESS_POLL_INTERVAL > deadline:
                 return ConnectResult(ConnectOutcome.TIMEOUT, detail="activated but no IPv4 address")
             time.sleep(ADDRESS_POLL_INTERVAL)
+
+    @serialized
+    def forget(self, ssid: str | None) -> int:
+        """Delete every Wi-Fi profile the agent added (its name says so), saved or not.
+
+        By name, not by ``ssid``: each attempt adds a fresh profile, and none of
+        them, whatever network it names, may outlive an account's erasure.
+        """
+        listing = self._checked(
+            ["-t", "-f", nmcli.PROFILE_LIST_FIELDS, "connection", "show"]
+        )
+        uuids = nmcli.agent_profiles(listing)
+        for uuid in uuids:
+            self._checked(["connection", "delete", "uuid", uuid])
+        log.info("removed %d NetworkManager profile(s) the agent created", len(uuids))
+        return len(uuids)
 
     @serialized
     def status(self) -> WifiStatus:

@@ -252,6 +252,29 @@ class WpaSupplicantBackend:
             log.warning("could not remove unconfirmed network %d: %s", network_id, error)
 
     @serialized
+    def forget(self, ssid: str | None) -> int:
+        """Remove the saved networks named ``ssid`` and save the configuration.
+
+        wpa_supplicant keeps no mark of who added a network, so the SSID the agent
+        saved is how its network is found; without one there is nothing to remove
+        (a failed attempt's network was removed when it failed).
+        """
+        if ssid is None:
+            return 0
+        listed = wpa_ctrl.parse_network_list(self._control.request("LIST_NETWORKS"))
+        removed = 0
+        for nid in listed:
+            reply = self._control.request(f"GET_NETWORK {nid} ssid")
+            if wpa_ctrl.stored_ssid_is(reply, ssid):
+                self._expect_ok(f"REMOVE_NETWORK {nid}")
+                removed += 1
+        # The file on disk is what must not keep it (memory holds all the file had).
+        if removed and not wpa_ctrl.is_ok(self._control.request("SAVE_CONFIG")):
+            raise DeviceIOError("wpa_supplicant could not SAVE_CONFIG after removing networks")
+        log.info("removed %d wpa_supplicant network(s)", removed)
+        return removed
+
+    @serialized
     def status(self) -> WifiStatus:
         return wpa_ctrl.wifi_status(wpa_ctrl.parse_status(self._control.request("STATUS")))
 

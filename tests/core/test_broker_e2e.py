@@ -16,12 +16,12 @@ import pytest
 from agent.events import Event
 from agent.outbox import Outbox
 from agent.purposes import Purpose
-from tests.support.agent_harness import RunningAgent, make_config, motion
+from tests.support.agent_harness import RunningAgent, device_base, make_config, motion
 from tests.support.broker import Broker, free_port
 from tests.support.mqtt import Collector
+from tests.support.owner import Signer
 
 REPO = Path(__file__).resolve().parents[2]
-DEVICE_TOPIC = "edge/EA-SAMPLE-0001"
 
 
 def motion_areas(collector: Collector) -> list[int]:
@@ -58,6 +58,7 @@ def sentinel_arrived(collector: Collector) -> bool:
 def test_events_reach_subscriber_as_cbor_with_only_allowed_fields(
     broker: Broker, tmp_path: Path
 ) -> None:
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/#")
     running = RunningAgent(make_config(tmp_path / "state", broker.port))
     try:
@@ -84,6 +85,7 @@ def test_events_reach_subscriber_as_cbor_with_only_allowed_fields(
 def test_nothing_of_a_withdrawn_purpose_is_published_even_if_queued_before(
     broker: Broker, tmp_path: Path
 ) -> None:
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     state = tmp_path / "state"
     broker.stop()  # queue while the broker is away
     running = RunningAgent(make_config(state, broker.port))
@@ -122,6 +124,7 @@ def test_nothing_of_a_withdrawn_purpose_is_published_even_if_queued_before(
 def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
     broker: Broker, tmp_path: Path
 ) -> None:
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
     running = RunningAgent(make_config(tmp_path / "state", broker.port))
     try:
@@ -156,6 +159,7 @@ def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
 def test_sigkill_mid_stream_then_restart_loses_no_committed_event(
     broker: Broker, tmp_path: Path
 ) -> None:
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     state = tmp_path / "state"
     from agent.consent import ConsentLedger
 
@@ -188,6 +192,7 @@ def test_sigkill_mid_stream_then_restart_loses_no_committed_event(
 
 
 def test_outbox_cap_drops_oldest_and_counts(broker: Broker, tmp_path: Path) -> None:
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     state = tmp_path / "state"
     nowhere = free_port()  # nothing listens: everything stays queued
     running = RunningAgent(make_config(state, nowhere, max_messages=20))
@@ -215,15 +220,19 @@ def test_outbox_cap_drops_oldest_and_counts(broker: Broker, tmp_path: Path) -> N
 
 
 def test_commands_consent_set_get_and_status_over_mqtt(broker: Broker, tmp_path: Path) -> None:
+    owner = Signer()
+    owner.enrol_in_state(tmp_path / "state")
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     running = RunningAgent(make_config(tmp_path / "state", broker.port))
     sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
     try:
         assert sub.wait_for(lambda c: bool(c.messages))
         cmd = f"{DEVICE_TOPIC}/cmd"
-        reply = sub.request(f"{cmd}/consent.set", {"purpose": "cloud_events", "granted": True})
+        grant = {"purpose": "cloud_events", "granted": True}
+        reply = sub.request(f"{cmd}/consent.set", grant, signer=owner)
         assert reply["ok"] and reply["result"]["granted"] is True
         assert running.agent.ledger.is_granted(Purpose.CLOUD_EVENTS)
-        reply = sub.request(f"{cmd}/consent.get", {})
+        reply = sub.request(f"{cmd}/consent.get", {}, signer=owner)
         assert reply["result"]["consent"]["cloud_events"] is True
         assert reply["result"]["consent"]["face_recognition"] is False
         status = sub.request(f"{cmd}/status", {})
@@ -238,8 +247,9 @@ def test_commands_consent_set_get_and_status_over_mqtt(broker: Broker, tmp_path:
     [
         ("consent.set", b"\xff\xfe garbage", "bad_request"),
         ("consent.set", cbor2.dumps([1, 2, 3]), "bad_request"),
-        ("consent.set", cbor2.dumps({"purpose": "telepathy", "granted": True}), "bad_request"),
-        ("consent.set", cbor2.dumps({"purpose": "cloud_events", "granted": "yes"}), "bad_request"),
+        ("consent.set", {"purpose": "telepathy", "granted": True}, "bad_request"),
+        ("consent.set", {"purpose": "cloud_events", "granted": "yes"}, "bad_request"),
+        ("consent.set", cbor2.dumps({"purpose": "cloud_events", "granted": True}), "unauthorized"),
         ("consent.set", b"\x81" * 5000 + b"\x00", "bad_request"),
         ("consent.set", b"\x40" * 70_000, "too_large"),
         ("no.such.command", cbor2.dumps({}), "unknown_command"),
@@ -249,19 +259,26 @@ def test_commands_consent_set_get_and_status_over_mqtt(broker: Broker, tmp_path:
         "not-a-map",
         "unknown-purpose",
         "wrong-type",
+        "unsigned",
         "deep-nesting",
         "oversized",
         "unknown-command",
     ],
 )
 def test_bad_commands_get_error_replies_and_the_agent_keeps_going(
-    broker: Broker, tmp_path: Path, name: str, payload: bytes, code: str
+    broker: Broker, tmp_path: Path, name: str, payload: bytes | dict[str, object], code: str
 ) -> None:
+    owner = Signer()
+    owner.enrol_in_state(tmp_path / "state")
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     running = RunningAgent(make_config(tmp_path / "state", broker.port))
     sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
     try:
         assert sub.wait_for(lambda c: bool(c.messages))
-        reply = sub.request(f"{DEVICE_TOPIC}/cmd/{name}", None, raw=payload)
+        if isinstance(payload, dict):
+            reply = sub.request(f"{DEVICE_TOPIC}/cmd/{name}", payload, signer=owner)
+        else:
+            reply = sub.request(f"{DEVICE_TOPIC}/cmd/{name}", None, raw=payload)
         assert reply["ok"] is False and reply["error"]["code"] == code
         assert sub.request(f"{DEVICE_TOPIC}/cmd/status", {})["ok"] is True
     finally:
@@ -270,6 +287,7 @@ def test_bad_commands_get_error_replies_and_the_agent_keeps_going(
 
 
 def test_lwt_marks_device_offline_when_killed(broker: Broker, tmp_path: Path) -> None:
+    DEVICE_TOPIC = device_base(tmp_path / "state")
     state = tmp_path / "state"
     sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/status")
     proc = subprocess.Popen(

@@ -2,35 +2,53 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cbor2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.auth.authoriser import Authoriser, CallerSlot
+from agent.auth.principals import PrincipalStore
+from agent.auth.roles import CommandPolicy
 from agent.cbor import loads_untrusted
 from agent.commands import CommandRouter, consent_commands
 from agent.consent import ConsentLedger
+from agent.database import Database
 from agent.errors import DecodeError
 from agent.purposes import Purpose
 from drivers.clock import SystemClock
+from tests.support.owner import Signer
+
+OWNER = Signer()
 
 
 def router(tmp_path: Path) -> tuple[CommandRouter, ConsentLedger]:
     ledger = ConsentLedger.open(tmp_path, "v1")
-    r = CommandRouter(max_bytes=4096)
-    for name, handler in consent_commands(ledger, SystemClock()).items():
+    store = PrincipalStore(Database.in_state_dir(tmp_path))
+    if store.owner() is None:
+        OWNER.enrol(store)
+    callers = CallerSlot()
+    authoriser = Authoriser(store, CommandPolicy(), max_bytes=4096, max_skew_seconds=300)
+    r = CommandRouter(authoriser, callers=callers)
+    for name, handler in consent_commands(ledger, SystemClock(), callers).items():
         r.register(name, handler)
 
     def explode(args: object) -> dict[str, object]:
         raise RuntimeError("secret internal detail")
 
     r.register("explode", explode)
+    r.device_id = store.device_id  # type: ignore[attr-defined]
     return r, ledger
 
 
+def signed(r: CommandRouter, name: str, args: dict[str, object]) -> bytes:
+    return OWNER.sign(r.device_id, name, args)  # type: ignore[attr-defined]
+
+
 def reply(r: CommandRouter, name: str, payload: bytes) -> dict[str, object]:
-    handled = r.handle(name, payload)
+    handled = r.handle(name, payload, time.time())
     decoded = cbor2.loads(handled.reply)
     assert isinstance(decoded, dict)
     return decoded
@@ -38,7 +56,7 @@ def reply(r: CommandRouter, name: str, payload: bytes) -> dict[str, object]:
 
 def test_handler_crash_becomes_internal_error_without_details(tmp_path: Path) -> None:
     r, _ = router(tmp_path)
-    answer = reply(r, "explode", cbor2.dumps({}))
+    answer = reply(r, "explode", signed(r, "explode", {}))
     assert answer == {"ok": False, "error": {"code": "internal", "message": "internal error"}}
 
 
@@ -88,7 +106,8 @@ def test_consent_set_with_arbitrary_structured_args_only_succeeds_when_valid(
     tmp_path: Path, args: object
 ) -> None:
     r, _ = router(tmp_path)
-    answer = reply(r, "consent.set", cbor2.dumps(args))
+    payload = signed(r, "consent.set", args) if isinstance(args, dict) else cbor2.dumps(args)
+    answer = reply(r, "consent.set", payload)
     valid = (
         isinstance(args, dict)
         and args.get("purpose") in {p.value for p in Purpose if p.needs_consent}

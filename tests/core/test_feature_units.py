@@ -43,6 +43,7 @@ def test_the_daemon_composes_every_feature_in_order(daemon: Composition) -> None
     }
     assert set(daemon.schemas.types) == {
         "device.status", "stats", "motion", "face.match", "plate.match", "upgrade.state",
+        "privacy.tombstone", "audit.head",
     }
 
 
@@ -51,7 +52,7 @@ def test_every_holding_is_exported_erased_and_purged_on_its_withdrawal(
 ) -> None:
     holdings = [h for f in daemon.features for h in f.holdings]
     registered = {entry.holder.name for entry in daemon.registry.holders}
-    assert {h.holder.name for h in holdings} | {"consent", "outbox"} == registered
+    assert {h.holder.name for h in holdings} | {"consent", "outbox", "principals"} == registered
     for holding in holdings:
         if holding.purpose is not None:
             assert holding.holder.name in daemon.ledger.withdrawal_hooks(holding.purpose)

@@ -25,7 +25,9 @@ def test_ready_watchdog_and_clean_sigterm_with_outbox_intact(tmp_path: Path) -> 
     notify.settimeout(20)
     config = tmp_path / "agent.toml"
     # No broker listens on this port: the start-up event must stay queued.
-    config.write_text(f"[mqtt]\nport = {free_port()}\n[runtime]\ntick_seconds = 0.05\n")
+    config.write_text(
+        f"[mqtt]\nport = {free_port()}\ntls = 'off'\n[runtime]\ntick_seconds = 0.05\n"
+    )
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="1000000")
     env.pop("WATCHDOG_PID", None)
     proc = spawn_agent(config, state, env=env)

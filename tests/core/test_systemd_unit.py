@@ -55,3 +55,13 @@ def test_systemd_analyze_accepts_the_unit() -> None:
         ["systemd-analyze", "verify", "--man=no", str(UNIT)], capture_output=True, text=True
     )
     assert "Unknown key" not in result.stderr and "Unknown section" not in result.stderr
+
+
+def test_unit_does_not_restart_on_an_unusable_state_directory() -> None:
+    from drivers.cli import EXIT_STATE_DIR
+
+    service = service_section()
+    assert service["Restart"] == ["on-failure"]
+    values = service["RestartPreventExitStatus"]
+    prevented = {int(code) for value in values for code in value.split()}
+    assert EXIT_STATE_DIR in prevented

@@ -5,6 +5,7 @@ import http.server
 import json
 import pathlib
 import threading
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,7 +66,7 @@ def test_grep_cannot_probe_redacted_values() -> None:
                           now=0)
     header, rows = _body(bundle.data)
     assert bundle.lines == 0 and rows == []
-    assert header["query"] == {"level": "DEBUG", "grep": "ophelia"}
+    assert header["query"] == {"level": "DEBUG", "grep": "(given, not shown)"}
 
 
 def test_corrupt_lines_are_counted_not_fatal() -> None:
@@ -145,6 +146,7 @@ def server(store: LogStore, tmp_path: pathlib.Path) -> Iterator[_Server]:
         bundle_provider(store, Redactor(), LogSettings()),
         TechnicianSecrets(lambda: "code-1", lambda: "token-1"),
         AuthLimiter(2, 30.0),
+        is_granted=lambda purpose: purpose is Purpose.TROUBLESHOOTING_LOGS,
         audit=audit,
     )
     srv = _Server(api)
@@ -189,10 +191,13 @@ def test_cli_bundle_writes_file(
 def test_cli_data_export_and_erase(tmp_path: pathlib.Path) -> None:
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "a.jpg").write_bytes(b"SNAPSHOT-MARKER-12")
-    out = tmp_path / "export.json"
+    out = tmp_path / "export.zip"
     assert main(["data", "export", "--state-dir", str(tmp_path), "-o", str(out)]) == 0
-    assert "SNAPSHOT-MARKER-12" not in out.read_text()  # base64 in JSON
-    assert "snapshots" in json.loads(out.read_text())["holders"]
+    with zipfile.ZipFile(out) as archive:
+        assert "snapshots" in json.loads(archive.read("export.json"))["holders"]
+        # The snapshot is a file of the archive, not base64 inside the JSON.
+        assert archive.read("files/snapshots/a.jpg") == b"SNAPSHOT-MARKER-12"
+        assert b"SNAPSHOT-MARKER-12" not in archive.read("export.json")
     assert main(["data", "erase", "--state-dir", str(tmp_path)]) == 2  # needs --yes
     assert main(["data", "erase", "--yes", "--state-dir", str(tmp_path)]) == 0
     assert not (tmp_path / "snapshots" / "a.jpg").exists()
@@ -219,7 +224,8 @@ def test_cli_uses_the_runtime_hooks(
     logs.directory.mkdir()
     logs.live_path.write_text(json.dumps({"ts": 1.0, "level": "INFO", "msg": "hi Quentin"}))
     export, bundle = tmp_path / "export.json", tmp_path / "bundle.jsonl"
-    assert main(["data", "export", "--state-dir", str(tmp_path), "-o", str(export)]) == 0
+    args = ["data", "export", "--format", "json", "--state-dir", str(tmp_path), "-o", str(export)]
+    assert main(args) == 0
     assert "HOOKED-LABEL-55" in export.read_text()
     assert main(["logs", "bundle", "--state-dir", str(tmp_path), "-o", str(bundle)]) == 0
     assert "Quentin" not in bundle.read_text() and "hi [REDACTED:known]" in bundle.read_text()

@@ -161,17 +161,17 @@ def test_audit_detects_reordered_entries(audit_path: pathlib.Path) -> None:
 
 
 def test_audit_detects_rehashed_entry_without_relinking(audit_path: pathlib.Path) -> None:
-    # Recomputing one entry's hash is not enough: the next entry's link breaks.
-    from agent.audit import chain_hash
+    # Without the device key a recomputed MAC does not verify, even for that one entry.
+    from agent.audit import canonical, chain_mac
 
     conn = sqlite3.connect(str(audit_path))
     idx, at, kind, _, prev = conn.execute(
         "SELECT idx, at, kind, detail, prev FROM audit WHERE idx = 1").fetchone()
     conn.close()
-    forged = chain_hash(bytes(prev), idx, at, kind, '{"n":7}')
+    forged = chain_mac(b"not the device key", bytes(prev), canonical(idx, at, kind, '{"n":7}'))
     _tamper(audit_path, f"""UPDATE audit SET detail = '{{"n":7}}', hash = x'{forged.hex()}'
                             WHERE idx = 1""")
-    assert _verify(audit_path) == (False, 2)
+    assert _verify(audit_path) == (False, 1)
 
 
 def test_audit_verify_cli(audit_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -197,9 +197,11 @@ def test_audit_detects_tail_cut_against_a_recorded_head(
 ) -> None:
     state = str(audit_path.parent)
     assert main(["audit", "verify", "--state-dir", state]) == 0
-    head = capsys.readouterr().out.split("head ")[1].strip()
-    assert main(["audit", "verify", "--state-dir", state, "--head", head]) == 0
+    words = capsys.readouterr().out.split()
+    index, head = words[words.index("index") + 1], words[words.index("mac") + 1]
+    published = ["--index", index, "--head", head]
+    assert main(["audit", "verify", "--state-dir", state, *published]) == 0
     _tamper(audit_path, "DELETE FROM audit WHERE idx = 5")
     assert main(["audit", "verify", "--state-dir", state]) == 0  # undetectable alone
-    assert main(["audit", "verify", "--state-dir", state, "--head", head]) == 2
-    assert "removed from the end" in capsys.readouterr().err
+    assert main(["audit", "verify", "--state-dir", state, *published]) == 2
+    assert "truncated" in capsys.readouterr().err

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pathlib
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
-import cbor2
 import pytest
 
 from agent.audit import AuditLog
@@ -109,26 +110,37 @@ def world(tmp_path: pathlib.Path) -> Iterator[Fixture]:
         fixture.close()
 
 
-def test_export_contains_every_planted_item_as_cbor(world: Fixture) -> None:
-    reply = world.handlers["data.export"]({"format": "cbor", "correlation_id": "req-1"})
+def _archive(reply: Any) -> tuple[dict[str, Any], zipfile.ZipFile]:
+    archive = zipfile.ZipFile(io.BytesIO(reply["data"]))
+    return json.loads(archive.read("export.json")), archive
+
+
+def test_export_archive_contains_every_planted_item(world: Fixture) -> None:
+    reply = world.handlers["data.export"]({"correlation_id": "req-1"})
     verify_reply(reply, KEY)
     assert reply["correlation_id"] == "req-1" and reply["complete"]
-    data = reply["data"]
-    assert isinstance(data, bytes)
-    document = cbor2.loads(data)
+    assert reply["format"] == "zip" and isinstance(reply["data"], bytes)
+    document, archive = _archive(reply)
     assert set(document["holders"]) == {
         "logs", "snapshots", "binding", "gallery", "watchlist", "wifi"
     }
-    for name in ("gallery", "watchlist", "snapshot", "wifi", "binding"):
-        assert MARKERS[name] in data, name
+    text = archive.read("export.json")
+    for name in ("gallery", "watchlist", "wifi", "binding"):
+        assert MARKERS[name] in text, name
+    # The snapshot is a file of its own, named in the JSON by its archive path.
+    assert archive.read("files/snapshots/ev1.jpg") == b"\xff\xd8" + MARKERS["snapshot"]
+    assert b'"file": "files/snapshots/ev1.jpg"' in text
+    assert str(world.state_dir).encode() not in text  # no absolute path
 
 
-def test_export_as_json_encodes_bytes(world: Fixture) -> None:
+def test_json_export_names_the_files_it_leaves_out(world: Fixture) -> None:
     reply = world.handlers["data.export"]({"format": "json"})
     document = json.loads(str(reply["data"]))
     labels = [i["label"] for i in document["holders"]["gallery"]["items"]]
     assert MARKERS["gallery"].decode() in labels
-    assert "$base64" in json.dumps(document["holders"]["snapshots"])
+    [snapshot] = document["holders"]["snapshots"]["files"]
+    assert snapshot["name"] == "snapshots/ev1.jpg" and snapshot["content"]["omitted"] is True
+    assert "$base64" not in str(reply["data"]) and reply["files_omitted"] is True
 
 
 def test_erase_leaves_no_planted_byte_in_the_state_dir(world: Fixture) -> None:

@@ -197,8 +197,9 @@ def test_observe_command_never_crashes(args: dict[str, object]) -> None:
             reply = core.handle_observe(args, now=2.0)
         except BadDataError:
             return
-        assert isinstance(reply.result["matched"], int)
-        assert len(reply.events) == reply.result["matched"]
+        # Listed or not, the reply is the same: no watch-list oracle.
+        assert reply.result == {"accepted": True}
+        assert all(e.type == "plate.match" for e in reply.events)
 
 
 # --- recogniser output ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import json
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import DecodeError, PolicyError, TooLargeError
+from agent.errors import DecodeError, PolicyError, TooLargeError, VerificationError
 from agent.provisioning import binding
 from agent.provisioning.binding import Binding
 from drivers.provisioning.store import (
@@ -107,25 +108,73 @@ def test_bad_labels_are_rejected(text: str) -> None:
         binding.parse_label(text)
 
 
+DEVICE = Binding("EA-2026-0042", "40719382")
+OWNER_KEY = bytes(range(32))
+
+
 def payload(**overrides: object) -> str:
-    body: dict[str, object] = {"v": 1, "account": "acme-site-7", "token": TOKEN, "exp": NOW + 600}
+    """A valid version-2 binding QR for DEVICE; an override of None drops the key."""
+    text = binding.build_binding_payload(DEVICE, "acme-site-7", TOKEN, int(NOW) + 600, OWNER_KEY)
+    body: dict[str, object] = json.loads(text)
     body.update(overrides)
     return json.dumps({k: v for k, v in body.items() if v is not None})
 
 
-def test_binding_payload_parses() -> None:
-    request = binding.parse_binding_payload(payload(exp=int(NOW) + 600), NOW)
-    assert (request.account, request.token, request.expires_at) == (
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_binding_payload_parses_and_its_proof_verifies() -> None:
+    request = binding.parse_binding_payload(payload(), NOW)
+    assert (request.account, request.token, request.expires_at, request.owner_key) == (
         "acme-site-7",
         TOKEN,
         int(NOW) + 600,
+        OWNER_KEY,
     )
+    binding.verify_binding_proof(request, DEVICE)
     assert TOKEN not in repr(request)
+    assert b64url(request.proof) not in repr(request)
+
+
+def test_version_1_binding_qr_is_refused_with_a_reason() -> None:
+    legacy = json.dumps({"v": 1, "account": "acme-site-7", "token": TOKEN, "exp": int(NOW) + 60})
+    with pytest.raises(PolicyError, match="lacks the owner's key; update the app"):
+        binding.parse_binding_payload(legacy, NOW)
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        Binding(DEVICE.serial_number, "40719383"),  # someone without the sticker's code
+        Binding("EA-2026-0043", DEVICE.verification_code),  # a QR made for another device
+    ],
+)
+def test_proof_made_without_this_devices_code_is_refused(device: Binding) -> None:
+    text = binding.build_binding_payload(device, "acme-site-7", TOKEN, int(NOW) + 600, OWNER_KEY)
+    request = binding.parse_binding_payload(text, NOW)
+    with pytest.raises(VerificationError):
+        binding.verify_binding_proof(request, DEVICE)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"key": b64url(bytes(32))},  # the attacker's key under the owner's proof
+        {"account": "mallory"},
+        {"token": "tok_" + "Z9y8" * 6},
+        {"exp": int(NOW) + 6000},
+    ],
+)
+def test_any_field_changed_after_the_proof_is_refused(field: dict[str, object]) -> None:
+    request = binding.parse_binding_payload(payload(**field), NOW)
+    with pytest.raises(VerificationError):
+        binding.verify_binding_proof(request, DEVICE)
 
 
 def test_expired_binding_payload_is_refused() -> None:
     with pytest.raises(PolicyError, match="expired"):
-        binding.parse_binding_payload(payload(exp=int(NOW) - 1), NOW)
+        binding.parse_binding_payload(payload(), NOW + 601)
 
 
 def test_binding_payload_deep_nesting_is_rejected() -> None:
@@ -143,16 +192,29 @@ def test_binding_payload_huge_is_rejected() -> None:
         binding.parse_binding_payload(payload(account="a" * 5000), NOW)
 
 
+_KEY = b64url(OWNER_KEY)
+
+
 @pytest.mark.parametrize(
     "text",
     [
         payload(exp="soon"),
         payload(exp=True),
-        payload(v=2),
+        payload(exp=2**64),
+        payload(exp=-5),
+        payload(v=3),
+        payload(v=True),
         payload(token="short"),
         payload(account="bad account!"),
         payload(extra=1),
         payload(token=None),
+        payload(pop=None),
+        payload(key=_KEY + "="),  # padded
+        payload(key=_KEY[:-1]),  # 31.x bytes
+        payload(key=_KEY[:-1] + "B"),  # same bytes, non-zero padding bits
+        payload(key=_KEY[:-2] + "+/"),  # the other base64 alphabet
+        payload(key=OWNER_KEY.hex()),
+        payload(key=None, v=1),
         "[1, 2]",
         "{not json",
         '"just a string"',
@@ -163,14 +225,50 @@ def test_malformed_binding_payloads_are_rejected(text: str) -> None:
         binding.parse_binding_payload(text, NOW)
 
 
-@given(st.text(max_size=1200))
-def test_binding_payload_parser_raises_only_bad_data(text: str) -> None:
-    with contextlib.suppress(DecodeError, PolicyError):
+def _expected(text: str) -> None:
+    """Parsing hostile text may refuse it, but only as bad data of the three kinds."""
+    with contextlib.suppress(DecodeError, PolicyError, TooLargeError):
         binding.parse_binding_payload(text, NOW)
 
 
+@given(st.text(max_size=1200))
+def test_binding_payload_parser_raises_only_bad_data(text: str) -> None:
+    _expected(text)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=60),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_FIELDS = st.sampled_from(["v", "account", "token", "exp", "key", "pop", "x"])
+
+
+@given(st.dictionaries(_FIELDS, _JSON, max_size=7))
+def test_binding_parser_on_hostile_objects_raises_only_bad_data(body: dict[str, object]) -> None:
+    _expected(json.dumps(body))
+
+
+@given(st.integers(0, 10_000), st.characters())
+def test_binding_parser_on_mutated_valid_payloads_raises_only_bad_data(
+    position: int, char: str
+) -> None:
+    text = payload()
+    at = position % len(text)
+    mutated = text[:at] + char + text[at + 1 :]
+    try:
+        request = binding.parse_binding_payload(mutated, NOW)
+    except (DecodeError, PolicyError, TooLargeError):
+        return
+    # What still parses either is the original or fails its proof.
+    if mutated != text:
+        with contextlib.suppress(VerificationError):
+            binding.verify_binding_proof(request, DEVICE)
+            assert request == binding.parse_binding_payload(text, NOW)
+
+
 def test_reused_token_is_refused_even_after_restart(tmp_path: pathlib.Path) -> None:
-    request = binding.parse_binding_payload(payload(exp=int(NOW) + 600), NOW)
+    request = binding.parse_binding_payload(payload(), NOW)
     binding.redeem(request, FileTokenLedger(tmp_path), NOW)
     with pytest.raises(PolicyError, match="already used"):
         binding.redeem(request, FileTokenLedger(tmp_path), NOW + 1)

@@ -99,7 +99,9 @@ def test_full_pake_flow_provisions_and_closes_window(
     assert radio.connect_calls == [WifiCredentials("Home", PASSPHRASE)]
     saved = service.store.credentials_path
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
-    assert json.loads(saved.read_text())["passphrase"] == PASSPHRASE
+    # The network is remembered; its key stays with the Wi-Fi backend alone.
+    assert json.loads(saved.read_text())["ssid"] == "Home"
+    assert PASSPHRASE not in saved.read_text()
     assert service.provisioned
     assert client.info()["window"] == "succeeded"
     with pytest.raises(WindowClosedError):

@@ -6,14 +6,17 @@ import json
 import logging
 import pathlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from agent.auth.principals import PrincipalStore, key_id
+from agent.database import Database
 from agent.errors import DecodeError
+from agent.provisioning.binding import Binding, build_binding_payload
 from agent.provisioning.limits import ScanScheduler
 from agent.provisioning.qr_channel import QrKind
 from agent.provisioning.wifi import Security, WifiCredentials
@@ -106,38 +109,144 @@ def test_offered_frames_provision_over_qr_once(
     assert repeated is not None and repeated.kind is QrKind.REPEATED
     wait_for(lambda: service.provisioned)
     assert radio.connect_calls == [WifiCredentials("Home;Net", PASSPHRASE)]
-    assert service.store.load_credentials() == WifiCredentials("Home;Net", PASSPHRASE)
+    # The network is remembered; its key stays with the Wi-Fi backend alone.
+    assert service.store.load_credentials() == WifiCredentials("Home;Net")
+    assert PASSPHRASE.encode() not in service.store.credentials_path.read_bytes()
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "Home;Net" in logged  # the SSID is logged ...
     assert PASSPHRASE not in logged  # ... the passphrase never
 
 
-def test_binding_qr_binds_once_and_refuses_reused_token(
-    tmp_path: pathlib.Path, radio: RadioDouble
+OWNER = bytes.fromhex("3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c")
+INTRUDER = bytes(range(32))
+
+
+def binding_qr(
+    service: ProvisioningService,
+    *,
+    key: bytes = OWNER,
+    token: str = TOKEN,
+    code: str | None = None,
+) -> str:
+    device = service.binding
+    if code is not None:
+        device = Binding(device.serial_number, code)
+    return build_binding_payload(device, "acme-7", token, int(START) + 3600, key)
+
+
+@pytest.fixture
+def principals(tmp_path: pathlib.Path) -> Iterator[PrincipalStore]:
+    db = Database.in_state_dir(tmp_path)
+    try:
+        yield PrincipalStore(db)
+    finally:
+        db.close()
+
+
+def _bound_service(
+    tmp_path: pathlib.Path, radio: RadioDouble, principals: PrincipalStore, audit: RecordingAudit
+) -> ProvisioningService:
+    config = make_config(tmp_path, lan_enabled=False)
+    return build_service(
+        config, radio, audit=audit, clock=ManualClock(START), principals=principals
+    )
+
+
+def test_binding_qr_binds_the_owner_once_and_refuses_the_token_again(
+    tmp_path: pathlib.Path, radio: RadioDouble, principals: PrincipalStore
 ) -> None:
     audit = RecordingAudit()
-    clock = ManualClock(START)
-    config = make_config(tmp_path, lan_enabled=False)
-    text = json.dumps({"v": 1, "account": "acme-7", "token": TOKEN, "exp": int(START) + 3600})
-    first = build_service(config, radio, audit=audit, clock=clock)
+    before = principals.device_id
+    first = _bound_service(tmp_path, radio, principals, audit)
     first.start()
-    outcome = first.offer_frame(camera_frame(text), START)
+    outcome = first.offer_frame(camera_frame(binding_qr(first)), START)
     first.stop()
-    assert outcome is not None and outcome.kind is QrKind.BINDING
+    assert outcome is not None and outcome.kind is QrKind.BINDING, outcome
+    owner = principals.owner()
+    assert owner is not None
+    assert (owner.public_key, owner.label, owner.added_by) == (OWNER, "acme-7", "qr")
+    assert principals.device_id != before
     assert first.store.load_account() == "acme-7"
-    assert ("provisioning.bound", {"channel": "qr"}) in [
+    assert ("provisioning.bound", {"channel": "qr", "owner": key_id(OWNER).hex()[:16]}) in [
         (k, d) for k, d, _ in audit.records
     ]
     assert TOKEN not in repr(audit.records)
-    # after a restart the same code is shown again (the account was erased meanwhile)
+    # The owner unbinds and, after a restart, the same QR is shown again: the token is spent.
+    principals.unbind()
     (tmp_path / "provisioning" / "account.json").unlink()
-    second = build_service(config, radio, audit=audit, clock=clock)
+    second = _bound_service(tmp_path, radio, principals, audit)
     second.start()
-    again = second.offer_frame(camera_frame(text), START + 5)
+    again = second.offer_frame(camera_frame(binding_qr(second)), START + 5)
     second.stop()
     assert again is not None and again.kind is QrKind.REJECTED
     assert "already used" in again.reason
+    assert principals.owner() is None
     assert second.store.load_account() is None
+
+
+def _forged(service: ProvisioningService) -> str:
+    """Made by someone without the sticker's code (the right serial, a guessed code)."""
+    right = service.binding.verification_code
+    return binding_qr(service, code="40719382" if right != "40719382" else "50719382")
+
+
+def _version_1(_: ProvisioningService) -> str:
+    return json.dumps({"v": 1, "account": "acme-7", "token": TOKEN, "exp": int(START) + 3600})
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [(_forged, "proof does not match"), (_version_1, "lacks the owner's key; update the app")],
+    ids=["wrong-code", "version-1"],
+)
+def test_binding_qr_without_a_valid_proof_binds_nothing(
+    tmp_path: pathlib.Path,
+    radio: RadioDouble,
+    principals: PrincipalStore,
+    make: Callable[[ProvisioningService], str],
+    reason: str,
+) -> None:
+    before = principals.device_id
+    service = _bound_service(tmp_path, radio, principals, RecordingAudit())
+    service.start()
+    try:
+        outcome = service.offer_frame(camera_frame(make(service)), START)
+    finally:
+        service.stop()
+    assert outcome is not None and outcome.kind is QrKind.REJECTED
+    assert reason in outcome.reason
+    assert principals.owner() is None and principals.device_id == before
+    assert service.store.load_account() is None
+    # A forged QR burns no token: the genuine one with the same token still binds.
+    if "proof" in reason:
+        genuine = _bound_service(tmp_path, radio, principals, RecordingAudit())
+        genuine.start()
+        ok = genuine.offer_frame(camera_frame(binding_qr(genuine)), START + 1)
+        genuine.stop()
+        assert ok is not None and ok.kind is QrKind.BINDING
+
+
+def test_binding_qr_for_a_bound_device_changes_nothing(
+    tmp_path: pathlib.Path, radio: RadioDouble, principals: PrincipalStore
+) -> None:
+    audit = RecordingAudit()
+    service = _bound_service(tmp_path, radio, principals, audit)
+    service.start()
+    try:
+        first = service.offer_frame(camera_frame(binding_qr(service)), START)
+        assert first is not None and first.kind is QrKind.BINDING
+        device_id = principals.device_id
+        other = binding_qr(service, key=INTRUDER, token="bind_" + "Qw8" * 8)
+        outcome = service.offer_frame(camera_frame(other), START + 2)
+    finally:
+        service.stop()
+    assert outcome is not None and outcome.kind is QrKind.REJECTED
+    assert "already bound" in outcome.reason
+    owner = principals.owner()
+    assert owner is not None and owner.public_key == OWNER
+    assert principals.device_id == device_id
+    assert [p.public_key for p in principals.principals()] == [OWNER]
+    assert audit.kinds().count("provisioning.bind_refused") == 1
 
 
 def test_hostile_qr_texts_are_rejected_without_crashing(service: ProvisioningService) -> None:

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from agent import config as agent_config
+from agent.auth.principals import PrincipalStore
+from agent.database import Database
 from agent.errors import ConfigError, DeviceIOError, VerificationError
 from agent.provisioning import improv
 from agent.provisioning.improv import Command, Frame, FrameType, State
@@ -219,7 +221,11 @@ def test_audit_trail_and_logs_hold_neither_ssid_nor_account(
         audit=audit,
     )
     assert provisioner.apply(WifiCredentials("Home-Of-Alice", "passphrase-1"), "lan").ok
-    provisioner.bind_account("alice.smith", "lan")
+    db = Database.in_state_dir(tmp_path)
+    try:
+        provisioner.bind_owner(PrincipalStore(db), "alice.smith", bytes(range(32)), "lan")
+    finally:
+        db.close()
     assert audit.kinds() == ["provisioning.wifi", "provisioning.bound"]
     assert "Home-Of-Alice" not in repr(audit.records)
     assert "alice.smith" not in repr(audit.records)

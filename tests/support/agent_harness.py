@@ -13,6 +13,7 @@ from agent.config import (
     MqttSettings,
     OutboxSettings,
     RuntimeSettings,
+    TlsMode,
 )
 from agent.events import Event
 from agent.ports import Clock
@@ -24,6 +25,8 @@ from drivers.sdnotify import Notifier
 def make_config(
     state_dir: pathlib.Path, port: int, *, max_messages: int = 100_000, **mqtt: object
 ) -> AgentConfig:
+    # The test broker is plaintext on 127.0.0.1 (allowed for loopback); TLS tests pass tls=ON.
+    mqtt.setdefault("tls", TlsMode.OFF)
     return AgentConfig(
         state_dir=state_dir,
         mqtt=MqttSettings(
@@ -79,3 +82,16 @@ class RunningAgent:
 
 def with_mqtt(config: AgentConfig, **changes: object) -> AgentConfig:
     return dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, **changes))  # type: ignore[arg-type]
+
+
+def device_base(state_dir: pathlib.Path, prefix: str = "edge") -> str:
+    """``<prefix>/<device id>`` of the agent that will run on ``state_dir`` (made now if new)."""
+    from agent.auth.principals import PrincipalStore
+    from agent.database import Database
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.in_state_dir(state_dir)
+    try:
+        return f"{prefix}/{PrincipalStore(db).device_id}"
+    finally:
+        db.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 import uuid
@@ -9,12 +10,18 @@ from typing import Any
 
 import cbor2
 import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric import x25519
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.auth.cose import open_sealed, raw_public
+from tests.support.owner import Signer
+
 
 class Collector:
-    def __init__(self, host: str, port: int, topic: str) -> None:
+    def __init__(
+        self, host: str, port: int, topic: str, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.messages: list[Any] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -26,6 +33,8 @@ class Collector:
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        if tls is not None:
+            self.client.tls_set_context(tls)
         self.client.connect(host, port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "subscription not confirmed"
@@ -51,11 +60,32 @@ class Collector:
         return bool(predicate(self))
 
     def request(
-        self, topic: str, args: Any, timeout: float = 10.0, raw: bytes | None = None
+        self,
+        topic: str,
+        args: Any,
+        timeout: float = 10.0,
+        raw: bytes | None = None,
+        *,
+        signer: Signer | None = None,
+        response_topic: str | None = None,
+        sealed: bool = False,
     ) -> Any:
-        """Publish a command with ResponseTopic + CorrelationData and wait for the reply."""
+        """Publish a command with ResponseTopic + CorrelationData and wait for the reply.
+
+        ``topic`` is ``<prefix>/<device id>/cmd/<name>``; with ``signer`` the
+        arguments go signed for that device and name.  The reply topic lies in
+        the device's own ``reply/`` namespace unless the test names another.
+        """
         correlation = uuid.uuid4().bytes
-        response_topic = f"test/replies/{uuid.uuid4().hex}"
+        base, _, name = topic.rpartition("/cmd/")
+        if response_topic is None:
+            response_topic = f"{base}/reply/test-{uuid.uuid4().hex}"
+        reply_key = x25519.X25519PrivateKey.generate() if sealed else None
+        if signer is not None and raw is None:
+            signed_args = dict(args or {})
+            if reply_key is not None:
+                signed_args["reply_key"] = raw_public(reply_key.public_key())
+            raw = signer.sign(base.rsplit("/", 1)[-1], name, signed_args)
         got: list[Any] = []
         done = threading.Event()
 
@@ -75,7 +105,12 @@ class Collector:
         payload = raw if raw is not None else cbor2.dumps(args)
         self.client.publish(topic, payload, qos=1, properties=props)
         assert done.wait(timeout), f"no reply on {response_topic}"
-        return cbor2.loads(got[0].payload)
+        self.last_raw_reply = bytes(got[0].payload)
+        answer = cbor2.loads(got[0].payload)
+        if reply_key is not None and isinstance(answer, dict) and "sealed" in answer:
+            opened = open_sealed(reply_key, answer["sealed"], max_bytes=64 * 1024 * 1024)
+            return {"ok": answer["ok"], "result": cbor2.loads(opened)}
+        return answer
 
     def close(self) -> None:
         self.client.disconnect()

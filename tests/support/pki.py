@@ -1,4 +1,4 @@
-"""A throw-away CA and a server certificate for 127.0.0.1, for TLS tests."""
+"""A throw-away CA, a server certificate for 127.0.0.1 and client certificates, for TLS tests."""
 
 from __future__ import annotations
 
@@ -60,4 +60,37 @@ def make_pki(directory: Path) -> tuple[Path, Path, Path]:
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, key_path)
+    # Kept beside the CA so issue_client_cert() can sign device certificates later.
+    _write_key(ca_key, directory / "ca.key")
     return ca_path, cert_path, key_path
+
+
+def issue_client_cert(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A client certificate for ``common_name`` signed by make_pki()'s CA in ``directory``.
+
+    Returns (certificate, key).  A broker with ``use_identity_as_username`` takes
+    the common name as the MQTT username.
+    """
+    ca = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    stem = "".join(c if c.isalnum() else "-" for c in common_name)
+    cert_path, key_path = directory / f"client-{stem}.pem", directory / f"client-{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, key_path)
+    return cert_path, key_path

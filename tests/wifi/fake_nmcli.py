@@ -99,6 +99,14 @@ def _dispatch(argv: list[str], scenario: dict, state: dict) -> int:  # type: ign
             print(f"802-11-wireless:{state['active']}")
         print("loopback:0b4b4f0e-1a2b-4c3d-8e9f-000000000001")
         return 0
+    if words == ["connection", "show"]:
+        # The profile list (-f NAME,UUID,TYPE); scenario "other_profiles": rows not ours.
+        for uuid, connection in state["connections"].items():
+            name = connection["options"].get("con-name", "")
+            print(f"{_escape(name)}:{uuid}:802-11-wireless")
+        for row in scenario.get("other_profiles", []):
+            print(row)
+        return 0
     if words[:3] == ["connection", "show", "uuid"]:
         connection = state["connections"].get(words[3])
         active = state["active"] == words[3]

@@ -1,0 +1,255 @@
+"""Faults against the real `edge-agent run`: a small tmpfs, commands at a rate, kill -9.
+
+The agent under test produces events on command: ``plate.observe`` for a plate
+on the watch-list queues one ``plate.match`` event whose ``camera`` field is a
+tag the test chose, so every ``ok`` reply can be matched to the event it
+promised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from agent.consent import ConsentLedger
+from agent.purposes import Purpose
+from tests.support.agent_harness import device_base
+from tests.support.mqtt import Collector
+from tests.support.owner import Signer
+from tests.support.process import REPO, spawn_agent
+
+PLATE = "AB123"
+
+
+def agent_toml(path: pathlib.Path, port: int, storage: dict[str, object] | None = None) -> None:
+    """A configuration for the real process: loopback plaintext broker, quiet features."""
+    lines = [
+        f"[mqtt]\nport = {port}\ntls = 'off'\nreconnect_min_seconds = 0.1\n"
+        "reconnect_max_seconds = 0.5\n",
+        "[runtime]\ntick_seconds = 0.05\n",
+        # plate.observe needs the matching pipeline, which needs the camera (sample, slow).
+        "[camera]\nfps = 0.5\n",
+        "[discovery]\nwsd_enabled = false\nmdns_enabled = false\n",
+        "[provisioning]\nlan_enabled = false\n",
+        "[logs]\nmax_store_bytes = 131072\nbackup_files = 1\n",
+    ]
+    if storage:
+        body = "".join(f"{k} = {v!r}\n" for k, v in storage.items())
+        lines.append(f"[storage]\n{body}")
+    path.write_text("".join(lines))
+
+
+def prepare_state(state: pathlib.Path, owner: Signer) -> str:
+    """Owner key, plate_recognition consent and one plate on the watch-list; returns the base."""
+    state.mkdir(parents=True, exist_ok=True)
+    owner.enrol_in_state(state)
+    ConsentLedger.open(state).grant(Purpose.PLATE_RECOGNITION, time.time(), source="test")
+    subprocess.run(
+        [sys.executable, "-m", "drivers", "enrol", "plate", PLATE, "--label", "gate",
+         "--state-dir", str(state)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    return device_base(state)
+
+
+class AgentRun:
+    """One `edge-agent run` child; its stderr is read into ``lines`` as it comes."""
+
+    def __init__(self, config: pathlib.Path, state: pathlib.Path) -> None:
+        self.proc = spawn_agent(config, state, stdout=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_line(self, needle: str, timeout: float = 30.0) -> bool:
+        return wait_for(lambda: needle in self.text(), timeout)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(20)
+        self._reader.join(5)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(10)
+        self._reader.join(5)
+        return code
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+@dataclass
+class Reply:
+    tag: str
+    ok: bool
+    code: str | None
+    at: float
+
+
+@dataclass
+class Requester:
+    """Signed ``plate.observe`` commands without waiting: every reply lands in ``replies``."""
+
+    host: str
+    port: int
+    base: str
+    owner: Signer
+    replies: dict[str, Reply] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    sent: list[str] = field(default_factory=list)
+    on_ok: Callable[[Reply], None] | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inbox = f"{self.base}/reply/dur-{uuid.uuid4().hex[:8]}"
+        self._ready = threading.Event()
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=f"dur-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv5,
+        )
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._ready.set()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self._inbox, qos=1)
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        assert self._ready.wait(10)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        tag = bytes(getattr(message.properties, "CorrelationData", b"")).decode()
+        body = cbor2.loads(message.payload)
+        error = body.get("error") or {}
+        reply = Reply(tag, bool(body.get("ok")), error.get("code"), time.monotonic())
+        with self._lock:
+            self.results[tag] = body.get("result")
+            first = tag not in self.replies
+            self.replies[tag] = reply
+        if first and reply.ok and self.on_ok is not None and not tag.startswith("status-"):
+            self.on_ok(reply)
+
+    def observe(self, tag: str) -> None:
+        device = self.base.rsplit("/", 1)[-1]
+        payload = self.owner.sign(device, "plate.observe", {"text": PLATE, "camera": tag})
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = self._inbox
+        props.CorrelationData = tag.encode()
+        with self._lock:
+            self.sent.append(tag)
+        self.client.publish(f"{self.base}/cmd/plate.observe", payload, qos=1, properties=props)
+
+    def status(self, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The public ``status`` reply, asked again every second until the agent answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tag = f"status-{uuid.uuid4().hex[:8]}"
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = self._inbox
+            props.CorrelationData = tag.encode()
+            self.client.publish(f"{self.base}/cmd/status", cbor2.dumps({}), qos=1, properties=props)
+            if wait_for(lambda t=tag: t in self.replies, 1.0):
+                return self.results.get(tag)
+        return None
+
+    def accepted(self) -> set[str]:
+        with self._lock:
+            return {t for t, r in self.replies.items() if r.ok and not t.startswith("status-")}
+
+    def refused(self, code: str = "unavailable") -> set[str]:
+        with self._lock:
+            return {t for t, r in self.replies.items() if not r.ok and r.code == code}
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def delivered_tags(collector: Collector) -> set[str]:
+    return {
+        str(e["f"]["camera"]) for e in collector.events() if e.get("type") == "plate.match"
+    }
+
+
+def status_events(collector: Collector, state: str | None = None) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in collector.events()
+        if e.get("type") == "device.status" and (state is None or e["f"].get("state") == state)
+    ]
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: pathlib.Path, size: str = "4m") -> Iterator[pathlib.Path]:
+    """A real tmpfs of ``size`` at ``where`` (root needed; the test is skipped otherwise)."""
+    where.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a {size} tmpfs here: {result.stderr.strip()[:200]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(path: pathlib.Path, leave: int = 0) -> int:
+    """Write ``path`` until the file system is full (less ``leave`` bytes); returns its size."""
+    written = 0
+    chunk = b"\xa5" * 65536
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
+            if free - leave <= 0:
+                break
+            try:
+                written += os.write(fd, chunk[: max(4096, min(len(chunk), free - leave))])
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+    return written
