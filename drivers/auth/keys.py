@@ -92,17 +92,22 @@ def save_private_key(
         tmp.unlink(missing_ok=True)
 
 
-def _read_small(path: Path) -> bytes:
+def read_capped(path: Path, limit: int, what: str = "") -> bytes:
+    """A small file read whole, refused past ``limit`` bytes (one clear error each way)."""
     try:
         with path.open("rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+            data = handle.read(limit + 1)
     except FileNotFoundError:
         raise NotFoundError(f"{path} does not exist") from None
     except OSError as exc:
         raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_KEY_FILE_BYTES:
-        raise DecodeError(f"{path} is larger than {MAX_KEY_FILE_BYTES} bytes: not a key")
+    if len(data) > limit:
+        raise DecodeError(f"{path} is larger than {limit} bytes{what}")
     return data
+
+
+def _read_small(path: Path) -> bytes:
+    return read_capped(path, MAX_KEY_FILE_BYTES, ": not a key")
 
 
 def load_private_key(path: Path) -> ed25519.Ed25519PrivateKey:

@@ -21,7 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from agent.auth.roles import Role
-from agent.errors import DecodeError, DeviceIOError, NotFoundError, PolicyError
+from agent.errors import DecodeError, DeviceIOError, PolicyError
 from drivers.cli.common import add_config_options
 from drivers.cli.composed import with_composition
 
@@ -132,17 +132,9 @@ def _device_id(c: Composition, args: argparse.Namespace) -> int:
 def parse_value(text: str) -> object:
     """``true``/``false``, integers, JSON, ``@FILE`` (bytes), ``hex:..`` (bytes), else text."""
     if text.startswith("@"):
-        path = pathlib.Path(text[1:])
-        try:
-            with path.open("rb") as handle:
-                data = handle.read(MAX_ARGUMENT_FILE_BYTES + 1)
-        except FileNotFoundError:
-            raise NotFoundError(f"{path} does not exist") from None
-        except OSError as exc:
-            raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if len(data) > MAX_ARGUMENT_FILE_BYTES:
-            raise DecodeError(f"{path} is larger than {MAX_ARGUMENT_FILE_BYTES} bytes")
-        return data
+        from drivers.auth.keys import read_capped
+
+        return read_capped(pathlib.Path(text[1:]), MAX_ARGUMENT_FILE_BYTES)
     if text.startswith("hex:"):
         try:
             return bytes.fromhex(text[4:])
