@@ -14,8 +14,15 @@ import secrets
 from agent.errors import DeviceIOError
 
 
-def write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: after a crash readers see the old or the new file."""
+def write_atomic(
+    path: pathlib.Path, data: bytes, mode: int = 0o600, *, exclusive: bool = False
+) -> None:
+    """Replace ``path`` with ``data``: after a crash readers see the old or the new file.
+
+    ``exclusive``: never replace; a hard link of the finished temp file makes
+    exactly one of several racing writers win, and the others get
+    :class:`FileExistsError` (keys that must never be silently replaced).
+    """
     # A temp name of its own per write: two writers of one file (threads, or the
     # CLI next to the daemon) never share, truncate or rename each other's temp
     # file, and a leftover from a crash cannot lend its mode to a new secret.
@@ -24,18 +31,28 @@ def write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o600) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
+            os.fchmod(fd, mode)  # whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        if not exclusive:
+            raise DeviceIOError(f"cannot write {path}: temp file collision") from None
+        raise
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise DeviceIOError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -36,7 +36,6 @@ import enum
 import hashlib
 import hmac
 import json
-import os
 import pathlib
 import secrets
 import sqlite3
@@ -44,7 +43,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from agent.atomicfile import read_optional
+from agent.atomicfile import read_optional, write_atomic
 from agent.database import open_sqlite
 from agent.errors import DecodeError, DeviceIOError, VerificationError
 from agent.layout import StateLayout
@@ -158,26 +157,8 @@ def load_or_create_key(path: pathlib.Path, *, may_create: bool) -> bytes:
             "no longer be verified. Keep the log as evidence (move it aside) and restart "
             "to begin a new one"
         )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_bytes(KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError as exc:
-        raise DeviceIOError(f"cannot create audit key {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    with contextlib.suppress(FileExistsError):
+        write_atomic(path, secrets.token_bytes(KEY_BYTES), exclusive=True)
     return load_or_create_key(path, may_create=False)
 
 

@@ -9,15 +9,14 @@ at hand (hex, a PEM public key, a hex or raw file).
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from agent.atomicfile import write_atomic
 from agent.auth import cose
 from agent.auth.principals import key_id
 from agent.errors import DecodeError, DeviceIOError, NotFoundError, PolicyError
@@ -64,32 +63,11 @@ def save_private_key(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask: a private key is the owner's alone
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        # A private key is the owner's alone: 0600 whatever the umask.
+        write_atomic(path, data, 0o600, exclusive=not overwrite)
     except FileExistsError:
         raise PolicyError(f"{path} exists: refusing to overwrite a key") from None
-    except OSError as exc:
-        raise DeviceIOError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_capped(path: Path, limit: int, what: str = "") -> bytes:
