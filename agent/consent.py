@@ -16,12 +16,17 @@ import logging
 import pathlib
 import sqlite3
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from agent.database import Database
 from agent.errors import DecodeError
 from agent.minimise import strip_image
 from agent.ports import AuditSink
 from agent.purposes import CONSENTABLE, Purpose
+from agent.sealing import MAGIC as SEALED_MAGIC
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +46,15 @@ class ConsentLedger:
     name = "consent"
 
     def __init__(
-        self, db: Database, policy_version: str, audit: AuditSink | None = None
+        self,
+        db: Database,
+        policy_version: str,
+        audit: AuditSink | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         self.db = db
+        # Withdrawal destroys the purpose's data key before anything else (crypto-erase).
+        self.keys = keys
         self.policy_version = policy_version
         self.audit = audit
         self._sql_purgers: dict[str, SqlPurger] = {"outbox": _purge_outbox}
@@ -145,6 +156,13 @@ class ConsentLedger:
         was = self.is_granted(purpose)
         purged: dict[str, int] = {}
         retired = -1
+        intent: dict[str, object] = {"withdraw": purpose.value}
+        if not granted and self.keys is not None:
+            # First the intent (a kill from here on is finished at the next start),
+            # then the key: every copy of the purpose's data, wherever SQLite or the
+            # file system left it, is unreadable before any purge begins.
+            self.keys.begin(intent)
+            purged["data_keys"] = self.keys.destroy(purpose.value)
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO consent_state (purpose, granted, changed_at, policy_version) "
@@ -186,6 +204,9 @@ class ConsentLedger:
                 except Exception:
                     # A failing store must not undo the withdrawal; it retries on start.
                     log.exception("purging %s after withdrawal of %s failed", store, purpose.value)
+            self._truncate_wal()
+            if self.keys is not None:
+                self.keys.settle(intent)
         if self.audit is not None:
             self.audit.record(
                 "consent.grant" if granted else "consent.withdraw",
@@ -200,6 +221,36 @@ class ConsentLedger:
 
     def withdraw(self, purpose: Purpose, now: float, source: str = "local") -> ConsentChange:
         return self.set(purpose, False, now, source)
+
+    def _truncate_wal(self) -> None:
+        try:
+            self.db.checkpoint("TRUNCATE")
+        except Exception as exc:  # a busy reader: the next checkpoint empties it
+            log.warning("checkpoint after a withdrawal failed: %s", exc)
+
+    def resume_withdrawals(self, now: float) -> int:
+        """At start: finish every withdrawal a kill interrupted after its intent was recorded."""
+        if self.keys is None:
+            return 0
+        resumed = 0
+        for intent in self.keys.intents():
+            value = intent.get("withdraw")
+            if not isinstance(value, str):
+                continue
+            try:
+                purpose = Purpose.parse(value)
+            except DecodeError:
+                self.keys.settle(intent)
+                continue
+            log.warning("finishing the interrupted withdrawal of %s", purpose.value)
+            if self.is_granted(purpose):
+                self.set(purpose, False, now, "resumed-after-restart")
+            else:
+                self.keys.destroy(purpose.value)
+                self._truncate_wal()
+                self.keys.settle(intent)
+            resumed += 1
+        return resumed
 
     def reapply_withdrawals(self) -> None:
         """At start-up: re-run file purges for every withdrawn purpose (crash between steps)."""
@@ -234,10 +285,15 @@ class ConsentLedger:
 def _purge_outbox(conn: sqlite3.Connection, purpose: Purpose) -> int:
     purged = int(conn.execute("DELETE FROM outbox WHERE purpose = ?", (purpose.value,)).rowcount)
     if purpose is Purpose.EVENT_SNAPSHOTS:
-        # Snapshots ride inside other purposes' events: strip them from the queue too.
+        # Snapshots ride with other purposes' events, sealed apart under the
+        # event_snapshots key (already destroyed): drop them from the queue too.
+        purged += int(
+            conn.execute("UPDATE outbox SET image = NULL WHERE image IS NOT NULL").rowcount
+        )
+        # Rows queued before images were sealed apart carry theirs inside the payload.
         rows = conn.execute(
-            "SELECT seq, payload FROM outbox WHERE purpose != ?",
-            (Purpose.DEVICE_OPERATION.value,),
+            "SELECT seq, payload FROM outbox WHERE purpose != ? AND substr(payload, 1, 4) != ?",
+            (Purpose.DEVICE_OPERATION.value, SEALED_MAGIC),
         ).fetchall()
         for seq, payload in rows:
             stripped = strip_image(bytes(payload))

@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     payload BLOB NOT NULL,
     purpose TEXT NOT NULL,
     created_at REAL NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    image BLOB
 );
 CREATE INDEX IF NOT EXISTS outbox_purpose ON outbox (purpose);
 CREATE INDEX IF NOT EXISTS outbox_expiry ON outbox (expires_at);
@@ -199,6 +200,11 @@ class Database:
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            columns = {str(row[1]) for row in conn.execute("PRAGMA table_info(outbox)")}
+            if "image" not in columns:
+                # Before crypto-erase, images rode inside the payload; now they are
+                # sealed apart, under the event_snapshots key.
+                conn.execute("ALTER TABLE outbox ADD COLUMN image BLOB")
         except sqlite3.Error as exc:
             conn.close()
             raise StorageIOError(f"cannot open database {self.path}: {exc}") from exc

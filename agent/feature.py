@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.auth.principals import PrincipalStore
 from agent.auth.roles import Role
@@ -35,6 +35,9 @@ from agent.ports import (
 )
 from agent.purposes import Purpose
 from agent.rights.registry import ErasureScope, RetentionKind
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class FeatureContext:
     redactor: Redactor
     # The keys this device obeys and its per-binding device id.
     principals: PrincipalStore
+    # Data keys per purpose: every store of personal data seals under them.
+    keys: DataKeys
     # True while the broker link is up and every part of the loop beats: the
     # upgrade feature commits a trial boot only then.
     healthy: Callable[[], bool] = lambda: False

@@ -90,6 +90,35 @@ class StateLayout:
         """Signs data-export and erasure replies."""
         return self.root / "rights.key"
 
+    # --- data keys (agent.keystore): crypto-erase ---------------------------------
+
+    @property
+    def keys_dir(self) -> pathlib.Path:
+        return self.root / "keys"
+
+    @property
+    def device_key(self) -> pathlib.Path:
+        """Wraps every data key (0600; the file form of the key-store protocol)."""
+        return self.keys_dir / "device.key"
+
+    def data_key(self, domain: str, number: int) -> pathlib.Path:
+        """One wrapped data key: written once, destroyed in place, never replaced."""
+        return self.keys_dir / f"{domain}.{number}.key"
+
+    def data_key_files(self, domain: str) -> list[pathlib.Path]:
+        if not self.keys_dir.is_dir():
+            return []
+        return sorted(self.keys_dir.glob(f"{domain}.*.key"))
+
+    def destroyed_keys(self, domain: str) -> pathlib.Path:
+        """The highest key number of ``domain`` ever destroyed (numbers are never reused)."""
+        return self.keys_dir / f"{domain}.destroyed"
+
+    @property
+    def key_intents(self) -> pathlib.Path:
+        """Withdrawals and erasures begun and not yet finished (redone at start)."""
+        return self.keys_dir / "pending.json"
+
     # --- camera, faces, plates ---------------------------------------------------
 
     @property
@@ -197,3 +226,11 @@ class StateLayout:
     def simulated_slots(self) -> pathlib.Path:
         """The file-backed A/B slots of a development machine."""
         return self.upgrade_dir / "slots"
+
+    def upgrade_state_damaged(self, stamp: str) -> pathlib.Path:
+        """An unreadable upgrade state file, moved aside (``stamp``: UTC time) and kept."""
+        return self.upgrade_dir / f"state.json.damaged-{stamp}"
+
+    def upgrade_slot_envelope(self, slot: str) -> pathlib.Path:
+        """The signed envelope of the image last verified into ``slot`` (rebuilds the state)."""
+        return self.upgrade_dir / f"slot-{slot}.suit"

@@ -24,15 +24,18 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from agent import cbor
 from agent.database import Database
-from agent.errors import DeviceIOError
+from agent.errors import DecodeError, DeviceIOError
 from agent.layout import StateLayout
-from agent.minimise import OutgoingMessage, strip_image
+from agent.minimise import OutgoingMessage
 from agent.purposes import Purpose
-from agent.sequence import HighWater, stamp
+from agent.sealing import KeyDestroyed, SealedDataError, is_sealed, read_header
+from agent.sequence import SEQ_KEY, HighWater, stamp
 from agent.storage_settings import StorageSettings
 
 if TYPE_CHECKING:
+    from agent.keystore import DataKeys
     from agent.storage import StorageGuard
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,8 @@ DROPPED_OVERFLOW = "outbox_dropped_overflow"
 DROPPED_EXPIRED = "outbox_dropped_expired"
 DROPPED_FULL = "outbox_dropped_full"
 LOST = "outbox_lost"
+# Rows whose data key was destroyed (a withdrawal by another process) or that fail to open.
+DROPPED_UNREADABLE = "outbox_dropped_unreadable"
 ACKED = "outbox_acked"
 # What goes first when the disk is full (README "Storage"): usage statistics and motion,
 # oldest first.  Matches, upgrade and device-status events are never dropped for space.
@@ -70,11 +75,40 @@ class PutResult:
     dropped: int
 
 
-def _without_image(message: OutgoingMessage) -> bytes:
-    if not message.has_image:
-        return message.payload
-    stripped = strip_image(message.payload)
-    return message.payload if stripped is None else stripped
+def _split_image(payload: bytes, seq: int, keep_image: bool) -> tuple[bytes, bytes | None]:
+    """``payload`` stamped with ``seq`` and without its image, and the image (if kept)."""
+    body = cbor.loads_untrusted(payload, max_bytes=len(payload))
+    if not isinstance(body, dict):
+        raise DecodeError("an event payload is a CBOR map")
+    image = body.pop("img", None)
+    body[SEQ_KEY] = seq
+    kept = bytes(image) if keep_image and isinstance(image, bytes | bytearray) else None
+    return cbor.dumps(body), kept
+
+
+def _with_image(payload: bytes, image: bytes) -> bytes:
+    body = cbor.loads_untrusted(payload, max_bytes=len(payload))
+    if not isinstance(body, dict):
+        raise DecodeError("an event payload is a CBOR map")
+    body["img"] = image
+    return cbor.dumps(body)
+
+
+def _context(purpose: str) -> bytes:
+    return b"outbox:" + purpose.encode()
+
+
+IMAGE_CONTEXT = b"outbox:image"
+
+
+def _blob(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise DecodeError("a queued payload is not a blob")
+
+
+def _optional_blob(value: object) -> bytes | None:
+    return None if value is None else _blob(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +133,12 @@ class Outbox:
         default_expiry_seconds: int,
         layout: StateLayout | None = None,
         storage: StorageSettings | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         self.db = db
+        # Payloads of consented purposes are sealed under their purpose's data key,
+        # images under event_snapshots' (None: plaintext, for tests of the queue alone).
+        self.keys = keys
         self.max_messages = max_messages
         self.default_expiry_seconds = default_expiry_seconds
         # Without a layout (a test peeking at a state directory) nothing is recorded.
@@ -144,7 +182,7 @@ class Outbox:
                     first + i,
                     message.msg_id,
                     topic,
-                    stamp(message.payload if snapshots else _without_image(message), first + i),
+                    *self._stored(message, first + i, snapshots),
                     message.purpose.value,
                     now,
                     now + (message.expiry_seconds or self.default_expiry_seconds),
@@ -153,8 +191,8 @@ class Outbox:
             ]
             conn.executemany(
                 "INSERT OR IGNORE INTO outbox "
-                "(seq, msg_id, topic, payload, purpose, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "(seq, msg_id, topic, payload, image, purpose, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             last = self._sequence(conn)
@@ -171,6 +209,38 @@ class Outbox:
         if rows:
             self._record_high_water(last)
         return PutResult(len(rows), len(pending) - len(rows), int(dropped))
+
+    def _stored(
+        self, message: OutgoingMessage, seq: int, snapshots: bool
+    ) -> tuple[bytes, bytes | None]:
+        """The payload and image columns of a message: stamped, then sealed at rest."""
+        image: bytes | None = None
+        if message.has_image:
+            payload, image = _split_image(message.payload, seq, keep_image=snapshots)
+        else:
+            payload = stamp(message.payload, seq)
+        keys = self.keys
+        if keys is None or not message.purpose.needs_consent:
+            return payload, image
+        purpose = message.purpose.value
+        sealed_image = (
+            None if image is None
+            else keys.seal(Purpose.EVENT_SNAPSHOTS.value, image, IMAGE_CONTEXT)
+        )
+        return keys.seal(purpose, payload, _context(purpose)), sealed_image
+
+    def _readable(self, payload: bytes, image: bytes | None, purpose: str) -> bytes:
+        """The payload as it goes out; :class:`KeyDestroyed` if its own key is gone."""
+        if self.keys is not None and is_sealed(payload):
+            payload = self.keys.open(payload, _context(purpose))
+        if image is None:
+            return payload
+        if self.keys is not None and is_sealed(image):
+            try:
+                image = self.keys.open(image, IMAGE_CONTEXT)
+            except KeyDestroyed:
+                return payload  # event_snapshots withdrawn: the event goes without it
+        return _with_image(payload, image)
 
     @staticmethod
     def _sequence(conn: sqlite3.Connection) -> int:
@@ -221,7 +291,8 @@ class Outbox:
         marks = ",".join("?" * len(LOW_VALUE_PURPOSES))
         with self.db.transaction() as conn:
             rows = conn.execute(
-                f"SELECT seq, length(payload) FROM outbox WHERE purpose IN ({marks}) "  # noqa: S608
+                f"SELECT seq, length(payload) + ifnull(length(image), 0) FROM outbox "  # noqa: S608
+                f"WHERE purpose IN ({marks}) "
                 "ORDER BY seq LIMIT 100000",
                 LOW_VALUE_PURPOSES,
             ).fetchall()
@@ -256,11 +327,30 @@ class Outbox:
     def batch_after(self, after_seq: int, limit: int, now: float) -> list[QueuedMessage]:
         """The next unexpired messages in queue order after ``after_seq``."""
         rows = self.db.query(
-            "SELECT seq, msg_id, topic, payload, purpose, created_at, expires_at FROM outbox "
-            "WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, msg_id, topic, payload, image, purpose, created_at, expires_at "
+            "FROM outbox WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
             (after_seq, now, limit),
         )
-        return [QueuedMessage(*row) for row in rows]  # type: ignore[arg-type]
+        batch: list[QueuedMessage] = []
+        unreadable: list[int] = []
+        for seq, msg_id, topic, payload, image, purpose, created, expires in rows:
+            try:
+                readable = self._readable(_blob(payload), _optional_blob(image), str(purpose))
+            except (KeyDestroyed, SealedDataError, DecodeError) as exc:
+                log.warning("dropping queued event %s: %s", seq, exc)
+                unreadable.append(int(str(seq)))
+                continue
+            batch.append(
+                QueuedMessage(seq, msg_id, topic, readable, purpose, created, expires)  # type: ignore[arg-type]
+            )
+        if unreadable:
+            self._drop_unreadable(unreadable)
+        return batch
+
+    def _drop_unreadable(self, seqs: list[int]) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
+            self.db.bump_counter(conn, DROPPED_UNREADABLE, len(seqs))
 
     def ack_many(self, msg_ids: Iterable[str]) -> int:
         ids = [(m,) for m in msg_ids]
@@ -284,6 +374,7 @@ class Outbox:
             "queued": len(self),
             "dropped_overflow": self.db.counter(DROPPED_OVERFLOW),
             "dropped_expired": self.db.counter(DROPPED_EXPIRED),
+            "dropped_unreadable": self.db.counter(DROPPED_UNREADABLE),
             "dropped_full": self.db.counter(DROPPED_FULL),
             "lost": self.db.counter(LOST),
             "acked": self.db.counter(ACKED),
@@ -300,11 +391,51 @@ class Outbox:
 
     def export_personal_data(self) -> Mapping[str, object]:
         rows = self.db.query(
-            "SELECT msg_id, topic, purpose, created_at, payload FROM outbox "
+            "SELECT msg_id, topic, purpose, created_at, payload, image FROM outbox "
             "WHERE purpose != 'device_operation' ORDER BY seq"
         )
-        keys = ("msg_id", "topic", "purpose", "created_at", "payload")
-        return {"queued_events": [dict(zip(keys, row, strict=True)) for row in rows]}
+        events: list[dict[str, object]] = []
+        for msg_id, topic, purpose, created_at, payload, image in rows:
+            try:
+                readable = self._readable(_blob(payload), _optional_blob(image), str(purpose))
+            except (KeyDestroyed, SealedDataError, DecodeError):
+                continue  # erased (its key is gone) or unreadable: nothing to hand over
+            events.append({"msg_id": msg_id, "topic": topic, "purpose": purpose,
+                           "created_at": created_at, "payload": readable})
+        return {"queued_events": events}
+
+    def reseal_personal_data(self) -> int:
+        """Move every queued payload and image to its domain's current key (key rotation)."""
+        keys = self.keys
+        if keys is None:
+            return 0
+        rows = self.db.query(
+            "SELECT seq, payload, image, purpose FROM outbox WHERE purpose != 'device_operation'"
+        )
+        current: dict[str, int] = {}
+
+        def fresh(blob: bytes, context: bytes) -> bytes | None:
+            header = read_header(blob)
+            if header.domain not in current:
+                current[header.domain] = keys.current(header.domain).number
+            if header.number == current[header.domain]:
+                return None
+            return keys.seal(header.domain, keys.open(blob, context), context)
+
+        updates: list[tuple[bytes, bytes | None, int]] = []
+        for seq, raw_payload, raw_image, purpose in rows:
+            try:
+                payload, image = _blob(raw_payload), _optional_blob(raw_image)
+                new_payload = fresh(payload, _context(str(purpose))) if is_sealed(payload) else None
+                new_image = fresh(image, IMAGE_CONTEXT) if image and is_sealed(image) else None
+            except (KeyDestroyed, DecodeError):
+                continue  # unreadable already: batch_after drops and counts it
+            if new_payload is not None or new_image is not None:
+                updates.append((new_payload or payload, new_image or image, int(str(seq))))
+        if updates:
+            with self.db.transaction() as conn:
+                conn.executemany("UPDATE outbox SET payload = ?, image = ? WHERE seq = ?", updates)
+        return len(updates)
 
     def erase_personal_data(self) -> int:
         with self.db.transaction() as conn:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from agent.events import Event
 
@@ -76,6 +76,17 @@ class PersonalDataHolder(Protocol):
     def erase_personal_data(self) -> int:
         """Erase every personal item (overwriting, not just unlinking); return the count."""
         ...
+
+
+@runtime_checkable
+class Resealable(Protocol):
+    """A holder whose data is sealed under data keys (agent.keystore): it can move it to the newest.
+
+    ``reseal_personal_data()`` re-seals every blob not under its domain's current
+    key and commits; a key rotation destroys the older keys only afterwards.
+    """
+
+    def reseal_personal_data(self) -> int: ...
 
 
 class RetentionTarget(Protocol):

@@ -31,3 +31,7 @@ class Purpose(enum.Enum):
 
 
 CONSENTABLE = tuple(p for p in Purpose if p.needs_consent)
+
+# The data-key domain (agent.keystore) of Wi-Fi credentials: not a purpose, erased
+# only by an erasure that asks for Wi-Fi (or cancels the account).
+WIFI_DOMAIN = "wifi"

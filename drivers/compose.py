@@ -37,6 +37,7 @@ from agent.database import Database
 from agent.events import DEVICE_STATUS, SchemaCatalogue
 from agent.feature import Feature, FeatureContext, Mode
 from agent.framebus import FrameBus
+from agent.keystore import DataKeys
 from agent.layout import StateLayout
 from agent.liveness import Liveness
 from agent.logs.redact import Redactor
@@ -136,6 +137,7 @@ class Composition:
     authoriser: Authoriser
     callers: CallerSlot
     confidential: frozenset[str]
+    keys: DataKeys
     pump: Pump | None = None
     link: MqttLink | None = None
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -187,13 +189,15 @@ def compose(
         wal_max_bytes=config.storage.wal_max_bytes,
     )
     audit = AuditLog(layout.audit)
-    ledger = ConsentLedger(db, config.privacy.policy_version, audit=audit)
+    keys = DataKeys(layout)
+    ledger = ConsentLedger(db, config.privacy.policy_version, audit=audit, keys=keys)
     outbox = Outbox(
         db,
         max_messages=config.outbox.max_messages,
         default_expiry_seconds=config.outbox.default_expiry_seconds,
         layout=layout,
         storage=config.storage if mode is Mode.DAEMON else None,
+        keys=keys,
     )
     principals = PrincipalStore(db)
     # Topics name the binding, never the serial number.
@@ -232,6 +236,7 @@ def compose(
         healthy=healthy,
         redactor=redactor,
         principals=principals,
+        keys=keys,
     )
     callers = CallerSlot()
     features: list[Feature] = []
@@ -287,6 +292,7 @@ def compose(
         authoriser=authoriser,
         callers=callers,
         confidential=frozenset(n for f in features for n in f.confidential_commands),
+        keys=keys,
         pump=pump,
         link=link,
         wake=wake,

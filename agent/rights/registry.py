@@ -14,12 +14,25 @@ import enum
 
 from agent.errors import ConfigError
 from agent.ports import PersonalDataHolder, RetentionTarget
+from agent.purposes import CONSENTABLE, WIFI_DOMAIN
 
 
 class ErasureScope(enum.Enum):
     PERSONAL = "personal"
     WIFI = "wifi"
     BINDING = "binding"
+
+
+def key_domains(scope: ErasureScope) -> tuple[str, ...]:
+    """The data-key domains an erasure of ``scope`` destroys before it purges anything."""
+    if scope is ErasureScope.PERSONAL:
+        return tuple(p.value for p in CONSENTABLE)
+    if scope is ErasureScope.WIFI:
+        return (WIFI_DOMAIN,)
+    return ()
+
+
+ALL_KEY_DOMAINS = (*(p.value for p in CONSENTABLE), WIFI_DOMAIN)
 
 
 class RetentionKind(enum.Enum):

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from agent import cbor
 from agent.errors import DecodeError, EdgeAgentError, TooLargeError
 from agent.logs import codes
-from agent.ports import AuditSink, Clock, CommandArgs, CommandResult
+from agent.ports import AuditSink, Clock, CommandArgs, CommandResult, Resealable
 from agent.rights.export import (
     EXPORT_FORMAT,
     EXPORT_VERSION,
@@ -38,8 +39,11 @@ from agent.rights.export import (
     iso,
     lines_about,
 )
-from agent.rights.registry import DataRegistry, ErasureScope
+from agent.rights.registry import ALL_KEY_DOMAINS, DataRegistry, ErasureScope, key_domains
 from agent.rights.signing import sign_reply
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +85,11 @@ class RightsHandlers:
         retained_topics: Callable[[], Sequence[str]] = tuple,
         generations: Callable[[], Mapping[str, int]] = _no_generations,
         max_reply_bytes: int | None = MAX_REPLY_BYTES,
+        keys: DataKeys | None = None,
     ) -> None:
         self._registry = registry
+        # An erasure destroys the data keys of its scopes before any store purges.
+        self._keys = keys
         self._device_key = device_key
         self._clock = clock
         self._audit = audit
@@ -201,17 +208,7 @@ class RightsHandlers:
         now = self._clock.now()
         # Before erasing: the ledger's erasure moves every purpose to a new generation.
         retired = dict(self._generations())
-        erased: dict[str, int] = {}
-        failed: list[str] = []
-        for entry in self._registry.holders:
-            if entry.scope not in scopes:
-                continue
-            try:
-                erased[entry.holder.name] = entry.holder.erase_personal_data()
-            except EdgeAgentError as exc:
-                log.error("erasure in %s failed: %s", entry.holder.name, exc,
-                          extra=codes.HOLDER_FAILED.extra())
-                failed.append(entry.holder.name)
+        erased, failed = self.erase_scopes(scopes)
         topics = sorted(set(self._retained_topics()))
         if self._audit is not None:
             self._audit.record(
@@ -234,3 +231,106 @@ class RightsHandlers:
             "clear_retained_topics": topics,
         }
         return sign_reply(reply, self._device_key)
+
+    def erase_scopes(self, scopes: set[ErasureScope]) -> tuple[dict[str, int], list[str]]:
+        """Destroy the scopes' data keys (intent first), then purge every holder in them."""
+        intent: dict[str, object] = {"erase": sorted(s.value for s in scopes)}
+        erased: dict[str, int] = {}
+        if self._keys is not None:
+            self._keys.begin(intent)
+            erased["data_keys"] = sum(
+                self._keys.destroy(domain) for scope in scopes for domain in key_domains(scope)
+            )
+        failed: list[str] = []
+        for entry in self._registry.holders:
+            if entry.scope not in scopes:
+                continue
+            try:
+                erased[entry.holder.name] = entry.holder.erase_personal_data()
+            except EdgeAgentError as exc:
+                log.error("erasure in %s failed: %s", entry.holder.name, exc,
+                          extra=codes.HOLDER_FAILED.extra())
+                failed.append(entry.holder.name)
+        if self._keys is not None:
+            # Settled even if a store failed: its leftovers are sealed under keys that
+            # are gone, and redoing the erasure at every start would destroy new data.
+            self._keys.settle(intent)
+        return erased, failed
+
+    def resume_erasures(self) -> int:
+        """At start: carry out again every erasure a kill interrupted (it is idempotent)."""
+        if self._keys is None:
+            return 0
+        resumed = 0
+        for intent in self._keys.intents():
+            names = intent.get("erase")
+            if not isinstance(names, list):
+                continue
+            scopes = {s for s in ErasureScope if s.value in names}
+            log.warning("finishing the interrupted erasure of %s", ", ".join(sorted(names)))
+            self.erase_scopes(scopes)
+            self._keys.settle(intent)  # the old spelling, if a scope is no longer known
+            resumed += 1
+        return resumed
+
+    # --- key rotation -------------------------------------------------------------
+
+    def _reseal_all(self) -> tuple[int, list[str]]:
+        resealed, failed = 0, []
+        for entry in self._registry.holders:
+            holder = entry.holder
+            if not isinstance(holder, Resealable):
+                continue
+            try:
+                resealed += holder.reseal_personal_data()
+            except EdgeAgentError as exc:
+                log.error("resealing %s failed: %s", holder.name, exc,
+                          extra=codes.HOLDER_FAILED.extra())
+                failed.append(holder.name)
+        return resealed, failed
+
+    def rotate(self, domains: Sequence[str]) -> dict[str, object]:
+        """New data keys for ``domains``; every store reseals; only then the old keys go.
+
+        A kill at any step leaves the old key beside the new one: the next start
+        (:meth:`finish_rotations`) reseals and retires; no key is destroyed while a
+        store still holds data under it.
+        """
+        if self._keys is None:
+            return {"rotated": [], "resealed": 0, "retired": 0, "failed": []}
+        keys = self._keys
+        rotated = [d for d in domains if keys.live_numbers(d)]
+        for domain in rotated:
+            keys.rotate(domain)
+        resealed, failed = self._reseal_all()
+        if not failed:
+            # A second pass: anything sealed under an old key while the first ran.
+            again, failed = self._reseal_all()
+            resealed += again
+        retired = 0 if failed else sum(keys.retire_older(d) for d in rotated)
+        return {"rotated": rotated, "resealed": resealed, "retired": retired, "failed": failed}
+
+    def finish_rotations(self) -> int:
+        """At start: a domain with two live keys is a rotation a kill interrupted."""
+        if self._keys is None:
+            return 0
+        pending = [d for d in ALL_KEY_DOMAINS if len(self._keys.live_numbers(d)) > 1]
+        if not pending:
+            return 0
+        log.warning("finishing the interrupted key rotation of %s", ", ".join(pending))
+        _, failed = self._reseal_all()
+        if failed:
+            return 0
+        return sum(self._keys.retire_older(d) for d in pending)
+
+    def data_rotate_keys(self, args: CommandArgs) -> CommandResult:
+        requested = args.get("domains", list(ALL_KEY_DOMAINS))
+        if not isinstance(requested, list) or not all(
+            isinstance(d, str) and d in ALL_KEY_DOMAINS for d in requested
+        ):
+            raise DecodeError(f"domains must be a list drawn from {', '.join(ALL_KEY_DOMAINS)}")
+        now = self._clock.now()
+        result = self.rotate([str(d) for d in requested])
+        if self._audit is not None:
+            self._audit.record("data.rotate_keys", result, now)
+        return {"command": "data.rotate_keys", "completed_at": now, **result}

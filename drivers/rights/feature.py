@@ -19,6 +19,7 @@ from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.consent import ConsentLedger
 from agent.feature import Feature, FeatureContext, RetainedMessages
+from agent.keystore import DataKeys
 from agent.layout import StateLayout
 from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, Outcome, Service
 from agent.purposes import Purpose
@@ -28,7 +29,7 @@ from agent.rights.notices import (
     DevPseudonym,
     NoticeService,
 )
-from agent.rights.registry import DataRegistry
+from agent.rights.registry import ALL_KEY_DOMAINS, DataRegistry
 from agent.rights.requests import MAX_REPLY_BYTES, RightsHandlers
 from agent.rights.retention import RetentionReport, RetentionService
 
@@ -63,12 +64,33 @@ def build_rights_handlers(
     device_key: bytes | None = None,
     generations: Callable[[], Mapping[str, int]] | None = None,
     max_reply_bytes: int | None = MAX_REPLY_BYTES,
+    keys: DataKeys | None = None,
 ) -> dict[str, CommandHandler]:
     """``{"data.export": ..., "data.erase": ...}``; the erase outcome lists topics to clear.
 
     ``max_reply_bytes`` bounds an export sent over MQTT; the CLI passes None.
     """
-    handlers = RightsHandlers(
+    handlers = make_rights_handlers(
+        config, registry, clock=clock, audit=audit, retained_topics=retained_topics,
+        device_key=device_key, generations=generations, max_reply_bytes=max_reply_bytes,
+        keys=keys,
+    )
+    return rights_commands(handlers)
+
+
+def make_rights_handlers(
+    config: AgentConfig,
+    registry: DataRegistry,
+    *,
+    clock: Clock,
+    audit: AuditSink | None = None,
+    retained_topics: Callable[[], Sequence[str]] = tuple,
+    device_key: bytes | None = None,
+    generations: Callable[[], Mapping[str, int]] | None = None,
+    max_reply_bytes: int | None = MAX_REPLY_BYTES,
+    keys: DataKeys | None = None,
+) -> RightsHandlers:
+    return RightsHandlers(
         registry,
         device_key=device_key or load_or_create_device_key(config.state_dir),
         clock=clock,
@@ -78,15 +100,37 @@ def build_rights_handlers(
         retained_topics=retained_topics,
         generations=generations or dict,
         max_reply_bytes=max_reply_bytes,
+        keys=keys,
     )
 
+
+def rights_commands(handlers: RightsHandlers) -> dict[str, CommandHandler]:
     def erase(args: CommandArgs) -> Outcome:
         result = handlers.data_erase(args)
         topics = result.get("clear_retained_topics", [])
         clear = tuple(t for t in topics if isinstance(t, str)) if isinstance(topics, list) else ()
         return Outcome(result, clear_retained=clear)
 
-    return {"data.export": handlers.data_export, "data.erase": erase}
+    return {
+        "data.export": handlers.data_export,
+        "data.erase": erase,
+        "data.rotate_keys": handlers.data_rotate_keys,
+    }
+
+
+def recover_crypto_erase(
+    keys: DataKeys, ledger: ConsentLedger, handlers: RightsHandlers, now: float
+) -> None:
+    """Finish destructions, withdrawals, erasures and rotations a kill interrupted.
+
+    In this order: a half-destroyed key first (its mark is already written), then
+    the intents (each destroys again before it purges), and a rotation last,
+    so a reseal never runs under a key that an intent is about to destroy.
+    """
+    keys.finish_destruction(ALL_KEY_DOMAINS)
+    ledger.resume_withdrawals(now)
+    handlers.resume_erasures()
+    handlers.finish_rotations()
 
 
 def build_retention_service(
@@ -106,14 +150,19 @@ def build_rights(
     retained_topics: Callable[[], Sequence[str]] = tuple,
 ) -> Feature:
     ledger = ctx.consent if isinstance(ctx.consent, ConsentLedger) else None
-    commands = build_rights_handlers(
+    handlers = make_rights_handlers(
         ctx.config,
         registry,
         clock=ctx.clock,
         audit=ctx.audit,
         retained_topics=retained_topics,
         generations=ledger.generations if ledger is not None else None,
+        keys=ctx.keys,
     )
+    commands = rights_commands(handlers)
+    if ctx.daemon and ledger is not None:
+        # Before any service starts: finish what a kill interrupted.
+        recover_crypto_erase(ctx.keys, ledger, handlers, ctx.clock.now())
     services: list[Service] = []
     retained: tuple[RetainedMessages, ...] = ()
     if ctx.daemon:

@@ -39,6 +39,7 @@ ATTEMPTS: dict[str, dict[str, object]] = {
     "consent.get": {},
     "data.export": {},
     "data.erase": {"account_cancellation": True},
+    "data.rotate_keys": {},
     "face.list": {},
     "face.rename": {"name": "Alice", "new_name": "Mallory"},
     "face.remove": {"name": "Alice"},

@@ -124,7 +124,7 @@ def test_own_growth_stops_at_the_cap_and_every_gap_is_counted(
 
         try:
             assert events.wait_for(lambda c: len(keys()) >= expected, 90), (
-                f"{len(keys())} of {expected}"
+                f"{len(keys())} of {expected}\n{run.text()[-3000:]}"
             )
             status = requester.status()
             assert status is not None

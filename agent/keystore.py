@@ -1,0 +1,314 @@
+"""Data keys per domain, wrapped by the device key: the means of crypto-erase.
+
+Each domain (a consent purpose, or ``wifi``) has numbered data keys; data is
+sealed under the newest (:mod:`agent.sealing`).  A key lives in its own small
+file, written once and never replaced, holding the key wrapped (AES-256-GCM)
+by the device key.  The device key sits behind :class:`DeviceKey`, the
+key-store protocol: a 0600 file today (:class:`FileDeviceKey`), a TPM or a
+secure element later, without any store noticing.
+
+Destroying a domain's keys (withdrawal, erasure) overwrites each key file in
+place, fsyncs it, unlinks it and fsyncs the directory.  Every copy of the data
+(WAL frames, rollback journals, freed blocks, old files replaced by rename)
+stays ciphertext with no key.  The highest destroyed number is recorded
+*before* the overwrite, so a crash half-way is finished at the next start and
+numbers are never reused.
+
+Crash safety of the steps around it (README "Crypto-erase"):
+- a key is on disk (fsync'd) before anything is sealed under it, so no data
+  is ever sealed under a key that a crash could lose;
+- withdrawal and erasure write an *intent* first, destroy the keys, then purge;
+  an intent still present at start is carried out again (idempotent), so a
+  kill never leaves data readable with nothing left to destroy it;
+- rotation makes the new key, reseals every store, and only then destroys the
+  older keys; two live keys at start mean a rotation to finish, never a key to
+  drop with data still under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pathlib
+import secrets
+import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from agent.atomicfile import read_optional, write_atomic
+from agent.errors import DeviceIOError
+from agent.layout import StateLayout
+from agent.sealing import (
+    KEY_BYTES,
+    NONCE_BYTES,
+    DataKey,
+    KeyDestroyed,
+    SealedDataError,
+    open_sealed,
+    read_header,
+    seal,
+)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+log = logging.getLogger(__name__)
+
+WRAPPED_MAGIC = b"EAK1"
+MAX_KEY_FILE_BYTES = 256
+MAX_INTENT_BYTES = 64 * 1024
+
+
+class DeviceKey(Protocol):
+    """The key-store protocol: the one key that never leaves its store wraps the data keys."""
+
+    def wrap(self, secret: bytes, label: bytes) -> bytes: ...
+
+    def unwrap(self, wrapped: bytes, label: bytes) -> bytes: ...
+
+
+class FileDeviceKey:
+    """The device key in a 0600 file, made once (exclusively: never silently replaced)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self._path = path
+        self._secret: bytes | None = None
+        self._lock = threading.Lock()
+
+    def _key(self) -> AESGCM:
+        # Imported here: light CLI paths (--help) never load the crypto stack.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        with self._lock:
+            if self._secret is None:
+                self._secret = self._load_or_create()
+            return AESGCM(self._secret)
+
+    def _load_or_create(self) -> bytes:
+        existing = read_optional(self._path, KEY_BYTES)
+        if existing is None:
+            # Another process may make it first: then use theirs.
+            with contextlib.suppress(FileExistsError):
+                write_atomic(self._path, secrets.token_bytes(KEY_BYTES), exclusive=True)
+            existing = read_optional(self._path, KEY_BYTES)
+        if existing is None or len(existing) != KEY_BYTES:
+            # Never replace it: every data key is wrapped under it.
+            raise DeviceIOError(
+                f"device key {self._path} is damaged; the data sealed under it cannot be read"
+            )
+        return existing
+
+    def wrap(self, secret: bytes, label: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return WRAPPED_MAGIC + nonce + self._key().encrypt(nonce, secret, label)
+
+    def unwrap(self, wrapped: bytes, label: bytes) -> bytes:
+        if wrapped[:4] != WRAPPED_MAGIC or len(wrapped) < 4 + NONCE_BYTES + 16:
+            raise SealedDataError("not a wrapped data key")
+        from cryptography.exceptions import InvalidTag
+
+        nonce = wrapped[4 : 4 + NONCE_BYTES]
+        try:
+            return self._key().decrypt(nonce, wrapped[4 + NONCE_BYTES :], label)
+        except InvalidTag:
+            raise SealedDataError("wrapped data key fails authentication") from None
+
+
+def _label(domain: str, number: int) -> bytes:
+    return f"edge-agent data key {domain} {number}".encode()
+
+
+def overwrite_and_unlink(path: pathlib.Path) -> bool:
+    """Overwrite ``path`` in place with random bytes, fsync, unlink, fsync the directory."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise DeviceIOError(f"cannot destroy {path}: {exc.strerror or exc}") from exc
+    try:
+        size = os.fstat(fd).st_size
+        view = memoryview(secrets.token_bytes(max(size, 1)))
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        path.unlink(missing_ok=True)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        raise DeviceIOError(f"cannot destroy {path}: {exc.strerror or exc}") from exc
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
+
+
+class DataKeys:
+    """Numbered data keys per domain in ``layout.keys_dir``; safe to share between threads.
+
+    Another process (the CLI) may destroy or add keys at any time: the cache is
+    checked against the key file before each use, so a destroyed key is never
+    used again by a process that had it in memory.
+    """
+
+    def __init__(self, layout: StateLayout, device: DeviceKey | None = None) -> None:
+        self._layout = layout
+        self._device = device if device is not None else FileDeviceKey(layout.device_key)
+        self._lock = threading.RLock()
+        self._keys: dict[tuple[str, int], DataKey] = {}
+        self._current: dict[str, DataKey] = {}
+
+    # --- reading the directory --------------------------------------------------
+
+    def live_numbers(self, domain: str) -> list[int]:
+        numbers = []
+        for path in self._layout.data_key_files(domain):
+            number = path.name[len(domain) + 1 : -len(".key")]
+            if number.isdigit():
+                numbers.append(int(number))
+        return sorted(numbers)
+
+    def destroyed_through(self, domain: str) -> int:
+        raw = read_optional(self._layout.destroyed_keys(domain), 32)
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            return 0
+
+    # --- using keys -------------------------------------------------------------
+
+    def current(self, domain: str) -> DataKey:
+        """The newest live key of ``domain``, made (and fsync'd) if there is none."""
+        with self._lock:
+            cached = self._current.get(domain)
+            # One stat, not a directory listing, per use: this sits on the event path.
+            if cached is not None and self._layout.data_key(domain, cached.number).exists():
+                return cached
+            live = self.live_numbers(domain)
+            if live:
+                key = self.key(domain, live[-1])
+            else:
+                key = self._create(domain, self.destroyed_through(domain) + 1)
+            self._current[domain] = key
+            return key
+
+    def key(self, domain: str, number: int) -> DataKey:
+        """Key ``number`` of ``domain``; :class:`KeyDestroyed` if it is gone."""
+        path = self._layout.data_key(domain, number)
+        with self._lock:
+            cached = self._keys.get((domain, number))
+            if cached is not None and path.exists():
+                return cached
+            self._keys.pop((domain, number), None)
+            wrapped = read_optional(path, MAX_KEY_FILE_BYTES)
+            if wrapped is None:
+                raise KeyDestroyed(domain, number)
+            secret = self._device.unwrap(wrapped, _label(domain, number))
+            key = DataKey(domain, number, secret)
+            self._keys[(domain, number)] = key
+            return key
+
+    def seal(self, domain: str, plaintext: bytes, context: bytes = b"") -> bytes:
+        return seal(self.current(domain), plaintext, context)
+
+    def open(self, blob: bytes, context: bytes = b"") -> bytes:
+        """The plaintext of a sealed blob; :class:`KeyDestroyed` if its key was destroyed."""
+        header = read_header(blob)
+        return open_sealed(self.key(header.domain, header.number), blob, context)
+
+    def is_current(self, blob: bytes) -> bool:
+        header = read_header(blob)
+        live = self.live_numbers(header.domain)
+        return bool(live) and header.number == live[-1]
+
+    def _create(self, domain: str, number: int) -> DataKey:
+        secret = secrets.token_bytes(KEY_BYTES)
+        wrapped = self._device.wrap(secret, _label(domain, number))
+        try:
+            write_atomic(self._layout.data_key(domain, number), wrapped, exclusive=True)
+        except FileExistsError:
+            return self.key(domain, number)  # another process made it: use theirs
+        key = DataKey(domain, number, secret)
+        self._keys[(domain, number)] = key
+        return key
+
+    # --- rotation and destruction -------------------------------------------------
+
+    def rotate(self, domain: str) -> DataKey:
+        """A new current key; older ones stay until :meth:`retire_older` (after the reseal)."""
+        with self._lock:
+            live = self.live_numbers(domain)
+            top = max([self.destroyed_through(domain), *live], default=0)
+            key = self._create(domain, top + 1)
+            self._current[domain] = key
+            return key
+
+    def retire_older(self, domain: str) -> int:
+        """Destroy every key of ``domain`` but the newest: the end of a rotation."""
+        with self._lock:
+            live = self.live_numbers(domain)
+            return self._destroy(domain, live[:-1]) if len(live) > 1 else 0
+
+    def destroy(self, domain: str) -> int:
+        """Destroy every key of ``domain``: all data sealed under them is gone for good."""
+        with self._lock:
+            return self._destroy(domain, self.live_numbers(domain))
+
+    def _destroy(self, domain: str, numbers: list[int]) -> int:
+        if not numbers:
+            return 0
+        # Recorded first: a crash half-way leaves a live key at or below this mark,
+        # which the next start destroys (finish_destruction), and numbers only grow.
+        self._current.pop(domain, None)
+        mark = max(numbers[-1], self.destroyed_through(domain))
+        write_atomic(self._layout.destroyed_keys(domain), str(mark).encode(), 0o600)
+        destroyed = 0
+        for number in numbers:
+            self._keys.pop((domain, number), None)
+            destroyed += overwrite_and_unlink(self._layout.data_key(domain, number))
+        return destroyed
+
+    def finish_destruction(self, domains: Iterable[str]) -> int:
+        """At start: destroy keys a crash left at or below their domain's destroyed mark."""
+        finished = 0
+        with self._lock:
+            for domain in domains:
+                mark = self.destroyed_through(domain)
+                stale = [n for n in self.live_numbers(domain) if n <= mark]
+                if stale:
+                    log.warning("finishing the destruction of %d %s key(s)", len(stale), domain)
+                    finished += self._destroy(domain, stale)
+        return finished
+
+    # --- intents: withdrawal and erasure that survive a kill -----------------------
+
+    def intents(self) -> list[dict[str, object]]:
+        raw = read_optional(self._layout.key_intents, MAX_INTENT_BYTES)
+        if not raw:
+            return []
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            log.error("unreadable %s: treating it as empty", self._layout.key_intents)
+            return []
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    def begin(self, intent: dict[str, object]) -> None:
+        """Record ``intent`` (fsync'd) before its first step; :meth:`settle` after its last."""
+        with self._lock:
+            pending = [i for i in self.intents() if i != intent] + [intent]
+            write_atomic(self._layout.key_intents, json.dumps(pending).encode(), 0o600)
+
+    def settle(self, intent: dict[str, object]) -> None:
+        with self._lock:
+            pending = self.intents()
+            if intent in pending:
+                rest = [i for i in pending if i != intent]
+                write_atomic(self._layout.key_intents, json.dumps(rest).encode(), 0o600)
