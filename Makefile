@@ -27,6 +27,12 @@ mosquitto:
 	command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || missing="$$missing mosquitto"; \
 	command -v wpa_supplicant >/dev/null 2>&1 || test -x /usr/sbin/wpa_supplicant || missing="$$missing wpasupplicant"; \
 	command -v sqlite3 >/dev/null 2>&1 || missing="$$missing sqlite3"; \
+	command -v qrencode >/dev/null 2>&1 || missing="$$missing qrencode"; \
+	command -v fw_printenv >/dev/null 2>&1 || missing="$$missing libubootenv-tool"; \
+	command -v grub-editenv >/dev/null 2>&1 || missing="$$missing grub-common"; \
+	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	command -v mkfs.ext4 >/dev/null 2>&1 || test -x /sbin/mkfs.ext4 || missing="$$missing e2fsprogs"; \
+	command -v losetup >/dev/null 2>&1 || test -x /sbin/losetup || missing="$$missing mount"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing$$missing (apt-get)"; \

@@ -164,6 +164,7 @@ class DataKeys:
         self._lock = threading.RLock()
         self._keys: dict[tuple[str, int], DataKey] = {}
         self._current: dict[str, DataKey] = {}
+        self._taggers: dict[tuple[str, int], bytes] = {}
 
     # --- reading the directory --------------------------------------------------
 
@@ -223,6 +224,25 @@ class DataKeys:
         header = read_header(blob)
         return open_sealed(self.key(header.domain, header.number), blob, context)
 
+    def tag(self, domain: str, text: str) -> str:
+        """A keyed tag of ``text`` under the domain's current key (unlinkable once it is gone).
+
+        For columns a store must look up or keep unique (an event's id) without
+        keeping the value itself in clear beside the ciphertext.
+        """
+        from cryptography.hazmat.primitives import hashes, hmac
+
+        key = self.current(domain)
+        tagger = self._taggers.get((domain, key.number))
+        if tagger is None:
+            derive = hmac.HMAC(key.secret, hashes.SHA256())
+            derive.update(b"edge-agent row tag")
+            tagger = derive.finalize()
+            self._taggers[(domain, key.number)] = tagger
+        mac = hmac.HMAC(tagger, hashes.SHA256())
+        mac.update(text.encode())
+        return f"t{key.number}:" + mac.finalize()[:16].hex()
+
     def is_current(self, blob: bytes) -> bool:
         header = read_header(blob)
         live = self.live_numbers(header.domain)
@@ -272,20 +292,23 @@ class DataKeys:
         destroyed = 0
         for number in numbers:
             self._keys.pop((domain, number), None)
+            self._taggers.pop((domain, number), None)
             destroyed += overwrite_and_unlink(self._layout.data_key(domain, number))
         return destroyed
 
     def finish_destruction(self, domains: Iterable[str]) -> int:
         """At start: destroy keys a crash left at or below their domain's destroyed mark."""
-        finished = 0
+        finished: dict[str, int] = {}
         with self._lock:
             for domain in domains:
                 mark = self.destroyed_through(domain)
                 stale = [n for n in self.live_numbers(domain) if n <= mark]
                 if stale:
-                    log.warning("finishing the destruction of %d %s key(s)", len(stale), domain)
-                    finished += self._destroy(domain, stale)
-        return finished
+                    finished[domain] = self._destroy(domain, stale)
+        # Logged outside the lock: the sealed log handler takes it too (lock order).
+        for domain, count in finished.items():
+            log.warning("finished the destruction of %d %s key(s)", count, domain)
+        return sum(finished.values())
 
     # --- intents: withdrawal and erasure that survive a kill -----------------------
 
@@ -296,7 +319,8 @@ class DataKeys:
         try:
             value = json.loads(raw)
         except ValueError:
-            log.error("unreadable %s: treating it as empty", self._layout.key_intents)
+            # Not logged here (begin/settle hold the lock the sealed log handler takes);
+            # an unreadable file holds no intent anyone could carry out.
             return []
         return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 

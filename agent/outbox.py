@@ -101,6 +101,19 @@ def _context(purpose: str) -> bytes:
 IMAGE_CONTEXT = b"outbox:image"
 
 
+def _pack_row(msg_id: str, topic: str, payload: bytes) -> bytes:
+    head = cbor.dumps([msg_id, topic])
+    return len(head).to_bytes(2, "big") + head + payload
+
+
+def _unpack_row(inner: bytes) -> tuple[str, str, bytes]:
+    size = int.from_bytes(inner[:2], "big")
+    head = cbor.loads_untrusted(inner[2 : 2 + size], max_bytes=size)
+    if not (isinstance(head, list) and len(head) == 2 and all(isinstance(v, str) for v in head)):
+        raise DecodeError("a sealed queued row lacks its msg_id and topic")
+    return str(head[0]), str(head[1]), inner[2 + size :]
+
+
 def _blob(value: object) -> bytes:
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
@@ -120,6 +133,12 @@ class QueuedMessage:
     purpose: str
     created_at: float
     expires_at: float
+    # What ack_many() takes: the msg_id, or for a sealed row its keyed tag.
+    row_key: str = ""
+
+    @property
+    def ack_key(self) -> str:
+        return self.row_key or self.msg_id
 
 
 class Outbox:
@@ -180,9 +199,7 @@ class Outbox:
             rows = [
                 (
                     first + i,
-                    message.msg_id,
-                    topic,
-                    *self._stored(message, first + i, snapshots),
+                    *self._stored(topic, message, first + i, snapshots),
                     message.purpose.value,
                     now,
                     now + (message.expiry_seconds or self.default_expiry_seconds),
@@ -211,9 +228,15 @@ class Outbox:
         return PutResult(len(rows), len(pending) - len(rows), int(dropped))
 
     def _stored(
-        self, message: OutgoingMessage, seq: int, snapshots: bool
-    ) -> tuple[bytes, bytes | None]:
-        """The payload and image columns of a message: stamped, then sealed at rest."""
+        self, topic: str, message: OutgoingMessage, seq: int, snapshots: bool
+    ) -> tuple[str, str, bytes, bytes | None]:
+        """The msg_id, topic, payload and image columns: stamped, then sealed at rest.
+
+        A sealed row keeps nothing in clear that names the event: the topic and
+        the msg_id travel inside the sealed payload, and the msg_id column holds
+        a tag keyed by the purpose's data key (for acks and de-duplication), so a
+        row left in a freed block after the key is destroyed says nothing.
+        """
         image: bytes | None = None
         if message.has_image:
             payload, image = _split_image(message.payload, seq, keep_image=snapshots)
@@ -221,26 +244,36 @@ class Outbox:
             payload = stamp(message.payload, seq)
         keys = self.keys
         if keys is None or not message.purpose.needs_consent:
-            return payload, image
+            return message.msg_id, topic, payload, image
         purpose = message.purpose.value
         sealed_image = (
             None if image is None
             else keys.seal(Purpose.EVENT_SNAPSHOTS.value, image, IMAGE_CONTEXT)
         )
-        return keys.seal(purpose, payload, _context(purpose)), sealed_image
+        inner = _pack_row(message.msg_id, topic, payload)
+        return (
+            keys.tag(purpose, message.msg_id),
+            "",
+            keys.seal(purpose, inner, _context(purpose)),
+            sealed_image,
+        )
 
-    def _readable(self, payload: bytes, image: bytes | None, purpose: str) -> bytes:
-        """The payload as it goes out; :class:`KeyDestroyed` if its own key is gone."""
+    def _readable(
+        self, row_key: str, topic: str, payload: bytes, image: bytes | None, purpose: str
+    ) -> tuple[str, str, bytes]:
+        """msg_id, topic and payload as they go out; :class:`KeyDestroyed` if the key is gone."""
+        msg_id = row_key
         if self.keys is not None and is_sealed(payload):
-            payload = self.keys.open(payload, _context(purpose))
+            msg_id, topic, payload = _unpack_row(self.keys.open(payload, _context(purpose)))
         if image is None:
-            return payload
+            return msg_id, topic, payload
         if self.keys is not None and is_sealed(image):
             try:
                 image = self.keys.open(image, IMAGE_CONTEXT)
             except KeyDestroyed:
-                return payload  # event_snapshots withdrawn: the event goes without it
-        return _with_image(payload, image)
+                # event_snapshots withdrawn: the event goes without it
+                return msg_id, topic, payload
+        return msg_id, topic, _with_image(payload, image)
 
     @staticmethod
     def _sequence(conn: sqlite3.Connection) -> int:
@@ -333,15 +366,20 @@ class Outbox:
         )
         batch: list[QueuedMessage] = []
         unreadable: list[int] = []
-        for seq, msg_id, topic, payload, image, purpose, created, expires in rows:
+        for seq, row_key, topic, payload, image, purpose, created, expires in rows:
             try:
-                readable = self._readable(_blob(payload), _optional_blob(image), str(purpose))
+                msg_id, real_topic, readable = self._readable(
+                    str(row_key), str(topic), _blob(payload), _optional_blob(image), str(purpose)
+                )
             except (KeyDestroyed, SealedDataError, DecodeError) as exc:
                 log.warning("dropping queued event %s: %s", seq, exc)
                 unreadable.append(int(str(seq)))
                 continue
             batch.append(
-                QueuedMessage(seq, msg_id, topic, readable, purpose, created, expires)  # type: ignore[arg-type]
+                QueuedMessage(
+                    seq, msg_id, real_topic, readable, purpose, created, expires,  # type: ignore[arg-type]
+                    row_key=str(row_key),
+                )
             )
         if unreadable:
             self._drop_unreadable(unreadable)
@@ -364,7 +402,17 @@ class Outbox:
         return acked
 
     def contains(self, msg_id: str) -> bool:
-        return bool(self.db.query("SELECT 1 FROM outbox WHERE msg_id = ?", (msg_id,)))
+        """Whether ``msg_id`` is queued (plain, or under a tag of any purpose's current key)."""
+        candidates = [msg_id]
+        if self.keys is not None:
+            candidates += [
+                self.keys.tag(p.value, msg_id) for p in Purpose
+                if p.needs_consent and self.keys.live_numbers(p.value)
+            ]
+        marks = ",".join("?" * len(candidates))
+        return bool(self.db.query(
+            f"SELECT 1 FROM outbox WHERE msg_id IN ({marks})", tuple(candidates)  # noqa: S608
+        ))
 
     def __len__(self) -> int:
         return self.db.query_int("SELECT COUNT(*) FROM outbox")
@@ -395,9 +443,12 @@ class Outbox:
             "WHERE purpose != 'device_operation' ORDER BY seq"
         )
         events: list[dict[str, object]] = []
-        for msg_id, topic, purpose, created_at, payload, image in rows:
+        for row_key, stored_topic, purpose, created_at, payload, image in rows:
             try:
-                readable = self._readable(_blob(payload), _optional_blob(image), str(purpose))
+                msg_id, topic, readable = self._readable(
+                    str(row_key), str(stored_topic), _blob(payload), _optional_blob(image),
+                    str(purpose),
+                )
             except (KeyDestroyed, SealedDataError, DecodeError):
                 continue  # erased (its key is gone) or unreadable: nothing to hand over
             events.append({"msg_id": msg_id, "topic": topic, "purpose": purpose,

@@ -206,6 +206,7 @@ class Pump:
                 except TransportError:
                     self._cursor = message.seq - 1
                     return sent
-                self._inflight[token] = _InFlight(message.msg_id, message.seq)
+                # What ack_many() deletes by: the msg_id, or a sealed row's keyed tag.
+                self._inflight[token] = _InFlight(message.ack_key, message.seq)
                 sent += 1
         return sent

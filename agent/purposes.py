@@ -35,3 +35,6 @@ CONSENTABLE = tuple(p for p in Purpose if p.needs_consent)
 # The data-key domain (agent.keystore) of Wi-Fi credentials: not a purpose, erased
 # only by an erasure that asks for Wi-Fi (or cancels the account).
 WIFI_DOMAIN = "wifi"
+# The data-key domain of the cloud binding (the account named in key labels):
+# erased only when the binding is (an account cancellation).
+BINDING_DOMAIN = "binding"

@@ -199,7 +199,7 @@ def compose(
         storage=config.storage if mode is Mode.DAEMON else None,
         keys=keys,
     )
-    principals = PrincipalStore(db)
+    principals = PrincipalStore(db, keys)
     # Topics name the binding, never the serial number.
     topics = Topics(config.mqtt.topic_prefix, principals.device_id)
     # A part of the loop silent for two watchdog periods is wedged.

@@ -16,14 +16,21 @@ import dataclasses
 import hashlib
 import secrets
 import sqlite3
+from typing import TYPE_CHECKING
 
 from agent.auth.roles import Role
 from agent.database import Database
 from agent.errors import DecodeError, DeviceIOError, PolicyError
+from agent.purposes import BINDING_DOMAIN
+from agent.sealing import KeyDestroyed, is_sealed
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 KEY_BYTES = 32
 MAX_PRINCIPALS = 64
 MAX_LABEL = 64
+LABEL_CONTEXT = b"principals:label"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS principals (
@@ -81,8 +88,11 @@ class PrincipalStore:
 
     name = "principals"
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, keys: DataKeys | None = None) -> None:
         self.db = db
+        # Labels name the account: sealed under the binding key, which an account
+        # cancellation destroys first (None: plaintext, for tests of the store alone).
+        self.keys = keys
         try:
             with db.lock:
                 db.conn.executescript(_SCHEMA)
@@ -129,14 +139,14 @@ class PrincipalStore:
             "SELECT kid, role, public_key, label, added_at, added_by FROM principals "
             "ORDER BY added_at, kid"
         )
-        return [_principal(row) for row in rows]
+        return [self._principal(row) for row in rows]
 
     def get(self, kid: bytes) -> Principal | None:
         rows = self.db.query(
             "SELECT kid, role, public_key, label, added_at, added_by FROM principals WHERE kid = ?",
             (kid,),
         )
-        return _principal(rows[0]) if rows else None
+        return self._principal(rows[0]) if rows else None
 
     def owner(self) -> Principal | None:
         return next((p for p in self.principals() if p.role is Role.OWNER), None)
@@ -163,7 +173,7 @@ class PrincipalStore:
                 "INSERT INTO principals (kid, role, public_key, label, added_at, added_by) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(kid) DO UPDATE SET role = excluded.role, "
                 "label = excluded.label",
-                (kid, role.value, public_key, label, now, added_by),
+                (kid, role.value, public_key, self._sealed(label), now, added_by),
             )
         principal = self.get(kid)
         assert principal is not None
@@ -189,7 +199,7 @@ class PrincipalStore:
             conn.execute(
                 "INSERT INTO principals (kid, role, public_key, label, added_at, added_by) "
                 "VALUES (?, 'owner', ?, ?, ?, ?)",
-                (key_id(public_key), public_key, label[:MAX_LABEL], now, source),
+                (key_id(public_key), public_key, self._sealed(label[:MAX_LABEL]), now, source),
             )
             fresh = self._rotate(conn)
         self._device_id = fresh
@@ -214,6 +224,42 @@ class PrincipalStore:
             self.unbind()
         return count
 
+    def reseal_personal_data(self) -> int:
+        """Labels to the binding domain's current key (key rotation); plaintext ones too."""
+        if self.keys is None:
+            return 0
+        rows = self.db.query("SELECT kid, label FROM principals")
+        updates = []
+        for kid, label in rows:
+            if isinstance(label, bytes) and is_sealed(label) and self.keys.is_current(label):
+                continue
+            updates.append((self._sealed(self._label(label)), kid))
+        if updates:
+            with self.db.transaction() as conn:
+                conn.executemany("UPDATE principals SET label = ? WHERE kid = ?", updates)
+        return len(updates)
+
+    def _sealed(self, label: str) -> str | bytes:
+        if self.keys is None:
+            return label
+        return self.keys.seal(BINDING_DOMAIN, label.encode(), LABEL_CONTEXT)
+
+    def _label(self, value: object) -> str:
+        if isinstance(value, bytes) and is_sealed(value) and self.keys is not None:
+            try:
+                return self.keys.open(value, LABEL_CONTEXT).decode("utf-8", "replace")
+            except (KeyDestroyed, DecodeError):
+                return ""  # the account was erased: the key is gone with its name
+        return str(value)
+
+    def _principal(self, row: tuple[object, ...]) -> Principal:
+        kid, role, public_key, label, added_at, added_by = row
+        assert isinstance(kid, bytes) and isinstance(public_key, bytes)
+        return Principal(
+            kid, Role(str(role)), public_key, self._label(label), float(str(added_at)),
+            str(added_by),
+        )
+
     # --- replay protection --------------------------------------------------------
 
     def advance_counter(self, kid: bytes, counter: int) -> bool:
@@ -236,9 +282,4 @@ class PrincipalStore:
         return int(str(rows[0][0])) if rows else None
 
 
-def _principal(row: tuple[object, ...]) -> Principal:
-    kid, role, public_key, label, added_at, added_by = row
-    assert isinstance(kid, bytes) and isinstance(public_key, bytes)
-    return Principal(
-        kid, Role(str(role)), public_key, str(label), float(str(added_at)), str(added_by)
-    )
+

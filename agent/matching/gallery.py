@@ -16,6 +16,7 @@ import pathlib
 import secrets
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,9 @@ from agent.errors import BadDataError, NotFoundError, PolicyError
 from agent.matching.search import F32, TopK, l2_normalise, top_k
 from agent.matching.settings import GalleryStorage
 from agent.matching.store import IdentityRecord, VectorStore
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 MAX_NAME_CHARS = 64
 
@@ -91,9 +95,11 @@ class Gallery:
         max_identities: int = 10_000,
         executor: Executor | None = None,
         workers: int = 1,
+        keys: DataKeys | None = None,
     ) -> Gallery:
+        """The gallery in ``directory``, sealed under ``keys`` (None: in clear, for tests)."""
         return cls(
-            VectorStore.open(directory, dim, storage),
+            VectorStore.open(directory, dim, storage, keys),
             trim=trim,
             max_samples_per_identity=max_samples_per_identity,
             max_identities=max_identities,
@@ -136,6 +142,7 @@ class Gallery:
             raise BadDataError(f"samples have {rows.shape[1]} components, gallery wants {self.dim}")
         if not np.all(np.isfinite(rows)) or not rows.any(axis=1).all():
             raise BadDataError("samples must be finite, non-zero vectors")
+        self.refresh()  # never commit over a change another process made
         manifest = self.store.manifest
         try:
             record = self.find(name)
@@ -155,32 +162,29 @@ class Gallery:
             raise PolicyError(
                 f"{name!r} would have {have + rows.shape[0]} samples (limit {self.max_samples})"
             )
-        committed_count = manifest.count
-        self.store.append(rows, record.number)
-        if created:
-            manifest.identities.append(record)
-            manifest.next_number += 1
+        committed = manifest.copy()
         try:
+            self.store.append(rows, record.number)
+            if created:
+                manifest.identities.append(record)
+                manifest.next_number += 1
             self.store.commit()
         except BaseException:
-            manifest.count = committed_count
-            if created:
-                manifest.identities.remove(record)
-                manifest.next_number -= 1
+            self.store.manifest = committed
             raise
         self._templates = None
         return record
 
     def remove(self, name_or_id: str) -> IdentityRecord:
+        self.refresh()
         record = self.find(name_or_id)
         keep = self.store.owners() != record.number
-        identities = self.store.manifest.identities
-        index = identities.index(record)
-        del identities[index]
+        committed = self.store.manifest.copy()
+        self.store.manifest.identities.remove(record)
         try:
             self.store.rewrite(keep)
         except BaseException:
-            identities.insert(index, record)
+            self.store.manifest = committed
             raise
         self._templates = None
         return record
@@ -189,6 +193,7 @@ class Gallery:
         self, name_or_id: str, new_name: str | None = None, label: str | None = None
     ) -> IdentityRecord:
         """Give an identity a new local name and/or display label (``""`` clears it)."""
+        self.refresh()
         record = self.find(name_or_id)
         new_name = record.name if new_name is None else _check_name(new_name)
         if new_name != record.name and any(
@@ -200,13 +205,13 @@ class Gallery:
         else:
             new_label = _check_name(label, "label") if label else None
         updated = dataclasses.replace(record, name=new_name, label=new_label)
+        committed = self.store.manifest.copy()
         identities = self.store.manifest.identities
-        index = identities.index(record)
-        identities[index] = updated
+        identities[identities.index(record)] = updated
         try:
             self.store.commit()
         except BaseException:
-            identities[index] = record
+            self.store.manifest = committed
             raise
         self._templates = None
         return updated
@@ -259,7 +264,9 @@ class Gallery:
         if not self.store.changed_on_disk():
             return False
         manifest = self.store.manifest
-        self.store = VectorStore.open(self.store.directory, manifest.dim, manifest.storage)
+        self.store = VectorStore.open(
+            self.store.directory, manifest.dim, manifest.storage, self.store.sealer.keys
+        )
         self._templates = None
         return True
 
@@ -278,6 +285,11 @@ class Gallery:
                 for r in self.identities()
             ]
         }
+
+    def reseal_personal_data(self) -> int:
+        """Seal every file under the newest ``face_recognition`` key (a key rotation)."""
+        self.refresh()
+        return self.store.reseal()
 
     def erase_personal_data(self) -> int:
         count = len(self.store.manifest.identities)

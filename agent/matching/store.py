@@ -1,131 +1,265 @@
-"""Crash-safe, memory-mapped storage of a gallery's vectors.
+"""Crash-safe storage of a gallery's vectors: sealed on disk, plain in memory.
 
-Layout of a gallery directory::
+Layout of a gallery directory (every file sealed under the ``face_recognition``
+data key, :mod:`agent.matching.gallery_manifest`)::
 
-    manifest.json          committed state: dim, storage, generation, row count,
-                           identities (number, id, name, label)
-    vectors-<gen>.bin      rows x dim, float32 or int8, memory-mapped
-    owners-<gen>.bin       int32 identity number of every row
-    scales-<gen>.bin       float32 scale of every row (int8 storage only)
+    manifest.json              committed state: dim, storage, generation, row count,
+                               segments, identities (number, id, name, label)
+    vectors-<gen>-<seq>.bin    one segment: int32 owner of each row, the rows
+                               (float32 or int8), float32 scales (int8 only)
 
-Only the manifest commits anything.  Adding rows writes them *past* the
-committed count, fsyncs, then replaces the manifest (temp file + fsync +
-``os.replace``); a crash before the replace leaves the old count, so the new
-rows are ignored.  Removing rows writes a compacted new generation and then
-commits a manifest naming it; the old generation is deleted afterwards.
+The files are opened once, when the gallery is opened (or reloaded after
+another process changed it), into arrays in memory: matching scans those and
+never touches the files or the keys.
+
+Only the manifest commits anything.  Enrolment writes its rows as a new segment
+(temp file + fsync + rename) and then replaces the manifest naming it; a crash
+before that leaves the old manifest and an unnamed segment.  Segments merge as
+they accumulate (each is kept over twice the size of the next), so a gallery
+has O(log rows) files and every row is rewritten O(log rows) times.  Removing
+rows writes a new generation and commits a manifest naming it.  After each
+commit every file no manifest names any more (old generations, merged
+segments, leftovers of a crash, a pre-sealing gallery) is overwritten and
+unlinked; what the file system kept of them is ciphertext, gone with the key.
+
+A gallery of the pre-sealing format (format 1: a clear manifest and memory-mapped
+``vectors-<gen>.bin`` files) is read as it is and written sealed, as a new
+generation, at the first write or reseal.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
-import os
+import logging
 import pathlib
+import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from agent.atomicfile import shred
+from agent.atomicfile import shred, write_atomic
 from agent.errors import DecodeError, DeviceIOError
+from agent.matching.gallery_manifest import (
+    FORMAT_VERSION,
+    HEADER_PROBE_BYTES,
+    LEGACY_FORMAT,
+    MANIFEST,
+    MANIFEST_CONTEXT,
+    ROWS_CONTEXT,
+    IdentityRecord,
+    Manifest,
+    Sealer,
+    read_manifest,
+)
 from agent.matching.search import quantise_rows
 from agent.matching.settings import GalleryStorage
+from agent.sealing import KeyDestroyed
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
+__all__ = ["MANIFEST", "IdentityRecord", "Manifest", "VectorStore"]
 
-@dataclasses.dataclass(frozen=True)
-class IdentityRecord:
-    number: int
-    id: str
-    name: str
-    label: str | None = None
+log = logging.getLogger(__name__)
 
-
-@dataclasses.dataclass
-class Manifest:
-    dim: int
-    storage: GalleryStorage
-    generation: int = 0
-    count: int = 0
-    next_number: int = 0
-    identities: list[IdentityRecord] = dataclasses.field(default_factory=list)
-
-    def to_json(self) -> bytes:
-        body = {
-            "format": FORMAT_VERSION,
-            "dim": self.dim,
-            "storage": self.storage.value,
-            "generation": self.generation,
-            "count": self.count,
-            "next_number": self.next_number,
-            "identities": [dataclasses.asdict(i) for i in self.identities],
-        }
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Manifest:
-        try:
-            body = json.loads(raw)
-            if body["format"] != FORMAT_VERSION:
-                raise DecodeError(f"unsupported gallery format {body['format']!r}")
-            return cls(
-                dim=int(body["dim"]),
-                storage=GalleryStorage(body["storage"]),
-                generation=int(body["generation"]),
-                count=int(body["count"]),
-                next_number=int(body["next_number"]),
-                identities=[
-                    IdentityRecord(int(i["number"]), str(i["id"]), str(i["name"]), i["label"])
-                    for i in body["identities"]
-                ],
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DecodeError(f"gallery manifest is corrupt: {exc}") from exc
+_DATA_FILE = re.compile(r"(?:vectors|owners|scales)-(\d+)(?:-(\d+))?\.bin")
+_SEAL_OVERHEAD = 128  # more than any sealed blob's header, nonce and tag
+_MIN_CAPACITY = 64
 
 
-def _fsync_dir(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def _probe(path: pathlib.Path) -> bytes | None:
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: pathlib.Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        with path.open("rb") as handle:
+            return handle.read(HEADER_PROBE_BYTES)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise DeviceIOError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    # Once replaced the new file is what readers see; reporting a failed directory
-    # fsync as a failed write would make callers roll back files it already names.
-    with contextlib.suppress(OSError):
-        _fsync_dir(path.parent)
+        raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _read(path: pathlib.Path, max_bytes: int) -> bytes:
+    try:
+        if path.stat().st_size > max_bytes:
+            raise DecodeError(f"{path.name} is larger than its manifest says")
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DecodeError(f"gallery in {path.parent}: a file is missing") from None
+    except OSError as exc:
+        raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 class VectorStore:
-    """The rows of one gallery, memory-mapped, with crash-safe commits."""
+    """The rows of one gallery, in memory, committed to sealed files crash-safely."""
 
-    def __init__(self, directory: pathlib.Path, manifest: Manifest) -> None:
+    def __init__(
+        self, directory: pathlib.Path, manifest: Manifest, sealer: Sealer | None = None
+    ) -> None:
         self.directory = directory
         self.manifest = manifest
-        self._capacity = 0
-        self._vectors: np.memmap | None = None
-        self._owners: np.memmap | None = None
-        self._scales: np.memmap | None = None
+        self.sealer = sealer if sealer is not None else Sealer(None)
+        self._set_arrays(*self._empty(manifest.storage, 0))
         self._seen = self._manifest_stamp()
-        self._map()
+
+    # --- opening -----------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        directory: pathlib.Path,
+        dim: int,
+        storage: GalleryStorage,
+        keys: DataKeys | None = None,
+    ) -> VectorStore:
+        """Open the gallery in ``directory`` (an empty one if none is committed).
+
+        A gallery sealed under a destroyed key was erased: it opens empty and
+        its leftover files are removed.
+        """
+        sealer = Sealer(keys)
+        for attempt in (1, 2):
+            try:
+                return cls._load(directory, dim, storage, sealer)
+            except KeyDestroyed as exc:
+                # A rotation in another process may have resealed the files and
+                # retired the key between our read and our open: look once more.
+                if attempt == 2:
+                    log.warning("face gallery: %s; its files are erased data, removing them", exc)
+        store = cls(directory, Manifest(dim=dim, storage=storage), sealer)
+        store.erase()
+        return store
+
+    @classmethod
+    def _load(
+        cls, directory: pathlib.Path, dim: int, storage: GalleryStorage, sealer: Sealer
+    ) -> VectorStore:
+        manifest = read_manifest(directory, sealer)
+        if manifest is None:
+            return cls(directory, Manifest(dim=dim, storage=storage), sealer)
+        if manifest.dim != dim:
+            raise DecodeError(
+                f"gallery in {directory} holds {manifest.dim}-d vectors, the embedder makes {dim}-d"
+            )
+        store = cls(directory, manifest, sealer)
+        if manifest.format == LEGACY_FORMAT:
+            store._load_legacy()
+        else:
+            store._load_segments()
+        if manifest.storage is not storage:
+            store.convert(storage)
+        return store
+
+    def _load_segments(self) -> None:
+        m = self.manifest
+        owners, vectors, scales = self._empty(m.storage, m.count)
+        start = 0
+        for seq, rows in m.segments:
+            path = self._segment_path(m.generation, seq)
+            size = rows * self._row_bytes(m.storage)
+            plain = self.sealer.open(_read(path, size + _SEAL_OVERHEAD), ROWS_CONTEXT)
+            if len(plain) != size:
+                raise DecodeError(f"gallery in {self.directory}: {path.name} is truncated")
+            o, v, s = self._decode_segment(plain, rows, m.storage)
+            owners[start : start + rows] = o
+            vectors[start : start + rows] = v
+            if scales is not None and s is not None:
+                scales[start : start + rows] = s
+            start += rows
+        self._set_arrays(owners, vectors, scales)
+
+    def _load_legacy(self) -> None:
+        """Format 1: raw ``<kind>-<gen>.bin`` files, possibly longer than the committed count."""
+        m = self.manifest
+        int8 = m.storage is GalleryStorage.INT8
+        parts: dict[str, np.ndarray] = {}
+        wanted = {"owners": ("<i4", m.count), "vectors": ("i1" if int8 else "<f4", m.count * m.dim)}
+        if int8:
+            wanted["scales"] = ("<f4", m.count)
+        for kind, (dtype, items) in wanted.items():
+            path = self.directory / f"{kind}-{m.generation}.bin"
+            try:
+                data = np.fromfile(path, dtype=dtype, count=items) if items else np.zeros(0, dtype)
+            except (OSError, ValueError):
+                data = np.zeros(0, dtype)
+            if data.size < items:
+                raise DecodeError(
+                    f"gallery in {self.directory}: vector file is missing or truncated"
+                )
+            parts[kind] = data
+        self._set_arrays(
+            parts["owners"].astype(np.int32),
+            parts["vectors"].astype(self._dtype_of(m.storage)).reshape(m.count, m.dim),
+            parts["scales"].astype(np.float32) if int8 else None,
+        )
+
+    # --- arrays ------------------------------------------------------------
+
+    @staticmethod
+    def _dtype_of(storage: GalleryStorage) -> type[np.generic]:
+        return np.int8 if storage is GalleryStorage.INT8 else np.float32
+
+    def _row_bytes(self, storage: GalleryStorage) -> int:
+        width = 1 if storage is GalleryStorage.INT8 else 4
+        return 4 + self.manifest.dim * width + (4 if storage is GalleryStorage.INT8 else 0)
+
+    def _empty(
+        self, storage: GalleryStorage, rows: int
+    ) -> tuple[npt.NDArray[np.int32], np.ndarray, npt.NDArray[np.float32] | None]:
+        return (
+            np.zeros(rows, dtype=np.int32),
+            np.zeros((rows, self.manifest.dim), dtype=self._dtype_of(storage)),
+            np.zeros(rows, dtype=np.float32) if storage is GalleryStorage.INT8 else None,
+        )
+
+    def _set_arrays(
+        self,
+        owners: npt.NDArray[np.int32],
+        vectors: np.ndarray,
+        scales: npt.NDArray[np.float32] | None,
+    ) -> None:
+        self._owners, self._vectors, self._scales = owners, vectors, scales
+
+    def _reserve(self, rows: int) -> None:
+        """Room for ``rows`` rows in memory (rows past the committed count are scratch)."""
+        capacity = self._owners.shape[0]
+        if rows <= capacity:
+            return
+        owners, vectors, scales = self._empty(
+            self.manifest.storage, max(rows, 2 * capacity, _MIN_CAPACITY)
+        )
+        owners[:capacity] = self._owners
+        vectors[:capacity] = self._vectors
+        if scales is not None and self._scales is not None:
+            scales[:capacity] = self._scales
+        self._set_arrays(owners, vectors, scales)
+
+    def _decode_segment(
+        self, plain: bytes, rows: int, storage: GalleryStorage
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        dim = self.manifest.dim
+        int8 = storage is GalleryStorage.INT8
+        owners = np.frombuffer(plain, "<i4", rows, 0)
+        offset = 4 * rows
+        vectors = np.frombuffer(plain, "i1" if int8 else "<f4", rows * dim, offset)
+        offset += vectors.nbytes
+        scales = np.frombuffer(plain, "<f4", rows, offset) if int8 else None
+        return owners, vectors.reshape(rows, dim), scales
+
+    def _encode_segment(self, start: int, end: int) -> bytes:
+        parts = [self._owners[start:end].astype("<i4").tobytes()]
+        if self.manifest.storage is GalleryStorage.INT8:
+            parts.append(self._vectors[start:end].astype("i1").tobytes())
+            assert self._scales is not None
+            parts.append(self._scales[start:end].astype("<f4").tobytes())
+        else:
+            parts.append(self._vectors[start:end].astype("<f4").tobytes())
+        return b"".join(parts)
+
+    # --- files -------------------------------------------------------------
+
+    def _segment_path(self, generation: int, seq: int) -> pathlib.Path:
+        return self.directory / f"vectors-{generation}-{seq}.bin"
 
     def _manifest_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -138,69 +272,32 @@ class VectorStore:
         """True if the manifest was replaced since this store last read or wrote it."""
         return self._manifest_stamp() != self._seen
 
-    # --- opening -----------------------------------------------------------
+    def _write_segment(self, start: int, end: int) -> None:
+        """Seal rows ``start:end`` into the next segment of the generation (not committed)."""
+        m = self.manifest
+        seq = m.next_segment
+        sealed = self.sealer.seal(self._encode_segment(start, end), ROWS_CONTEXT)
+        write_atomic(self._segment_path(m.generation, seq), sealed)
+        m.next_segment = seq + 1
+        m.segments.append((seq, end - start))
 
-    @classmethod
-    def open(cls, directory: pathlib.Path, dim: int, storage: GalleryStorage) -> VectorStore:
-        """Open the gallery in ``directory``, creating an empty one if none is committed."""
-        path = directory / MANIFEST
-        try:
-            if path.stat().st_size > MAX_MANIFEST_BYTES:
-                raise DecodeError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes")
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            return cls(directory, Manifest(dim=dim, storage=storage))
-        except OSError as exc:
-            raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        manifest = Manifest.from_json(raw)
-        if manifest.dim != dim:
-            raise DecodeError(
-                f"gallery in {directory} holds {manifest.dim}-d vectors, the embedder makes {dim}-d"
-            )
-        store = cls(directory, manifest)
-        if manifest.storage is not storage:
-            store.convert(storage)
-        return store
+    def _new_generation(self) -> None:
+        """Write every committed row as one segment of a new generation (not committed)."""
+        m = self.manifest
+        m.generation += 1
+        m.segments = []
+        m.next_segment = 0
+        m.format = FORMAT_VERSION
+        if m.count:
+            self._write_segment(0, m.count)
 
-    def _file(self, kind: str, generation: int | None = None) -> pathlib.Path:
-        gen = self.manifest.generation if generation is None else generation
-        return self.directory / f"{kind}-{gen}.bin"
-
-    @property
-    def _dtype(self) -> type[np.generic]:
-        return np.int8 if self.manifest.storage is GalleryStorage.INT8 else np.float32
-
-    def _map(self) -> None:
-        """Map the current generation's files (their size may exceed the committed count)."""
-        self._vectors = self._owners = self._scales = None
-        row_bytes = self.manifest.dim * np.dtype(self._dtype).itemsize
-        widths = {"vectors": row_bytes, "owners": 4}
-        if self.manifest.storage is GalleryStorage.INT8:
-            widths["scales"] = 4
-        try:
-            # A crash while growing can leave the files with different sizes.
-            capacity = min(self._file(k).stat().st_size // w for k, w in widths.items())
-        except FileNotFoundError:
-            self._capacity = 0
-            if self.manifest.count:
-                raise DecodeError(f"gallery in {self.directory}: a file is missing") from None
-            return
-        if capacity < self.manifest.count:
-            raise DecodeError(f"gallery in {self.directory}: vector file is truncated")
-        self._capacity = capacity
-        if capacity == 0:
-            return
-        try:
-            self._vectors = np.memmap(
-                self._file("vectors"), self._dtype, "r+", shape=(capacity, self.manifest.dim)
-            )
-            self._owners = np.memmap(self._file("owners"), np.int32, "r+", shape=(capacity,))
-            if self.manifest.storage is GalleryStorage.INT8:
-                self._scales = np.memmap(
-                    self._file("scales"), np.float32, "r+", shape=(capacity,)
-                )
-        except (OSError, ValueError) as exc:
-            raise DecodeError(f"gallery in {self.directory} is unreadable: {exc}") from exc
+    def _merge_tail(self) -> None:
+        segments = self.manifest.segments
+        while len(segments) >= 2 and segments[-2][1] <= 2 * segments[-1][1]:
+            rows = segments[-2][1] + segments[-1][1]
+            end = self.manifest.count
+            del segments[-2:]
+            self._write_segment(end - rows, end)
 
     # --- reading -----------------------------------------------------------
 
@@ -209,20 +306,14 @@ class VectorStore:
         return self.manifest.count
 
     def vectors(self) -> npt.NDArray[np.float32] | npt.NDArray[np.int8]:
-        if self._vectors is None:
-            return np.zeros((0, self.manifest.dim), dtype=self._dtype)
         return self._vectors[: self.count]
 
     def scales(self) -> npt.NDArray[np.float32] | None:
-        if self.manifest.storage is not GalleryStorage.INT8:
-            return None
         if self._scales is None:
-            return np.zeros(0, dtype=np.float32)
+            return None
         return self._scales[: self.count]
 
     def owners(self) -> npt.NDArray[np.int32]:
-        if self._owners is None:
-            return np.zeros(0, dtype=np.int32)
         return self._owners[: self.count]
 
     def float_rows(self, rows: npt.NDArray[np.intp] | slice) -> npt.NDArray[np.float32]:
@@ -236,59 +327,44 @@ class VectorStore:
     # --- writing -----------------------------------------------------------
 
     def commit(self) -> None:
-        """Durably publish the in-memory manifest."""
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DeviceIOError(f"cannot create {self.directory}: {exc.strerror or exc}") from exc
-        write_atomically(self.directory / MANIFEST, self.manifest.to_json())
+        """Durably publish the in-memory manifest, then drop the files it no longer names."""
+        if self.manifest.format == LEGACY_FORMAT:
+            self._new_generation()
+        write_atomic(
+            self.directory / MANIFEST, self.sealer.seal(self.manifest.to_json(), MANIFEST_CONTEXT)
+        )
         self._seen = self._manifest_stamp()
+        self._collect_garbage()
 
-    def _grow(self, needed: int) -> None:
-        if needed <= self._capacity:
-            return
-        capacity = max(needed, 2 * self._capacity, 64)
-        row_bytes = self.manifest.dim * np.dtype(self._dtype).itemsize
-        self._release()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            for kind, width in (("vectors", row_bytes), ("owners", 4), ("scales", 4)):
-                if kind == "scales" and self.manifest.storage is not GalleryStorage.INT8:
-                    continue
-                with open(self._file(kind), "ab") as handle:
-                    handle.truncate(capacity * width)
-        except OSError as exc:
-            raise DeviceIOError(f"cannot grow gallery files: {exc.strerror or exc}") from exc
-        self._map()
-
-    def _release(self) -> None:
-        for mapped in (self._vectors, self._owners, self._scales):
-            if mapped is not None:
-                mapped.flush()
-        self._vectors = self._owners = self._scales = None
-
-    def _flush_files(self) -> None:
-        try:
-            for mapped in (self._vectors, self._owners, self._scales):
-                if mapped is not None:
-                    mapped.flush()
-            for kind in ("vectors", "owners", "scales"):
-                path = self._file(kind)
-                if path.exists():
-                    fd = os.open(path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-        except OSError as exc:
-            raise DeviceIOError(f"cannot flush gallery files: {exc.strerror or exc}") from exc
+    def _collect_garbage(self) -> None:
+        """Shred data files of older generations and unnamed segments below the next number."""
+        m = self.manifest
+        named = {seq for seq, _ in m.segments}
+        for path in self.files():
+            found = _DATA_FILE.fullmatch(path.name)
+            if found is None:
+                continue
+            generation = int(found.group(1))
+            seq = None if found.group(2) is None else int(found.group(2))
+            stale = generation < m.generation or (
+                generation == m.generation
+                and seq is not None
+                and seq < m.next_segment
+                and seq not in named
+            )
+            if stale:
+                try:
+                    shred(path)
+                except DeviceIOError as exc:
+                    log.warning("could not remove an old gallery file: %s", exc)
 
     def append(self, rows: npt.NDArray[np.float32], owner: int) -> None:
-        """Write ``rows`` past the committed count; they count after :meth:`commit`."""
+        """Write ``rows`` as a new segment past the committed state; they count after commit."""
+        if self.manifest.format == LEGACY_FORMAT:
+            self._new_generation()
         start = self.count
-        self._grow(start + rows.shape[0])
-        assert self._vectors is not None and self._owners is not None
         end = start + rows.shape[0]
+        self._reserve(end)
         if self._scales is not None:
             codes, scales = quantise_rows(rows)
             self._vectors[start:end] = codes
@@ -296,51 +372,76 @@ class VectorStore:
         else:
             self._vectors[start:end] = rows
         self._owners[start:end] = owner
-        self._flush_files()
+        self._write_segment(start, end)
         self.manifest.count = end
+        self._merge_tail()
 
     def rewrite(self, keep: npt.NDArray[np.bool_], storage: GalleryStorage | None = None) -> None:
-        """Write the rows where ``keep`` is true to a new generation (committed here)."""
-        rows = self.float_rows(np.flatnonzero(keep)) if self.count else None
-        owners = np.array(self.owners()[keep], dtype=np.int32)
-        old = self.manifest.generation
-        old_storage = self.manifest.storage
-        old_count = self.manifest.count
-        self._release()
-        self.manifest.generation = old + 1
-        self.manifest.storage = storage or old_storage
-        self.manifest.count = 0
-        self._capacity = 0
+        """Keep the rows where ``keep`` is true, as a new generation (committed here)."""
+        old_manifest = self.manifest.copy()
+        old_arrays = (self._owners, self._vectors, self._scales)
+        new_storage = storage or old_manifest.storage
+        chosen = np.flatnonzero(keep)
+        owners, vectors, scales = self._empty(new_storage, chosen.shape[0])
+        owners[:] = self.owners()[chosen]
+        if new_storage is old_manifest.storage:
+            vectors[:] = self.vectors()[chosen]
+            old_scales = self.scales()
+            if scales is not None and old_scales is not None:
+                scales[:] = old_scales[chosen]
+        elif scales is not None:
+            vectors[:], scales[:] = quantise_rows(self.float_rows(chosen))
+        else:
+            vectors[:] = self.float_rows(chosen)
         try:
-            if rows is not None and rows.shape[0]:
-                self._grow(rows.shape[0])
-                assert self._vectors is not None and self._owners is not None
-                if self._scales is not None:
-                    codes, scales = quantise_rows(rows)
-                    self._vectors[: rows.shape[0]] = codes
-                    self._scales[: rows.shape[0]] = scales
-                else:
-                    self._vectors[: rows.shape[0]] = rows
-                self._owners[: rows.shape[0]] = owners
-                self._flush_files()
-            self.manifest.count = owners.shape[0]
+            self.manifest.storage = new_storage
+            self.manifest.count = int(chosen.shape[0])
+            self._set_arrays(owners, vectors, scales)
+            self._new_generation()
             self.commit()
         except BaseException:
-            self._discard_generation(self.manifest.generation, self.manifest.storage)
-            self.manifest.generation, self.manifest.storage = old, old_storage
-            self.manifest.count = old_count
-            self._map()
+            self.manifest = old_manifest
+            self._set_arrays(*old_arrays)
             raise
-        self._discard_generation(old, old_storage)
-        self._map()
 
     def convert(self, storage: GalleryStorage) -> None:
         self.rewrite(np.ones(self.count, dtype=bool), storage)
 
-    def _discard_generation(self, generation: int, storage: GalleryStorage) -> None:
-        for kind in ("vectors", "owners", "scales"):
-            with contextlib.suppress(OSError):
-                self._file(kind, generation).unlink()
+    # --- keys ---------------------------------------------------------------
+
+    def reseal(self) -> int:
+        """Seal every file of the committed gallery under the newest key; the files rewritten.
+
+        Idempotent: a file already under the newest key is left alone, so a run
+        cut short by a kill is finished by the next.
+        """
+        if not self.sealer.sealing or self._manifest_stamp() is None:
+            return 0
+        if self.manifest.format == LEGACY_FORMAT:
+            committed = self.manifest.copy()
+            try:
+                self.commit()  # the migration: every row and the manifest, sealed
+            except BaseException:
+                self.manifest = committed
+                raise
+            return 1 + len(self.manifest.segments)
+        in_step = not self.changed_on_disk()
+        resealed = 0
+        m = self.manifest
+        files = [(self._segment_path(m.generation, seq), ROWS_CONTEXT) for seq, _ in m.segments]
+        files.append((self.directory / MANIFEST, MANIFEST_CONTEXT))  # last: it names the rest
+        for path, context in files:
+            probe = _probe(path)
+            if probe is None or not self.sealer.needs_reseal(probe):
+                continue
+            plain = self.sealer.open(_read(path, 1 << 40), context)
+            write_atomic(path, self.sealer.seal(plain, context))
+            resealed += 1
+        if in_step:
+            self._seen = self._manifest_stamp()
+        return resealed
+
+    # --- erasure -------------------------------------------------------------
 
     def files(self) -> Iterable[pathlib.Path]:
         try:
@@ -350,10 +451,9 @@ class VectorStore:
 
     def erase(self) -> int:
         """Overwrite and unlink every file of the gallery; returns the number of files."""
-        self._release()
         erased = sum(1 for path in self.files() if shred(path))
         self.manifest = Manifest(dim=self.manifest.dim, storage=self.manifest.storage)
-        self._capacity = 0
+        self._set_arrays(*self._empty(self.manifest.storage, 0))
         self._seen = None
         with contextlib.suppress(OSError):
             self.directory.rmdir()

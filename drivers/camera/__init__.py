@@ -10,14 +10,15 @@ from agent.camera.events import CAMERA_NAME, MOTION
 from agent.feature import Feature, FeatureContext, Holding
 from agent.purposes import Purpose
 from agent.rights.registry import RetentionKind
-from drivers.logs.files import FileHolder
+from drivers.camera.snapshots import SealedSnapshots
 
 __all__ = ["CAMERA_NAME", "build_camera"]
 
 
 def build_camera(ctx: FeatureContext) -> Feature:
     settings = ctx.config.camera
-    snapshots = FileHolder("snapshots", ctx.layout.snapshots_dir)
+    # Sealed under the event_snapshots key: withdrawal destroys it, then shreds the files.
+    snapshots = SealedSnapshots(ctx.layout.snapshots_dir, ctx.keys)
     holdings = (
         Holding(
             snapshots,

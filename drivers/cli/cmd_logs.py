@@ -12,7 +12,7 @@ import pathlib
 import re
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError, DecodeError
 from agent.logs import codes
@@ -24,6 +24,10 @@ from drivers.clock import SystemClock
 from drivers.logs.feature import auth_limiter, build_serial_log_service, bundle_provider
 from drivers.logs.serial_link import SerialChannel, TechnicianClient
 from drivers.logs.store import LogStore
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
+    from drivers.compose import Composition
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -61,6 +65,12 @@ def _query(args: argparse.Namespace, now: float) -> BundleQuery:
     )
 
 
+def _keys(c: Composition) -> DataKeys:
+    keys = c.ledger.keys
+    assert keys is not None  # compose() hands the ledger the one DataKeys
+    return keys
+
+
 def _progress(done: int, total: int) -> None:
     percent = 100 * done // total if total else 100
     print(f"\rreceived {done}/{total} bytes ({percent}%)", end="", file=sys.stderr, flush=True)
@@ -80,7 +90,7 @@ def _bundle(args: argparse.Namespace) -> int:
         config = c.config
         now = c.clock.now()
         query = _query(args, now)
-        store = LogStore(c.layout.root, config.logs)
+        store = LogStore(c.layout.root, config.logs, keys=_keys(c))
         print(f"collecting logs from {store.directory} ...", file=sys.stderr)
         bundle = bundle_provider(store, c.redactor, config.logs)(query, now)
         c.audit.record(
@@ -116,7 +126,7 @@ def _pull(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     with composed(args) as c:
         config = c.config
-        store = LogStore(c.layout.root, config.logs)
+        store = LogStore(c.layout.root, config.logs, keys=_keys(c))
         service = build_serial_log_service(
             config, store, c.redactor, auth_limiter(config, c.clock), audit=c.audit, port=args.port
         )

@@ -34,8 +34,11 @@ def _core(c: Composition) -> PlateRecognition:
     from agent.matching.plates_service import PURPOSE, PlateRecognition
     from drivers.vision.plate_reader import match_policy, open_store
 
+    keys = c.ledger.keys
+    assert keys is not None  # compose() hands the ledger the one DataKeys
     core = PlateRecognition(
-        open_store(c.config), match_policy(c.config.matching), c.ledger.is_granted, audit=c.audit
+        open_store(c.config, keys), match_policy(c.config.matching), c.ledger.is_granted,
+        audit=c.audit,
     )
     if not c.ledger.is_granted(PURPOSE):
         # A withdrawal made while no agent ran to purge: no watch-list without consent.

@@ -46,10 +46,10 @@ def build_logs(ctx: FeatureContext) -> Feature:
     config = ctx.config
     closers: tuple[Callable[[], None], ...] = ()
     if ctx.daemon:
-        handle = install_logging(config, ctx.redactor, clock=ctx.clock)
+        handle = install_logging(config, ctx.redactor, clock=ctx.clock, keys=ctx.keys)
         store, closers = handle.store, (handle.close,)
     else:
-        store = LogStore(ctx.layout.root, config.logs)
+        store = LogStore(ctx.layout.root, config.logs, keys=ctx.keys)
         closers = (redact_console(ctx.redactor),)
     holding = Holding(
         store,

@@ -1,4 +1,4 @@
-"""Personal data kept as plain files (snapshots, Wi-Fi credentials, the binding).
+"""Personal data kept as files (snapshots, Wi-Fi credentials, the binding).
 
 A :class:`FileHolder` exports each file under a name relative to what it
 holds (never an absolute path) with its size and time -- a JSON file parsed,
@@ -14,7 +14,7 @@ import os
 import pathlib
 from collections.abc import Callable, Iterator, Mapping
 
-from agent.atomicfile import shred
+from agent.atomicfile import shred, write_atomic
 from agent.errors import DeviceIOError
 
 MAX_EXPORT_FILE_BYTES = 32 * 1024 * 1024
@@ -73,6 +73,37 @@ class FileHolder:
 
     def purge_older_than(self, cutoff: float) -> int:
         return self._shred(lambda path: os.stat(path).st_mtime < cutoff, "purge")
+
+
+def replace_shredding_old(path: pathlib.Path, data: bytes | None) -> None:
+    """Replace ``path`` crash-safely (``write_atomic``; None: delete it), then zero the old file.
+
+    For a file that held personal data in the clear (written before sealing): the
+    new content is in place first, so a kill loses nothing; the old bytes are
+    then overwritten through the replaced inode instead of left in freed blocks.
+    """
+    try:
+        old = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        old = -1
+    except OSError as exc:
+        raise DeviceIOError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    try:
+        if data is not None:
+            write_atomic(path, data)
+        elif old >= 0:
+            path.unlink()
+        if old >= 0:
+            size = os.fstat(old).st_size
+            os.pwrite(old, b"\0" * size, 0)
+            os.fsync(old)
+            os.ftruncate(old, 0)
+            os.fsync(old)
+    except OSError as exc:
+        raise DeviceIOError(f"cannot replace {path}: {exc.strerror or exc}") from exc
+    finally:
+        if old >= 0:
+            os.close(old)
 
 
 def _content(path: pathlib.Path, data: bytes) -> object:

@@ -1,7 +1,8 @@
 """``install_logging(config)``: JSON-lines logging, redaction and crash capture.
 
 Crashes are caught three ways, all landing as structured, redacted crash
-records in ``state_dir/logs/crash-*.jsonl`` (written atomically):
+records in ``state_dir/logs/crash-*.jsonl`` (written atomically, sealed like
+every stored line: :mod:`drivers.logs.store`):
 
 * ``sys.excepthook`` -- an exception nothing caught on the main thread;
 * ``threading.excepthook`` -- the same on any other thread;
@@ -29,7 +30,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from agent.atomicfile import shred, write_atomic
 from agent.config import AgentConfig
@@ -40,6 +41,9 @@ from agent.logs.redact import Redactor
 from agent.ports import Clock
 from drivers.clock import SystemClock
 from drivers.logs.store import CRASH_PREFIX, FAULT_FILE_NAME, LogStore, overwrite_and_truncate
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 MAX_FAULT_TEXT = 64 * 1024
 # A crash loop must not fill the disk: only the newest records are kept.
@@ -63,7 +67,7 @@ def write_crash_record(
     store.directory.mkdir(parents=True, exist_ok=True)
     # Zero-padded microseconds: name order is time order.
     path = store.directory / f"{CRASH_PREFIX}{int(now * 1e6):020d}-{os.getpid()}.jsonl"
-    write_atomic(path, (json.dumps(record, ensure_ascii=False) + "\n").encode())
+    write_atomic(path, (store.seal(json.dumps(record, ensure_ascii=False)) + "\n").encode())
     records = sorted(store.directory.glob(f"{CRASH_PREFIX}*.jsonl"))
     for old in records[:-MAX_CRASH_RECORDS]:
         shred(old)
@@ -183,11 +187,12 @@ def install_logging(
     redactor: Redactor | None = None,
     *,
     clock: Clock | None = None,
+    keys: DataKeys,
 ) -> LoggingHandle:
-    """Route the root logger into the redacted JSON-lines store; arm crash capture."""
+    """Route the root logger into the redacted, sealed JSON-lines store; arm crash capture."""
     redactor = redactor or Redactor()
     clock = clock or SystemClock()
-    store = LogStore(config.state_dir, config.logs)
+    store = LogStore(config.state_dir, config.logs, keys=keys)
     handler = store.open_handler()
     handler.setFormatter(JsonLineFormatter(redactor))
     root = logging.getLogger()

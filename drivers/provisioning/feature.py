@@ -40,7 +40,7 @@ INSTALLER_COMMANDS = {
 
 def build_provisioning(ctx: FeatureContext) -> Feature:
     layout = ctx.layout
-    store = FileProvisioningStore(layout.root)
+    store = FileProvisioningStore(layout.root, keys=ctx.keys)
     # The daemon's open backend, once there is one; an erasure from the CLI opens its own.
     opened: list[WifiBackend] = []
     forget = network_remover(ctx.config.provisioning, opened)
@@ -84,6 +84,7 @@ def build_provisioning(ctx: FeatureContext) -> Feature:
         principals=ctx.principals,
         # Every SSID and passphrase tried, even in vain, is redacted from then on.
         on_attempt=lambda tried: ctx.redactor.remember(tried.ssid, tried.passphrase),
+        keys=ctx.keys,
     )
     services: tuple[Service, ...] = (service,)
     if ctx.config.camera.enabled:

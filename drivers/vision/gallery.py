@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from threadpoolctl import threadpool_limits
 
@@ -16,6 +17,9 @@ from agent.matching.tracks import Tracker
 from agent.ports import AuditSink
 from agent.purposes import Purpose
 from drivers.vision.faces import FaceEmbedderImpl
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 _executors: dict[int, ThreadPoolExecutor] = {}
 
@@ -37,7 +41,8 @@ def search_executor(threads: int) -> ThreadPoolExecutor | None:
     return _executors[threads]
 
 
-def open_face_gallery(config: AgentConfig, dim: int) -> Gallery:
+def open_face_gallery(config: AgentConfig, dim: int, keys: DataKeys | None = None) -> Gallery:
+    """The gallery, decrypted into memory once here: matching never touches the files."""
     settings = config.matching
     bound_blas_threads()
     return Gallery.open(
@@ -49,6 +54,7 @@ def open_face_gallery(config: AgentConfig, dim: int) -> Gallery:
         max_identities=settings.max_identities,
         executor=search_executor(settings.blas_threads),
         workers=settings.blas_threads,
+        keys=keys,
     )
 
 
@@ -59,12 +65,13 @@ def build_recogniser(
     *,
     camera: str,
     audit: AuditSink | None = None,
+    keys: DataKeys | None = None,
 ) -> FaceRecogniser:
     """The consent-gated recogniser over the configured gallery, for ``embedder``'s vectors."""
     settings = config.matching
     threshold = settings.face_threshold
     return FaceRecogniser(
-        open_face_gallery(config, embedder.dim),
+        open_face_gallery(config, embedder.dim, keys),
         is_granted,
         threshold=embedder.default_threshold if threshold is None else threshold,
         tracker=Tracker(settings.consensus_frames, settings.consensus_window),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -33,6 +34,9 @@ from agent.matching.plates_store import PlateStore
 from agent.matching.settings import MatchingSettings
 from agent.ports import AuditSink, Clock, CommandHandler
 from agent.purposes import Purpose
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 MAX_MODEL_BYTES = 256 * 1024 * 1024
 _SETTING = "matching.plate_model"
@@ -103,14 +107,16 @@ def match_policy(settings: MatchingSettings) -> MatchPolicy:
     )
 
 
-def open_store(config: AgentConfig) -> PlateStore:
-    return PlateStore.in_state_dir(config.state_dir, max_entries=config.matching.plate_max_entries)
+def open_store(config: AgentConfig, keys: DataKeys) -> PlateStore:
+    return PlateStore.in_state_dir(
+        config.state_dir, keys=keys, max_entries=config.matching.plate_max_entries
+    )
 
 
 class PlateService:
     """The runtime's plate path: frames from the bus through the reader, ``plate.observe``.
 
-    Implements ``agent.ports.Service`` and ``PersonalDataHolder``.  Frames are
+    Implements ``agent.ports.Service``, ``PersonalDataHolder`` and ``Resealable``.  Frames are
     read only while ``plate_recognition`` is consented and a reader model is
     configured; without one the newest frame is simply dropped.
     """
@@ -160,12 +166,16 @@ class PlateService:
     def erase_personal_data(self) -> int:
         return self.core.erase_personal_data()
 
+    def reseal_personal_data(self) -> int:
+        return self.core.store.reseal_personal_data()
+
 
 def build_service(
     config: AgentConfig,
     *,
     is_granted: Callable[[Purpose], bool],
     clock: Clock,
+    keys: DataKeys,
     audit: AuditSink | None = None,
 ) -> PlateService:
     """The runtime's plate service; raises ConfigError if a configured model is unusable."""
@@ -174,5 +184,5 @@ def build_service(
     except OSError as exc:
         raise DeviceIOError(f"cannot create {config.state_dir}: {exc.strerror}") from exc
     policy = match_policy(config.matching)
-    core = PlateRecognition(open_store(config), policy, is_granted, audit=audit)
+    core = PlateRecognition(open_store(config, keys), policy, is_granted, audit=audit)
     return PlateService(core, clock, reader_from_settings(config.matching))

@@ -201,6 +201,11 @@ def _secret_file(text: str) -> Iterator[str]:
             handle.write(text)
         yield path
     finally:
+        # Zeroed before the unlink: a temp directory on disk keeps no passphrase.
+        with contextlib.suppress(OSError), open(path, "r+b") as handle:
+            handle.write(b"\0" * os.fstat(handle.fileno()).st_size)
+            handle.flush()
+            os.fsync(handle.fileno())
         with contextlib.suppress(OSError):
             os.unlink(path)
         with contextlib.suppress(OSError):

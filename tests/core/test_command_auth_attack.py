@@ -54,6 +54,7 @@ ATTEMPTS: dict[str, dict[str, object]] = {
     "auth.revoke": {"kid": "00" * 16},
     "auth.list": {},
     "auth.unbind": {},
+    "onvif.set_credentials": {"username": "mallory", "password": "mallory-pass"},
 }
 
 
@@ -318,10 +319,12 @@ def test_status_without_signature_reveals_nothing_personal(rig: Rig) -> None:
 
 
 def test_export_travels_sealed_and_holds_no_wifi_passphrase(rig: Rig) -> None:
+    from agent.keystore import DataKeys
+    from agent.layout import StateLayout
     from agent.provisioning.wifi import WifiCredentials
     from drivers.provisioning.store import FileProvisioningStore
 
-    FileProvisioningStore(rig.state).save_credentials(
+    FileProvisioningStore(rig.state, keys=DataKeys(StateLayout(rig.state))).save_credentials(
         WifiCredentials("HomeNet-5G", "correct horse battery staple")
     )
     plain = rig.attacker.request(f"{rig.base}/cmd/data.export", {}, signer=rig.owner)

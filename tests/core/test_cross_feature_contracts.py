@@ -41,6 +41,8 @@ def test_running_agent_without_camera_still_purges_gallery_and_plates_on_withdra
 
     from agent.config import AgentConfig
     from agent.feature import Mode
+    from agent.keystore import DataKeys
+    from agent.layout import StateLayout
     from agent.matching.plates import make_entry
     from agent.matching.plates_store import PlateStore
     from agent.purposes import Purpose
@@ -52,7 +54,7 @@ def test_running_agent_without_camera_still_purges_gallery_and_plates_on_withdra
         camera=dataclasses.replace(config.camera, enabled=False),
         mqtt=dataclasses.replace(config.mqtt, enabled=False),
     )
-    store = PlateStore.in_state_dir(tmp_path)
+    store = PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     store.put(make_entry("ZX99QQ", now=1.0))
     store.close()
     (tmp_path / "faces").mkdir()

@@ -1,7 +1,9 @@
-"""With the camera off, the running agent loads neither OpenCV, numpy nor cryptography.
+"""With the camera off, the running agent loads neither OpenCV nor numpy.
 
-The idle-memory goal (<= 40 MiB, `make bench`) depends on it; this keeps an import
-added anywhere on the start-up path from quietly undoing it.
+The idle-memory goal (`make bench`) depends on it; this keeps an import added
+anywhere on the start-up path from quietly undoing it.  ``cryptography`` is
+loaded on purpose: every log line is sealed at rest (README "Crypto-erase"),
+which costs about 8 MiB of the budget and is the price of the promise.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ config = AgentConfig(
 agent = Agent.build(config, environ={})
 agent.start()
 agent.step()
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {"cv2", "numpy", "cryptography"})
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"cv2", "numpy"})
 print("heavy=" + ",".join(heavy))
 agent.shutdown()
 """
 
 
-def test_agent_with_camera_off_does_not_load_vision_or_crypto(tmp_path: Path) -> None:
+def test_agent_with_camera_off_does_not_load_vision(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "state")],
         cwd=REPO,

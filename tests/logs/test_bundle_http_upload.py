@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.errors import ConsentRequiredError, DecodeError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs.bundle import TRUNCATION_MARKER, BundleQuery, build_bundle
 from agent.logs.pull import AuthLimiter, TechnicianSecrets
 from agent.logs.redact import Redactor
@@ -86,7 +88,7 @@ def test_hostile_query_arguments_are_rejected(args: dict[str, object]) -> None:
 
 @pytest.fixture
 def store(tmp_path: pathlib.Path) -> LogStore:
-    logs = LogStore(tmp_path, LogSettings())
+    logs = LogStore(tmp_path, LogSettings(), keys=DataKeys(StateLayout(tmp_path)))
     logs.directory.mkdir()
     logs.live_path.write_text("\n".join(_lines(50)) + "\n")
     return logs
@@ -220,7 +222,7 @@ def test_cli_uses_the_runtime_hooks(
 
     builders = (*drivers.compose.DEFAULT_BUILDERS, build_extra)
     monkeypatch.setattr(drivers.compose, "DEFAULT_BUILDERS", builders)
-    logs = LogStore(tmp_path, LogSettings())
+    logs = LogStore(tmp_path, LogSettings(), keys=DataKeys(StateLayout(tmp_path)))
     logs.directory.mkdir()
     logs.live_path.write_text(json.dumps({"ts": 1.0, "level": "INFO", "msg": "hi Quentin"}))
     export, bundle = tmp_path / "export.json", tmp_path / "bundle.jsonl"

@@ -21,6 +21,8 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.feature import Mode
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
 from agent.purposes import Purpose
@@ -54,7 +56,10 @@ def test_console_lines_and_tracebacks_are_redacted(
     redactor = Redactor(lambda: [NAME])
     redactor.remember(SSID)
     with console() as handler:
-        handle = install_logging(AgentConfig(state_dir=tmp_path), redactor, clock=FixedClock(1.0))
+        handle = install_logging(
+            AgentConfig(state_dir=tmp_path), redactor, clock=FixedClock(1.0),
+            keys=DataKeys(StateLayout(tmp_path)),
+        )
         try:
             assert isinstance(handler.formatter, RedactingFormatter)
             log = logging.getLogger("edge.test")
@@ -78,10 +83,13 @@ def test_an_unhandled_exception_reaches_stderr_only_redacted(tmp_path: pathlib.P
         f"""
         import pathlib
         from agent.config import AgentConfig
+        from agent.keystore import DataKeys
+        from agent.layout import StateLayout
         from agent.logs.redact import Redactor
         from drivers.logs.setup import install_logging
-        handle = install_logging(AgentConfig(state_dir=pathlib.Path({str(tmp_path)!r})),
-                                 Redactor(lambda: [{NAME!r}]))
+        state = pathlib.Path({str(tmp_path)!r})
+        handle = install_logging(AgentConfig(state_dir=state),
+                                 Redactor(lambda: [{NAME!r}]), keys=DataKeys(StateLayout(state)))
         raise RuntimeError("boom for " + {urllib.parse.quote(NAME)!r})
         """
     )

@@ -76,7 +76,8 @@ def plant(state: pathlib.Path, config: AgentConfig) -> dict[str, Any]:
         rng = np.random.default_rng(7)
         identity = recogniser.enrol(NAME, rng.normal(size=(3, 16)), T0 + 10, label=LABEL)
         recogniser.enrol(NAME, rng.normal(size=(2, 16)), T0 + 20)
-        store = PlateStore.in_state_dir(state)
+        assert ledger.keys is not None
+        store = PlateStore.in_state_dir(state, keys=ledger.keys)
         store.put(make_entry(PLATE, label=PLATE_LABEL, now=T0 + 30))
         store.close()
         agent.emit(Event(

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from agent.config import AgentConfig
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs import codes
 from agent.logs.redact import Redactor
 from agent.logs.settings import LogSettings
@@ -23,7 +25,10 @@ from tests.support.clock import FixedClock
 @pytest.fixture
 def installed(tmp_path: pathlib.Path) -> Iterator[LoggingHandle]:
     config = AgentConfig(state_dir=tmp_path, logs=LogSettings(max_store_bytes=64 * 1024))
-    handle = install_logging(config, Redactor(lambda: ["Bartholomew"]), clock=FixedClock(1000.0))
+    handle = install_logging(
+        config, Redactor(lambda: ["Bartholomew"]), clock=FixedClock(1000.0),
+        keys=DataKeys(StateLayout(tmp_path)),
+    )
     try:
         yield handle
     finally:
@@ -65,10 +70,13 @@ def _run_child(state_dir: pathlib.Path, body: str) -> subprocess.CompletedProces
         f"""
         import pathlib, threading, faulthandler, os
         from agent.config import AgentConfig
+        from agent.keystore import DataKeys
+        from agent.layout import StateLayout
         from agent.logs.redact import Redactor
         from drivers.logs.setup import install_logging
-        handle = install_logging(AgentConfig(state_dir=pathlib.Path({str(state_dir)!r})),
-                                 Redactor(lambda: ["Gwendolyn"]))
+        state = pathlib.Path({str(state_dir)!r})
+        handle = install_logging(AgentConfig(state_dir=state),
+                                 Redactor(lambda: ["Gwendolyn"]), keys=DataKeys(StateLayout(state)))
         """
     ) + textwrap.dedent(body)
     return subprocess.run(
@@ -77,9 +85,11 @@ def _run_child(state_dir: pathlib.Path, body: str) -> subprocess.CompletedProces
 
 
 def _crash_records(state_dir: pathlib.Path) -> list[dict[str, object]]:
+    store = LogStore(state_dir, LogSettings(), keys=DataKeys(StateLayout(state_dir)))
     return [
-        json.loads(p.read_text())
+        json.loads(line)
         for p in sorted((state_dir / "logs").glob("crash-*.jsonl"))
+        for line in store.lines_in(p)
     ]
 
 
@@ -118,7 +128,7 @@ def test_level_setting_filters(tmp_path: pathlib.Path) -> None:
     from agent.logs.settings import LogLevel
 
     config = AgentConfig(state_dir=tmp_path, logs=LogSettings(level=LogLevel.WARNING))
-    handle = install_logging(config)
+    handle = install_logging(config, keys=DataKeys(StateLayout(tmp_path)))
     try:
         logging.getLogger("edge.lvl").info("quiet")
         logging.getLogger("edge.lvl").warning("loud")
@@ -132,9 +142,9 @@ def test_level_setting_filters(tmp_path: pathlib.Path) -> None:
 def test_crash_records_are_capped(tmp_path: pathlib.Path) -> None:
     from drivers.logs.setup import MAX_CRASH_RECORDS, write_crash_record
 
-    store = LogStore(tmp_path, LogSettings())
+    store = LogStore(tmp_path, LogSettings(), keys=DataKeys(StateLayout(tmp_path)))
     for i in range(MAX_CRASH_RECORDS + 5):
         write_crash_record(store, Redactor(), "exception", f"crash {i}", "tb", now=100.0 + i)
     records = sorted(store.directory.glob("crash-*.jsonl"))
     assert len(records) == MAX_CRASH_RECORDS
-    assert json.loads(records[-1].read_text())["msg"] == f"crash {MAX_CRASH_RECORDS + 4}"
+    assert json.loads(store.lines_in(records[-1])[0])["msg"] == f"crash {MAX_CRASH_RECORDS + 4}"

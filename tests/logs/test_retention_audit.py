@@ -9,6 +9,8 @@ import pytest
 
 from agent.audit import AuditLog
 from agent.config import AgentConfig
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs.settings import RetentionSettings
 from agent.rights.registry import DataRegistry, RetentionKind
 from agent.rights.retention import DAY, RetentionReport, RetentionService
@@ -35,7 +37,7 @@ def test_retention_purges_each_kind_by_its_own_age(tmp_path: pathlib.Path) -> No
         path = snapshots / f"snap-{age_days}.jpg"
         path.write_bytes(b"jpeg")
         os.utime(path, (NOW - age_days * DAY, NOW - age_days * DAY))
-    store = LogStore(tmp_path, AgentConfig().logs)
+    store = LogStore(tmp_path, AgentConfig().logs, keys=DataKeys(StateLayout(tmp_path)))
     store.directory.mkdir()
     store.live_path.write_text("".join(
         json.dumps({"ts": NOW - d * DAY, "level": "INFO", "msg": f"day {d}"}) + "\n"

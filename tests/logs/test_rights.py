@@ -15,6 +15,7 @@ import pytest
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.errors import DecodeError, DeviceIOError, VerificationError
+from agent.keystore import DataKeys
 from agent.layout import StateLayout
 from agent.logs.redact import Redactor
 from agent.ports import CommandHandler, CommandResult, Outcome
@@ -65,7 +66,9 @@ class Fixture:
     def __init__(self, state_dir: pathlib.Path) -> None:
         self.state_dir = state_dir
         self.config = AgentConfig(state_dir=state_dir)
-        self.logging = install_logging(self.config, Redactor())
+        self.logging = install_logging(
+            self.config, Redactor(), keys=DataKeys(StateLayout(self.config.state_dir))
+        )
         self.audit = AuditLog.in_state_dir(state_dir)
         self.gallery = SqliteHolder("gallery", state_dir / "gallery.sqlite")
         self.watchlist = SqliteHolder("watchlist", state_dir / "watchlist.sqlite")
@@ -144,8 +147,11 @@ def test_json_export_names_the_files_it_leaves_out(world: Fixture) -> None:
 
 
 def test_erase_leaves_no_planted_byte_in_the_state_dir(world: Fixture) -> None:
-    for marker in MARKERS.values():
-        assert files_containing(world.state_dir, marker), marker
+    for name, marker in MARKERS.items():
+        if name == "log":  # sealed at rest: only the store's reader sees it
+            assert any(marker.decode() in line for line in world.logging.store.iter_lines())
+        else:
+            assert files_containing(world.state_dir, marker), marker
     reply: Any = world.handlers["data.erase"](
         {"account_cancellation": True, "correlation_id": "cancel-9"}
     )
@@ -230,7 +236,7 @@ def test_gallery_and_watch_list_are_erased_even_with_matching_switched_off(
     config = dataclasses.replace(
         config, matching=dataclasses.replace(config.matching, enabled=False)
     )
-    store = PlateStore.in_state_dir(tmp_path)
+    store = PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     store.put(make_entry("ZX99QQ", now=1.0))
     store.close()
     (tmp_path / "faces").mkdir()
@@ -247,7 +253,7 @@ def test_gallery_and_watch_list_are_erased_even_with_matching_switched_off(
     assert files_containing(tmp_path, MARKERS["gallery"]) == []
 
     # A withdrawal from the CLI purges the leftovers too.
-    store = PlateStore.in_state_dir(tmp_path)
+    store = PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     store.put(make_entry("ZX99QQ", now=1.0))
     store.close()
     cli = compose(config, Mode.CLI, clock=FixedClock(2.0))

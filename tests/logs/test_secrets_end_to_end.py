@@ -43,9 +43,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from agent.errors import PolicyError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
+from agent.logs.settings import LogSettings
 from agent.provisioning.wifi import WifiCredentials
 from drivers.cli import main
 from drivers.logs.serial_link import FdChannel, TechnicianClient
+from drivers.logs.store import LogStore
 from drivers.provisioning.lan_client import LanClient
 from drivers.provisioning.store import load_or_create_binding
 from drivers.vision.synth import render_face
@@ -265,8 +269,11 @@ def test_planted_secrets_never_leave_in_any_output(broker: Broker, s: Secrets) -
                                     {"text": s.plate, "camera": s.unknown}, signer=owner)
             assert "ok" in observed
             found = outputs(dev, s, mqtt, base, owner, master, code)
-            store = b"".join(p.read_bytes() for p in (dev.state / "logs").iterdir()
-                             if p.is_file())
+            files = [p for p in (dev.state / "logs").iterdir() if p.is_file()]
+            found["on-device log store, raw"] = b"".join(p.read_bytes() for p in files)
+            # Sealed at rest: what its readers (bundles, exports) see is what must be clean.
+            reader = LogStore(dev.state, LogSettings(), keys=DataKeys(StateLayout(dev.state)))
+            store = "\n".join(line for p in files for line in reader.lines_in(p)).encode()
             found["on-device log store"] = store
             # The channels did reach the logs: redaction, not silence, kept them out.
             assert b"[REDACTED:known]" in store and b"lan api" in store

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs import frames
 from agent.logs.settings import LogSettings
 from drivers.logs.serial_link import FdChannel, TechnicianClient
@@ -43,7 +45,7 @@ def pty_pair() -> Iterator[tuple[int, str]]:
 
 
 def _seed_logs(state: pathlib.Path, lines: int) -> None:
-    store = LogStore(state, LogSettings())
+    store = LogStore(state, LogSettings(), keys=DataKeys(StateLayout(state)))
     store.directory.mkdir(parents=True, exist_ok=True)
     start = time.time() - 3600  # recent: the retention purge must leave them
     with open(store.live_path, "w", encoding="utf-8") as fh:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs import frames
 from agent.logs.pull import AuthLimiter, PullSession, TechnicianSecrets, auth_mac
 from agent.logs.redact import Redactor
@@ -36,7 +38,7 @@ class Console:
     def __init__(self, state: pathlib.Path) -> None:
         self.master, slave = os.openpty()
         os.set_blocking(self.master, False)
-        store = LogStore(state, LogSettings())
+        store = LogStore(state, LogSettings(), keys=DataKeys(StateLayout(state)))
         store.directory.mkdir(parents=True, exist_ok=True)
         start = time.time() - 600
         with open(store.live_path, "w", encoding="utf-8") as fh:

@@ -13,6 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import BadDataError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs.bundle import Bundle, BundleQuery
 from agent.logs.pull import AuthLimiter, PullSession, TechnicianSecrets
 from agent.logs.redact import Redactor
@@ -26,7 +28,7 @@ CODE = "771-204"
 
 
 def _seed(state_dir: pathlib.Path) -> LogStore:
-    store = LogStore(state_dir, LogSettings())
+    store = LogStore(state_dir, LogSettings(), keys=DataKeys(StateLayout(state_dir)))
     store.directory.mkdir(parents=True)
     store.live_path.write_text("".join(
         json.dumps({"ts": 2000.0 + i, "level": "ERROR", "logger": "t", "msg": f"fault {i}"})

@@ -13,6 +13,8 @@ import pytest
 
 from agent.audit import AuditLog
 from agent.errors import VerificationError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.logs import codes, frames
 from agent.logs.pull import AuthLimiter, PullSession, TechnicianSecrets, auth_mac
 from agent.logs.redact import Redactor
@@ -28,7 +30,7 @@ class Device:
     def __init__(self, state_dir: pathlib.Path, limiter: AuthLimiter, chunk_bytes: int) -> None:
         master, slave = os.openpty()
         self.master = master
-        self.store = LogStore(state_dir, LogSettings())
+        self.store = LogStore(state_dir, LogSettings(), keys=DataKeys(StateLayout(state_dir)))
         self.audit = AuditLog.in_state_dir(state_dir)
         secrets = TechnicianSecrets(lambda: CODE, lambda: "tech-token-0001")
         provide = bundle_provider(self.store, Redactor(lambda: ["Winifred"]), LogSettings())

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import BadDataError, DecodeError, TooLargeError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.matching.plates import (
     MatchPolicy,
     PlateList,
@@ -152,7 +154,11 @@ def test_unknown_list_and_bad_labels_are_rejected() -> None:
 
 @pytest.fixture
 def recognition(tmp_path: pathlib.Path) -> PlateRecognition:
-    core = PlateRecognition(PlateStore(tmp_path / "plates.sqlite"), MatchPolicy(), lambda p: True)
+    core = PlateRecognition(
+        PlateStore(tmp_path / "plates.sqlite", keys=DataKeys(StateLayout(tmp_path))),
+        MatchPolicy(),
+        lambda p: True,
+    )
     core.enrol("AB123", plate_list=PlateList.DENY, now=1.0)
     return core
 
@@ -189,9 +195,9 @@ def test_observe_command_never_crashes(args: dict[str, object]) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        core = PlateRecognition(
-            PlateStore(pathlib.Path(tmp) / "p.sqlite"), MatchPolicy(), lambda p: True
-        )
+        state = pathlib.Path(tmp)
+        store = PlateStore(state / "p.sqlite", keys=DataKeys(StateLayout(state)))
+        core = PlateRecognition(store, MatchPolicy(), lambda p: True)
         core.enrol("AB123", now=1.0)
         try:
             reply = core.handle_observe(args, now=2.0)
@@ -232,7 +238,7 @@ def test_ctc_rejects_wrong_shapes_and_nan(logits: np.ndarray) -> None:
 
 
 def test_plate_store_rejects_more_entries_than_configured(tmp_path: pathlib.Path) -> None:
-    store = PlateStore(tmp_path / "p.sqlite", max_entries=2)
+    store = PlateStore(tmp_path / "p.sqlite", keys=DataKeys(StateLayout(tmp_path)), max_entries=2)
     core = PlateRecognition(store, MatchPolicy(), lambda p: p is Purpose.PLATE_RECOGNITION)
     core.enrol("AB1", now=1.0)
     core.enrol("AB2", now=1.0)

@@ -9,6 +9,8 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.errors import ConfigError, DecodeError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.matching.plates import MatchPolicy
 from agent.matching.plates_service import PlateRecognition
 from agent.matching.plates_store import PlateStore
@@ -119,7 +121,9 @@ def test_build_service_with_missing_model_fails_clearly(tmp_path: pathlib.Path) 
             return 0.0
 
     with pytest.raises(ConfigError, match="not found"):
-        build_service(config, is_granted=lambda p: True, clock=Clock())
+        build_service(
+            config, is_granted=lambda p: True, clock=Clock(), keys=DataKeys(StateLayout(tmp_path))
+        )
 
 
 def test_image_readings_are_matched_only_with_consent(
@@ -127,7 +131,8 @@ def test_image_readings_are_matched_only_with_consent(
 ) -> None:
     granted = {"on": True}
     core = PlateRecognition(
-        PlateStore.in_state_dir(tmp_path), MatchPolicy(), lambda p: granted["on"]
+        PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path))),
+        MatchPolicy(), lambda p: granted["on"]
     )
     core.enrol("AB123", now=1.0)
 

@@ -12,6 +12,7 @@ from agent.config import AgentConfig
 from agent.consent import ConsentLedger
 from agent.errors import ConsentRequiredError, NotFoundError
 from agent.events import Event, SchemaCatalogue
+from agent.keystore import DataKeys
 from agent.layout import StateLayout
 from agent.matching.events import PLATE_MATCH
 from agent.matching.plates import MatchPolicy, PlateList, PlateMatch
@@ -88,7 +89,7 @@ def sink(ledger: ConsentLedger) -> MinimisingSink:
 @pytest.fixture
 def core(tmp_path: pathlib.Path, ledger: ConsentLedger, sink: MinimisingSink) -> PlateRecognition:
     recognition = PlateRecognition(
-        PlateStore.in_state_dir(tmp_path),
+        PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path))),
         MatchPolicy(max_cost=1.0),
         ledger.is_granted,
         audit=RecordingAudit(),
@@ -187,10 +188,13 @@ def test_withdrawing_another_purpose_keeps_plates(
 
 
 def test_entries_survive_reopening(tmp_path: pathlib.Path) -> None:
-    first = PlateRecognition(PlateStore.in_state_dir(tmp_path), MatchPolicy(), lambda p: True)
+    keys = DataKeys(StateLayout(tmp_path))
+    first = PlateRecognition(
+        PlateStore.in_state_dir(tmp_path, keys=keys), MatchPolicy(), lambda p: True
+    )
     first.enrol("AB123", label="van", plate_list=PlateList.DENY, now=7.0)
     first.store.close()
-    again = PlateStore.in_state_dir(tmp_path)
+    again = PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     assert [e.as_dict() for e in again.entries()] == [
         {"plate": "AB123", "list": "deny", "label": "van", "format": None, "created_at": 7.0}
     ]
@@ -208,7 +212,9 @@ def test_export_and_erase(core: PlateRecognition, ledger: ConsentLedger) -> None
 def test_remove_is_allowed_without_consent(tmp_path: pathlib.Path) -> None:
     granted = {PLATES: True}
     core = PlateRecognition(
-        PlateStore.in_state_dir(tmp_path), MatchPolicy(), lambda p: granted.get(p, False)
+        PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path))),
+        MatchPolicy(),
+        lambda p: granted.get(p, False),
     )
     core.enrol("AB123", now=1.0)
     granted[PLATES] = False
@@ -222,7 +228,10 @@ def test_service_picks_up_enrolments_from_another_process(
 ) -> None:
     ledger.grant(PLATES, now=1.0)
     config = AgentConfig(state_dir=tmp_path)
-    service = build_service(config, is_granted=ledger.is_granted, clock=FixedClock(100.0))
+    service = build_service(
+        config, is_granted=ledger.is_granted, clock=FixedClock(100.0),
+        keys=DataKeys(StateLayout(tmp_path)),
+    )
     service.start()
     handler = service.commands()["plate.observe"]
 
@@ -235,7 +244,7 @@ def test_service_picks_up_enrolments_from_another_process(
     first = observe({"text": "AB123", "camera": "gate"})
     assert first.result == {"accepted": True} and len(first.events) == 1
     # The CLI enrols through its own connection; the next tick sees it.
-    other = PlateStore.in_state_dir(tmp_path)
+    other = PlateStore.in_state_dir(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     other.put(dataclasses.replace(service.core.entries()[0], plate="ZZ999"))
     assert service.tick(101.0) == ()  # no frame, no reader: nothing to report
     outcome = observe({"text": "ZZ998", "camera": "gate"})
@@ -243,7 +252,9 @@ def test_service_picks_up_enrolments_from_another_process(
     (event,) = outcome.events
     assert (event.type, event.occurred_at, event.fields["camera"]) == ("plate.match", 100.0, "gate")
     # What a withdrawal from the CLI erases, while the service still has the file open.
-    StoredPlates(StateLayout(tmp_path), max_entries=1000).erase_personal_data()
+    StoredPlates(
+        StateLayout(tmp_path), max_entries=1000, keys=DataKeys(StateLayout(tmp_path))
+    ).erase_personal_data()
     service.stop()
     assert not list(tmp_path.glob("plates.sqlite*"))
 
@@ -258,5 +269,8 @@ def test_no_model_configured_means_no_reader(tmp_path: pathlib.Path) -> None:
         def monotonic(self) -> float:
             return 0.0
 
-    service = build_service(config, is_granted=lambda p: True, clock=FixedClock(0.0))
+    service = build_service(
+        config, is_granted=lambda p: True, clock=FixedClock(0.0),
+        keys=DataKeys(StateLayout(tmp_path)),
+    )
     assert service.reader is None

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.provisioning import nmcli, wpa_ctrl
 from agent.provisioning.wifi import ConnectOutcome, WifiCredentials
 from drivers.cli import main
@@ -142,9 +144,9 @@ def test_account_erase_removes_the_networkmanager_profile(
     state = tmp_path / "state"
     credentials = WifiCredentials("HomeNet", KEY)
     assert NmcliBackend().connect(credentials, timeout=5).ok  # what provisioning did
-    store = FileProvisioningStore(state)
+    store = FileProvisioningStore(state, keys=DataKeys(StateLayout(state)))
     store.save_credentials(credentials)
-    assert KEY not in store.credentials_path.read_text()  # the key stays with NetworkManager
+    assert KEY.encode() not in store.credentials_path.read_bytes()  # NetworkManager keeps it
     reply = _erase(_config(tmp_path, 'wifi_backend = "networkmanager"\n'), state, capsys)
     assert reply["complete"] and reply["erased"]["wifi_credentials"] == 2  # profile + file
     assert fake_nm.connections == {} and FOREIGN_UUID not in _deleted(fake_nm)
@@ -155,7 +157,7 @@ def test_unreachable_backend_fails_the_erasure_and_keeps_what_finds_the_network(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = tmp_path / "state"
-    store = FileProvisioningStore(state)
+    store = FileProvisioningStore(state, keys=DataKeys(StateLayout(state)))
     store.save_credentials(WifiCredentials("HomeNet", KEY))
     config = _config(
         tmp_path, f'wifi_backend = "networkmanager"\nnmcli_path = "{tmp_path / "no-nmcli"}"\n'
@@ -179,7 +181,7 @@ def test_account_erase_removes_the_wpa_supplicant_network(
         assert backend.connect(credentials, timeout=10.0).outcome is ConnectOutcome.CONNECTED
     finally:
         backend.close()
-    FileProvisioningStore(state).save_credentials(credentials)
+    FileProvisioningStore(state, keys=DataKeys(StateLayout(state))).save_credentials(credentials)
     assert "wired lab" in real_wpa.conf.read_text()
     config = _config(
         tmp_path,
@@ -197,12 +199,12 @@ def test_a_passphrase_an_older_version_stored_is_dropped_at_start(tmp_path: path
     from drivers.compose import compose
     from drivers.provisioning.feature import build_provisioning
 
-    store = FileProvisioningStore(tmp_path)
+    store = FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     store.credentials_path.parent.mkdir(parents=True)
     store.credentials_path.write_text(
         json.dumps({"v": 1, "ssid": "HomeNet", "passphrase": KEY, "hidden": False})
     )
     config = AgentConfig(state_dir=tmp_path)
     compose(config, Mode.DAEMON, builders=(build_provisioning,), environ={}).close()
-    assert KEY not in store.credentials_path.read_text()
+    assert KEY.encode() not in store.credentials_path.read_bytes()
     assert store.load_credentials() == WifiCredentials("HomeNet") and store.saved_secured()
