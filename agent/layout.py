@@ -201,12 +201,22 @@ class StateLayout:
         """Failed technician logins, shared by the serial console and the LAN log endpoint."""
         return self.limits_dir / "logs-auth.json"
 
+    @property
+    def onvif_auth_limits(self) -> pathlib.Path:
+        """Failed ONVIF UsernameToken digests and lockouts of the ONVIF device service."""
+        return self.limits_dir / "onvif-auth.json"
+
     # --- discovery ---------------------------------------------------------------
 
     @property
     def discovery_instance_id(self) -> pathlib.Path:
         """WS-Discovery's boot counter (AppSequence InstanceId)."""
         return self.root / "discovery-instance-id"
+
+    @property
+    def onvif_credentials(self) -> pathlib.Path:
+        """The ONVIF user the owner set (0600, sealed: PasswordDigest needs the password)."""
+        return self.root / "onvif-credentials.sealed"
 
     # --- upgrade -------------------------------------------------------------------
 
@@ -234,3 +244,8 @@ class StateLayout:
     def upgrade_slot_envelope(self, slot: str) -> pathlib.Path:
         """The signed envelope of the image last verified into ``slot`` (rebuilds the state)."""
         return self.upgrade_dir / f"slot-{slot}.suit"
+
+    @property
+    def upgrade_hawkbit_action(self) -> pathlib.Path:
+        """The hawkBit action being worked on and the feedback already sent for it."""
+        return self.upgrade_dir / "hawkbit-action.json"

@@ -169,6 +169,19 @@ class ServerStats:
     peer_errors: int = 0
 
 
+# The servers accepting connections now, by name: what mDNS may advertise
+# (drivers/discovery announces only a service that is really listening).
+_listening: dict[str, BoundedHTTPServer] = {}
+_listening_lock = threading.Lock()
+
+
+def listening_port(name: str) -> int | None:
+    """The port the server called ``name`` is serving on now, or None."""
+    with _listening_lock:
+        server = _listening.get(name)
+        return server.port if server is not None else None
+
+
 class BoundedHTTPServer(http.server.HTTPServer):
     """An HTTP server with the limits above; run it with :meth:`start` / :meth:`close`."""
 
@@ -313,9 +326,14 @@ class BoundedHTTPServer(http.server.HTTPServer):
             name=self.name, daemon=True,
         )
         self._thread.start()
+        with _listening_lock:
+            _listening[self.name] = self
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop accepting, cut every open connection and release the socket."""
+        with _listening_lock:
+            if _listening.get(self.name) is self:
+                del _listening[self.name]
         if self._thread is not None and self._thread.is_alive():
             self.shutdown()
             self._thread.join(timeout)

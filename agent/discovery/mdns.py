@@ -1,8 +1,13 @@
 """mDNS records of the agent, sans I/O: what we announce and how we read peers.
 
-The TXT record is built from an allow-list: serial number, model and whether
-the device is claimed.  Nothing else -- no keys, tokens, PINs or Wi-Fi data --
-can reach the LAN through it, whatever the caller passes.
+The agent announces only services that answer on the port it names
+(:func:`adverts`): its ONVIF device service while it is serving, and the LAN
+provisioning API while the provisioning window is open and the API listens.
+Each is an ``_http._tcp`` instance whose TXT record is built from an
+allow-list: serial number, model, whether the device is claimed, the API
+(``onvif`` or ``provisioning``) and its path.  Nothing else -- no keys,
+tokens, PINs or Wi-Fi data -- can reach the LAN through it, whatever the
+caller passes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ HTTP_SERVICE = "_http._tcp.local."
 RTSP_SERVICE = "_rtsp._tcp.local."
 BROWSED_SERVICES = (RTSP_SERVICE, HTTP_SERVICE)
 TXT_KEYS = ("sn", "model", "claimed")
+ADVERT_TXT_KEYS = (*TXT_KEYS, "api", "path")
+ONVIF_API = "onvif"
+PROVISIONING_API = "provisioning"
+PROVISIONING_PATH = "/provision/v1/info"
 MAX_TXT_VALUE = 63
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
@@ -31,6 +40,44 @@ def announcement_txt(*, serial_number: str, model: str, claimed: bool) -> dict[s
         "model": model[:MAX_TXT_VALUE],
         "claimed": "1" if claimed else "0",
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Advert:
+    """One service instance to announce: it answers at ``port`` on the advertised addresses."""
+
+    service_type: str
+    instance: str
+    port: int
+    properties: Mapping[str, str]
+    host: str  # the A record's name, without ".local."
+
+    @property
+    def name(self) -> str:
+        return f"{self.instance}.{self.service_type}"
+
+
+def adverts(
+    *,
+    serial_number: str,
+    model: str,
+    claimed: bool,
+    onvif_port: int | None,
+    onvif_path: str,
+    provisioning_port: int | None,
+) -> tuple[Advert, ...]:
+    """What to announce now: only the services whose port is given (they are serving)."""
+    base = announcement_txt(serial_number=serial_number, model=model, claimed=claimed)
+    instance = instance_name(serial_number)
+    found = []
+    if onvif_port:
+        txt = {**base, "api": ONVIF_API, "path": onvif_path[:MAX_TXT_VALUE]}
+        found.append(Advert(HTTP_SERVICE, instance, onvif_port, txt, instance))
+    if provisioning_port:
+        txt = {**base, "api": PROVISIONING_API, "path": PROVISIONING_PATH}
+        setup = f"{instance[: 63 - len('-setup')]}-setup"
+        found.append(Advert(HTTP_SERVICE, setup, provisioning_port, txt, instance))
+    return tuple(found)
 
 
 @dataclasses.dataclass(frozen=True)

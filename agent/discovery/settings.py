@@ -30,6 +30,42 @@ def _uri_path(value: object) -> str | None:
     return None
 
 
+def _http_urls(value: object) -> str | None:
+    if not isinstance(value, tuple):
+        return "must be a list of http:// or https:// URLs"
+    for url in value:
+        if (
+            not isinstance(url, str)
+            or not url.startswith(("http://", "https://"))
+            or any(c.isspace() for c in url)
+            or len(url) > 512
+        ):
+            return "every XAddr must be an http:// or https:// URL without whitespace"
+    return None
+
+
+def _uri_or_empty(*schemes: str) -> object:
+    def check(value: object) -> str | None:
+        if value == "":
+            return None
+        if (
+            not isinstance(value, str)
+            or not value.lower().startswith(tuple(f"{s}://" for s in schemes))
+            or any(c.isspace() for c in value)
+            or len(value) > 1024
+        ):
+            return f"must be empty or a {' or '.join(schemes)} URI without whitespace"
+        return None
+
+    return check
+
+
+def _text(value: object) -> str | None:
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not value.isprintable():
+        return "must be 1 to 64 printable characters"
+    return None
+
+
 def _scopes(value: object) -> str | None:
     if not isinstance(value, tuple):
         return "must be a list of URIs"
@@ -43,7 +79,8 @@ def _scopes(value: object) -> str | None:
 class DiscoverySettings:
     # False = non-discoverable mode: no Hello/Bye, Probes are ignored, no mDNS announcement.
     discoverable: bool = True
-    http_port: int = dataclasses.field(default=8080, metadata={"min": 1, "max": 65535})
+    # The port of the agent's ONVIF device service (the XAddrs advertised); 0 = any free port.
+    http_port: int = dataclasses.field(default=8080, metadata={"min": 0, "max": 65535})
 
     # --- WS-Discovery (ONVIF) responder ---------------------------------------
     wsd_enabled: bool = True
@@ -82,6 +119,51 @@ class DiscoverySettings:
         default=20.0, metadata={"min": 0.1, "max": 10000.0}
     )
     wsd_tracked_sources: int = dataclasses.field(default=256, metadata={"min": 1, "max": 65536})
+
+    # --- ONVIF device service (agent/discovery/onvif*.py) -------------------------
+    # Served on interface_address:http_port at xaddrs_path (and /onvif/media_service,
+    # /onvif/media2_service), whether or not the device is discoverable.
+    onvif_enabled: bool = True
+    # The XAddrs of an ONVIF device service the firmware already runs: advertised as
+    # they are, and the agent then serves none of its own.  Empty: the agent's own.
+    onvif_xaddrs: tuple[str, ...] = dataclasses.field(default=(), metadata={"check": _http_urls})
+    # Where the ONVIF user comes from: "" = the owner sets it (onvif.set_credentials,
+    # sealed in the state directory); a path = a "username:password" file the image
+    # provides (mode 0600, owned by the agent's user).
+    onvif_credentials_file: str = ""
+    onvif_manufacturer: str = dataclasses.field(default="edge-agent", metadata={"check": _text})
+    # The stream GetStreamUri answers: empty = [camera] uri when [camera] source is rtsp.
+    onvif_stream_uri: str = dataclasses.field(
+        default="", metadata={"check": _uri_or_empty("rtsp", "rtsps")}
+    )
+    # A JPEG snapshot URL the firmware serves; empty = GetSnapshotUri is not supported.
+    onvif_snapshot_uri: str = dataclasses.field(
+        default="", metadata={"check": _uri_or_empty("http", "https")}
+    )
+    onvif_max_body_bytes: int = dataclasses.field(
+        default=32768, metadata={"min": 1024, "max": 1048576}
+    )
+    # WS-Security: how far a UsernameToken's Created may lie from the device clock
+    # (either way); a nonce is remembered that long, so a token is good exactly once.
+    onvif_clock_skew_seconds: int = dataclasses.field(default=300, metadata={"min": 5, "max": 3600})
+    onvif_max_nonces: int = dataclasses.field(default=8192, metadata={"min": 16, "max": 1000000})
+    # Failed digests (wrong user or password) before a lockout, within a sliding window;
+    # the lockout doubles with each one up to the maximum, and survives a restart.
+    onvif_max_failed_auth: int = dataclasses.field(default=5, metadata={"min": 1, "max": 1000})
+    onvif_failure_window_seconds: int = dataclasses.field(
+        default=60, metadata={"min": 1, "max": 86400}
+    )
+    onvif_lockout_seconds: int = dataclasses.field(default=30, metadata={"min": 1, "max": 86400})
+    onvif_lockout_max_seconds: int = dataclasses.field(
+        default=900, metadata={"min": 1, "max": 604800}
+    )
+    onvif_max_connections: int = dataclasses.field(default=16, metadata={"min": 1, "max": 1024})
+    onvif_max_connections_per_source: int = dataclasses.field(
+        default=4, metadata={"min": 1, "max": 1024}
+    )
+    onvif_timeout_seconds: float = dataclasses.field(
+        default=10.0, metadata={"min": 0.5, "max": 300}
+    )
 
     # --- WS-Discovery client (edge-agent discover) -----------------------------
     probe_repeats: int = dataclasses.field(default=3, metadata={"min": 1, "max": 10})

@@ -44,6 +44,10 @@ class ErrorCode(enum.IntEnum):
     INVALID_PACKET = 0x01
     UNKNOWN_RPC = 0x02
     UNABLE_TO_CONNECT = 0x03
+    # Improv's "not authorized" (the BLE spec's code; serial has no other for a refusal):
+    # credentials arrived while the device may not take them.
+    NOT_AUTHORIZED = 0x04
+    BAD_HOSTNAME = 0x05
     UNKNOWN = 0xFF
 
 

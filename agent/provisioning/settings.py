@@ -49,6 +49,15 @@ class ProvisioningSettings:
     # Empty: Improv over serial disabled.
     improv_serial_port: str = ""
     improv_baud: int = dataclasses.field(default=115200, metadata={"min": 9600, "max": 4000000})
+    # A physical button (a Linux input event device, e.g. gpio-keys' /dev/input/eventN):
+    # when set, Improv starts in "authorization required" and takes credentials only
+    # for improv_authorization_seconds after a press of key improv_button_key
+    # (a Linux key code; 0x211 = KEY_WPS_BUTTON). Empty: no button.
+    improv_button_device: str = ""
+    improv_button_key: int = dataclasses.field(default=0x211, metadata={"min": 1, "max": 0x2FF})
+    improv_authorization_seconds: float = dataclasses.field(
+        default=60.0, metadata={"min": 5, "max": 3600}
+    )
     # Sent in the Improv result after a successful connection; "{ip}" is filled in.
     redirect_url: str = "http://{ip}/"
     # Wi-Fi backend options (drivers/wifi/); only the chosen backend's fields are used.

@@ -4,6 +4,16 @@
 value escaping ``\\ ; , : "`` with a backslash.  The text comes from a
 stranger's phone screen, so it is length-capped and every malformed form is a
 :class:`~agent.errors.DecodeError`.
+
+Hex and quoting, as ZXing defines them: a value in unescaped double quotes is
+that text, quotes removed (``S:"CAFE"`` is the network ``CAFE``); an unquoted
+SSID of hex digits is the hex of the SSID's bytes (``S:414243`` is ``ABC``) --
+but only where those bytes are printable UTF-8, the only SSIDs this device can
+name: an unquoted ``cafe`` or ``1234`` stays the text it looks like, as phones
+that never quote mean it.  An unquoted 64-hex-digit password is a raw WPA PSK.
+
+WEP codes are refused with a message saying so: WEP is broken, and no Wi-Fi
+backend here joins WEP networks (they would fail as a WPA attempt, slowly).
 """
 
 from __future__ import annotations
@@ -27,6 +37,18 @@ _SECURITY_BY_TYPE = {
     "NOPASS": Security.OPEN,
     "": Security.OPEN,
 }
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+WEP_REFUSED = (
+    "WEP Wi-Fi QR code refused: WEP is broken and this device does not join WEP "
+    "networks; switch the access point to WPA2 or WPA3"
+)
+
+
+class WepRefusedError(DecodeError):
+    """A WEP network: refused, whatever the key."""
+
+    def __init__(self) -> None:
+        super().__init__(WEP_REFUSED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +61,25 @@ def escape(value: str) -> str:
     return "".join("\\" + c if c in _ESCAPED else c for c in value)
 
 
+def _hex_ssid(value: str) -> str | None:
+    """The SSID an unquoted all-hex value stands for, if it can be one (see above)."""
+    if len(value) < 2 or len(value) % 2 or not set(value) <= _HEX_DIGITS:
+        return None
+    try:
+        text = bytes.fromhex(value).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text if text.isprintable() else None
+
+
 def format_wifi_qr(credentials: WifiCredentials, security: Security = Security.WPA2_PSK) -> str:
     kind = {Security.OPEN: "nopass", Security.WEP: "WEP", Security.WPA3_SAE: "SAE"}.get(
         security, "WPA"
     )
-    parts = [f"T:{kind}", f"S:{escape(credentials.ssid)}"]
+    ssid = escape(credentials.ssid)
+    if _hex_ssid(credentials.ssid) is not None:
+        ssid = f'"{ssid}"'  # would read as hex: quoted, as ZXing asks
+    parts = [f"T:{kind}", f"S:{ssid}"]
     if credentials.passphrase is not None and security is not Security.OPEN:
         parts.append(f"P:{escape(credentials.passphrase)}")
     if credentials.hidden:
@@ -51,9 +87,9 @@ def format_wifi_qr(credentials: WifiCredentials, security: Security = Security.W
     return PREFIX + ";".join(parts) + ";;"
 
 
-def _split_fields(body: str) -> list[tuple[str, str]]:
+def _split_fields(body: str) -> list[tuple[str, _Value]]:
     """Split ``K:value;K:value;`` honouring escapes; the body must end with ';'."""
-    fields: list[tuple[str, str]] = []
+    fields: list[tuple[str, _Value]] = []
     current: list[str] = []
     index = 0
     while index < len(body):
@@ -83,24 +119,33 @@ def _split_fields(body: str) -> list[tuple[str, str]]:
     return fields
 
 
-def _key_value(field: str) -> tuple[str, str]:
+@dataclasses.dataclass(frozen=True)
+class _Value:
+    text: str
+    quoted: bool  # it was in unescaped double quotes (which are not part of it)
+
+
+def _key_value(field: str) -> tuple[str, _Value]:
     key, sep, raw = field.partition(":")
     if not sep or len(key) != 1 or not key.isalpha():
         raise DecodeError("Wi-Fi QR field is not 'K:value'")
     return key.upper(), _unescape(raw)
 
 
-def _unescape(raw: str) -> str:
-    out: list[str] = []
+def _unescape(raw: str) -> _Value:
+    chars: list[tuple[str, bool]] = []  # (character, was escaped)
     index = 0
     while index < len(raw):
         if raw[index] == "\\":
-            out.append(raw[index + 1])
+            chars.append((raw[index + 1], True))
             index += 2
         else:
-            out.append(raw[index])
+            chars.append((raw[index], False))
             index += 1
-    return "".join(out)
+    quoted = len(chars) >= 2 and chars[0] == ('"', False) and chars[-1] == ('"', False)
+    if quoted:
+        chars = chars[1:-1]
+    return _Value("".join(c for c, _ in chars), quoted)
 
 
 def parse_wifi_qr(text: str) -> WifiQr:
@@ -117,38 +162,45 @@ def parse_wifi_qr(text: str) -> WifiQr:
     body = text[len(PREFIX) :]
     if not body.endswith(";;") and not body.endswith(";"):
         raise DecodeError("Wi-Fi QR is not terminated")
-    fields: dict[str, str] = {}
+    fields: dict[str, _Value] = {}
     for key, value in _split_fields(body):
         if key in fields:
             raise DecodeError(f"Wi-Fi QR repeats field {key}")
         fields[key] = value
-    ssid = fields.get("S")
-    if not ssid:
-        raise DecodeError("Wi-Fi QR has no SSID")
-    if len(ssid.encode("utf-8")) > MAX_SSID_BYTES:
-        raise TooLargeError(f"SSID is longer than {MAX_SSID_BYTES} bytes")
-    kind = fields.get("T", "").upper()
+    ssid = _ssid(fields.get("S"))
+    kind = fields["T"].text.upper() if "T" in fields else ""
     if kind not in _SECURITY_BY_TYPE:
         raise DecodeError(f"unknown Wi-Fi QR security type {kind[:16]!r}")
     security = _SECURITY_BY_TYPE[kind]
-    passphrase = fields.get("P")
+    if security is Security.WEP:
+        raise WepRefusedError()
+    password = fields.get("P")
+    passphrase = None if password is None else password.text
     if security is Security.OPEN:
         passphrase = None
-    elif not passphrase:
+    elif not passphrase or password is None:
         raise DecodeError("Wi-Fi QR for a secured network has no passphrase")
     else:
-        _check_passphrase(passphrase, security)
-    hidden_text = fields.get("H", "false").lower()
+        _check_passphrase(passphrase, quoted=password.quoted)
+    hidden_text = fields["H"].text.lower() if "H" in fields else "false"
     if hidden_text not in ("true", "false"):
         raise DecodeError("Wi-Fi QR hidden flag must be true or false")
     credentials = WifiCredentials(ssid=ssid, passphrase=passphrase, hidden=hidden_text == "true")
     return WifiQr(credentials, security)
 
 
-def _check_passphrase(passphrase: str, security: Security) -> None:
-    if security is Security.WEP:
-        return
-    is_raw_psk = len(passphrase) == 64 and all(c in "0123456789abcdefABCDEF" for c in passphrase)
+def _ssid(value: _Value | None) -> str:
+    if value is None or not value.text:
+        raise DecodeError("Wi-Fi QR has no SSID")
+    ssid = value.text if value.quoted else (_hex_ssid(value.text) or value.text)
+    if len(ssid.encode("utf-8")) > MAX_SSID_BYTES:
+        raise TooLargeError(f"SSID is longer than {MAX_SSID_BYTES} bytes")
+    return ssid
+
+
+def _check_passphrase(passphrase: str, *, quoted: bool) -> None:
+    # Unquoted 64 hex digits: a raw PSK. Quoted, they are text, too long for WPA.
+    is_raw_psk = not quoted and len(passphrase) == 64 and all(c in _HEX_DIGITS for c in passphrase)
     if not is_raw_psk and not 8 <= len(passphrase) <= 63:
         raise DecodeError("WPA passphrase must be 8..63 characters (or 64 hex digits)")
     if not passphrase.isprintable():

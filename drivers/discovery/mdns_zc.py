@@ -1,12 +1,15 @@
 """mDNS through python-zeroconf: announce this agent, browse for peers.
 
 Zeroconf owns its sockets and thread; this module only chooses the interfaces
-(``["127.0.0.1"]`` in tests), fills the records from the allow-listed TXT
-builder in :mod:`agent.discovery.mdns` and wraps zeroconf's errors.
+(``["127.0.0.1"]`` in tests), announces the adverts :mod:`agent.discovery.mdns`
+builds (only services that answer) and wraps zeroconf's errors.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 import socket
 import threading
 import time
@@ -16,13 +19,13 @@ import zeroconf
 
 from agent.discovery.mdns import (
     BROWSED_SERVICES,
-    HTTP_SERVICE,
+    Advert,
     MdnsPeer,
-    announcement_txt,
     decode_txt,
-    instance_name,
 )
 from agent.errors import DeviceIOError
+
+log = logging.getLogger(__name__)
 
 MAX_BROWSED_NAMES = 256
 RESOLVE_TIMEOUT_MS = 1500
@@ -43,65 +46,92 @@ def _open(interfaces: Sequence[str]) -> zeroconf.Zeroconf:
 
 
 class MdnsAnnouncer:
-    """Publishes ``edge-agent-<serial>._http._tcp`` with TXT sn/model/claimed."""
+    """Publishes the :class:`~agent.discovery.mdns.Advert` list ``adverts_fn`` gives.
+
+    :meth:`start` announces the first list and waits for it; :meth:`refresh`
+    (from the main loop) compares a fresh list with what is announced and hands
+    the changes (new, updated, withdrawn instances) to zeroconf's own loop
+    without waiting, so a probe or a goodbye never holds up the main loop.
+    """
 
     name = "discovery.mdns"
 
     def __init__(
         self,
         *,
-        serial_number: str,
-        model: str,
-        port: int,
         interfaces: Sequence[str],
         addresses_fn: Callable[[], Sequence[str]],
-        claimed_fn: Callable[[], bool],
+        adverts_fn: Callable[[], Sequence[Advert]],
     ) -> None:
-        self._serial_number = serial_number
-        self._model = model
-        self._port = port
         self._interfaces = list(interfaces)
         self._addresses_fn = addresses_fn
-        self._claimed_fn = claimed_fn
+        self._adverts_fn = adverts_fn
         self._zc: zeroconf.Zeroconf | None = None
-        self._info: zeroconf.ServiceInfo | None = None
+        self._announced: dict[str, zeroconf.ServiceInfo] = {}
+        self._pending: concurrent.futures.Future[None] | None = None
 
-    def _build_info(self) -> zeroconf.ServiceInfo:
-        instance = instance_name(self._serial_number)
-        return zeroconf.ServiceInfo(
-            HTTP_SERVICE,
-            f"{instance}.{HTTP_SERVICE}",
-            parsed_addresses=list(self._addresses_fn()),
-            port=self._port,
-            properties=announcement_txt(
-                serial_number=self._serial_number, model=self._model, claimed=self._claimed_fn()
-            ),
-            server=f"{instance}.local.",
-        )
+    @property
+    def announced(self) -> dict[str, int]:
+        """Instance name -> port of what is announced (or being announced) now."""
+        return {name: int(info.port or 0) for name, info in self._announced.items()}
+
+    def _infos(self) -> dict[str, zeroconf.ServiceInfo]:
+        addresses = list(self._addresses_fn())
+        infos = {}
+        for advert in self._adverts_fn():
+            infos[advert.name] = zeroconf.ServiceInfo(
+                advert.service_type,
+                advert.name,
+                parsed_addresses=addresses,
+                port=advert.port,
+                properties=dict(advert.properties),
+                server=f"{advert.host}.local.",
+            )
+        return infos
 
     def start(self) -> None:
         self._zc = _open(self._interfaces)
-        self._info = self._build_info()
         try:
-            self._zc.register_service(self._info, allow_name_change=True)
+            for name, info in self._infos().items():
+                self._zc.register_service(info)
+                self._announced[name] = info
         except (OSError, zeroconf.Error) as exc:
             self.stop()
             raise DeviceIOError(f"cannot announce over mDNS: {exc}") from exc
 
     def refresh(self) -> None:
-        """Re-announce if the claimed flag or the addresses changed."""
-        if self._zc is None or self._info is None:
+        """Announce what changed (ports, addresses, TXT, instances come and go)."""
+        if self._zc is None:
             return
-        fresh = self._build_info()
-        if fresh.properties != self._info.properties or set(fresh.addresses) != set(
-            self._info.addresses
-        ):
-            fresh.name = self._info.name
-            try:
-                self._zc.update_service(fresh)
-            except (OSError, zeroconf.Error) as exc:
-                raise DeviceIOError(f"cannot update mDNS announcement: {exc}") from exc
-            self._info = fresh
+        if self._pending is not None:
+            if not self._pending.done():
+                return  # the previous change is still being announced
+            failure = self._pending.exception()
+            self._pending = None
+            if failure is not None:
+                log.warning("mDNS announcement failed: %s", failure)
+                self._announced.clear()  # unknown state: re-announce everything next time
+                return
+        wanted = self._infos()
+        changes: list[tuple[str, zeroconf.ServiceInfo]] = []
+        for name, info in wanted.items():
+            current = self._announced.get(name)
+            if current is None:
+                changes.append(("register", info))
+            elif (
+                info.port != current.port
+                or info.properties != current.properties
+                or set(info.addresses) != set(current.addresses)
+            ):
+                changes.append(("update", info))
+        changes += [("unregister", i) for n, i in self._announced.items() if n not in wanted]
+        if not changes:
+            return
+        loop = self._zc.loop
+        if loop is None:
+            return
+        self._announced = wanted
+        self._pending = asyncio.run_coroutine_threadsafe(_apply(self._zc, changes), loop)
 
     def stop(self) -> None:
         if self._zc is None:
@@ -111,6 +141,17 @@ class MdnsAnnouncer:
         finally:
             self._zc.close()
             self._zc = None
+            self._announced.clear()
+
+
+async def _apply(zc: zeroconf.Zeroconf, changes: list[tuple[str, zeroconf.ServiceInfo]]) -> None:
+    for action, info in changes:
+        if action == "register":
+            await (await zc.async_register_service(info, allow_name_change=False))
+        elif action == "update":
+            await (await zc.async_update_service(info))
+        else:
+            await (await zc.async_unregister_service(info))
 
 
 class _Collector(zeroconf.ServiceListener):

@@ -32,6 +32,11 @@ class SerialPort(Protocol):
     def close(self) -> None: ...
 
 
+# Silence in the middle of a frame that makes it a truncated one. USB-serial
+# adapters and Web Serial deliver a frame in chunks with pauses of 100-200 ms
+# between them under load: well above those, well below a person's patience.
+INTER_BYTE_TIMEOUT = 1.0
+
 # Improv runs on its own thread, never the main loop's; still, an installer that stops
 # reading must not hold that thread (and stop(), which joins it) for ever.
 WRITE_TIMEOUT = 5.0
@@ -64,24 +69,41 @@ def _read(port: SerialPort) -> bytes:
 
 
 class ImprovSerialChannel:
-    """Serves Improv on ``port`` from a background thread until :meth:`stop`."""
+    """Serves Improv on ``port`` from a background thread until :meth:`stop`.
+
+    A frame may arrive in pieces with pauses between them (a USB-serial adapter
+    buffers, a browser's Web Serial writes in chunks): only a line silent for
+    ``inter_byte_timeout`` seconds in the middle of a frame makes it a truncated
+    one (``invalid RPC packet``).
+    """
 
     def __init__(
         self,
         port: SerialPort,
         device: ImprovDevice,
         connect: Callable[[WifiCredentials], ConnectResult],
+        *,
+        clock: Clock | None = None,
+        inter_byte_timeout: float = INTER_BYTE_TIMEOUT,
     ) -> None:
         self._port = port
         self._device = device
         self._connect = connect
+        self._clock = clock or SystemClock()
+        self._inter_byte_timeout = inter_byte_timeout
         self._decoder = improv.StreamDecoder()
+        self._last_byte_at = float("-inf")
+        self._authorize = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="improv-serial", daemon=True)
 
     @property
     def state(self) -> State:
-        return self._device.state
+        return self._device.state(self._clock.monotonic())
+
+    def authorize(self) -> None:
+        """The physical button was pressed (any thread); the serial thread applies it."""
+        self._authorize.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -108,14 +130,26 @@ class ImprovSerialChannel:
     def poll(self) -> None:
         """Read what arrived (waiting up to the port timeout) and answer it."""
         data = _read(self._port)
-        # an idle line means a half-received frame will never complete
-        items = self._decoder.feed(data) if data else self._decoder.flush_partial()
+        now = self._clock.monotonic()
+        if self._authorize.is_set():
+            self._authorize.clear()
+            self._device.authorize(now)
+        if data:
+            self._last_byte_at = now
+            items = self._decoder.feed(data)
+        elif self._decoder.pending and now - self._last_byte_at >= self._inter_byte_timeout:
+            # the line stayed silent mid-frame: that frame will not complete
+            items = self._decoder.flush_partial()
+        else:
+            items = []
         for item in items:
-            reply = self._device.receive(item)
+            reply = self._device.receive(item, now)
             _write(self._port, reply.frames)
             if reply.connect is not None:
                 result = self._connect(reply.connect)
-                _write(self._port, self._device.connect_finished(result))
+                now = self._clock.monotonic()
+                _write(self._port, self._device.connect_finished(result, now))
+        _write(self._port, self._device.tick(self._clock.monotonic()))
 
 
 class ImprovClient:
@@ -224,4 +258,9 @@ def _describe_error(value: int) -> str:
         name = ErrorCode(value).name.lower().replace("_", " ")
     except ValueError:
         name = f"error 0x{value:02x}"
+    if value == ErrorCode.NOT_AUTHORIZED:
+        name += (
+            " (press the device's button, or, on a provisioned device, have the owner "
+            "reopen provisioning)"
+        )
     return f"Improv device reports: {name}"

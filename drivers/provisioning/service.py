@@ -1,4 +1,4 @@
-"""The provisioning service the runtime runs while the device is unprovisioned.
+"""The provisioning service: the channels that give the device its Wi-Fi and its owner.
 
 ``build_service(config, wifi_backend, frame_source=None, audit=None, *, clock,
 principals)`` wires:
@@ -13,6 +13,11 @@ owner's key the owner's in ``principals`` (the agent's principal store).
 The window and the LAN attempt limiter are saved under ``limits/`` on every
 change (:mod:`drivers.limitstore`): a restart keeps a lockout, and opens the
 window by itself only on the very first start.
+
+Once the device is provisioned, new Wi-Fi credentials from any channel (Improv,
+a Wi-Fi QR, the LAN API) are taken only while the owner has reopened the window
+(``provisioning.open_window``); Improv keeps answering (state, redirect URL),
+and with ``improv_button_device`` set it also waits for a press of the button.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from agent.config import AgentConfig
 from agent.database import Database
 from agent.errors import BadDataError, EdgeAgentError, PolicyError, TransportError
 from agent.events import Event
+from agent.keystore import DataKeys
 from agent.layout import StateLayout
 from agent.ports import AuditSink, Clock, CommandArgs, CommandHandler, CommandResult
 from agent.provisioning.binding import Binding
@@ -44,6 +50,7 @@ from agent.provisioning.wifi import AccessPoint, ConnectResult, WifiBackend, Wif
 from drivers.clock import SystemClock
 from drivers.httpserve import ServerLimits
 from drivers.limitstore import LimitStore
+from drivers.provisioning.button import EvdevButton
 from drivers.provisioning.improv_serial import ImprovSerialChannel, open_port
 from drivers.provisioning.lan_server import LanApiServer
 from drivers.provisioning.qr_reader import QrReader
@@ -71,6 +78,8 @@ def _firmware_version() -> str:
 STATUS_GRACE_SECONDS = 30.0
 SCAN_TIMEOUT = 10.0
 SCAN_CACHE_SECONDS = 15.0
+# How long the Improv URL waits for the radio's worker (busy with a connection attempt).
+ADDRESS_TIMEOUT = 2.0
 
 
 class ProvisioningService:
@@ -86,13 +95,18 @@ class ProvisioningService:
         clock: Clock | None = None,
         principals: PrincipalStore | None = None,
         on_attempt: Callable[[WifiCredentials], None] | None = None,
+        keys: DataKeys | None = None,
     ) -> None:
         self._config = config
         self._settings = config.provisioning
         self._backend = backend
         self._frame_source = frame_source
         self._clock = clock or SystemClock()
-        self.store = FileProvisioningStore(config.state_dir)
+        # The agent passes its one DataKeys; a service built alone (tests, tools) opens
+        # the state directory's keys itself.
+        if keys is None:
+            keys = DataKeys(StateLayout(config.state_dir))
+        self.store = FileProvisioningStore(config.state_dir, keys=keys)
         self.binding: Binding = load_or_create_binding(
             config.state_dir, config.device.serial_number
         )
@@ -142,6 +156,7 @@ class ProvisioningService:
                 "LAN provisioning attempt limiter",
             )
         self.improv: ImprovSerialChannel | None = None
+        self._button: EvdevButton | None = None
 
     @property
     def provisioned(self) -> bool:
@@ -154,32 +169,69 @@ class ProvisioningService:
 
     def start(self) -> None:
         if self.provisioned:
-            log.info("Wi-Fi already provisioned; provisioning channels stay closed")
-            return
-        with self._lock:
-            window = self.window.state(self._clock.now())
-        if window is WindowState.NOT_OPENED:
-            self.open_window()  # first start: the window opens by itself, once
-        elif window is WindowState.OPEN:
-            self._start_lan()  # open before the restart: only for what it had left
-        else:
             log.info(
-                "provisioning window %s before this start; it stays closed until "
-                "provisioning.open_window",
-                window.value,
+                "Wi-Fi already provisioned; new credentials only after provisioning.open_window"
             )
+        else:
+            with self._lock:
+                window = self.window.state(self._clock.now())
+            if window is WindowState.NOT_OPENED:
+                self.open_window()  # first start: the window opens by itself, once
+            elif window is WindowState.OPEN:
+                self._start_lan()  # open before the restart: only for what it had left
+            else:
+                log.info(
+                    "provisioning window %s before this start; it stays closed until "
+                    "provisioning.open_window",
+                    window.value,
+                )
+        # Improv answers on a provisioned device too (its state and URL, as the spec
+        # wants); it takes new credentials only when the owner reopened provisioning.
+        self._start_improv()
+
+    def _start_improv(self) -> None:
         settings = self._settings
-        if settings.improv_serial_port:
-            device = ImprovDevice(self._device_info(), self._scan, settings.redirect_url)
-            try:
-                port = open_port(settings.improv_serial_port, settings.improv_baud)
-            except TransportError as exc:
-                log.warning("Improv serial disabled: %s", exc)
-                return
-            self.improv = ImprovSerialChannel(
-                port, device, lambda credentials: self.submit(credentials, "improv").result()
-            )
-            self.improv.start()
+        if not settings.improv_serial_port:
+            return
+        button = settings.improv_button_device
+        device = ImprovDevice(
+            self._device_info(),
+            self._scan,
+            settings.redirect_url,
+            provisioned=lambda: self.provisioned,
+            reopened=self._reopened,
+            address=self._address,
+            authorization_seconds=settings.improv_authorization_seconds if button else None,
+        )
+        try:
+            port = open_port(settings.improv_serial_port, settings.improv_baud)
+        except TransportError as exc:
+            log.warning("Improv serial disabled: %s", exc)
+            return
+        self.improv = ImprovSerialChannel(
+            port,
+            device,
+            lambda credentials: self.submit(credentials, "improv").result(),
+            clock=self._clock,
+        )
+        self.improv.start()
+        if button:
+            self._button = EvdevButton(button, settings.improv_button_key, self.improv.authorize)
+            self._button.start()
+
+    def _reopened(self) -> bool:
+        """The owner reopened provisioning: a provisioned device may change networks."""
+        with self._lock:
+            return self.window.is_open(self._clock.now())
+
+    def _address(self) -> str | None:
+        """The device's address now (for the Improv redirect URL), from the radio's worker."""
+        try:
+            status = self._executor.submit(self._backend.status).result(timeout=ADDRESS_TIMEOUT)
+        except (EdgeAgentError, TimeoutError) as exc:
+            log.debug("no Wi-Fi address for the Improv URL: %s", exc)
+            return None
+        return status.ip_address
 
     def open_window(self) -> None:
         """(Re)open the provisioning window and the LAN API, e.g. to change networks.
@@ -275,7 +327,7 @@ class ProvisioningService:
 
     def _wants_qr(self) -> bool:
         # Asked only when a scan is due: `bound` is a database query.
-        return not self.provisioned or not self.bound
+        return not self.provisioned or not self.bound or self._reopened()
 
     def offer_frame(self, frame: Frame, now: float) -> QrOutcome | None:
         """Called by the camera pipeline with every frame; decodes about once per interval."""
@@ -293,8 +345,10 @@ class ProvisioningService:
             return None
         outcome = self.qr.handle_text(text, now)
         if outcome.kind is QrKind.WIFI and outcome.credentials is not None:
-            if self.provisioned:
-                return QrOutcome(QrKind.REJECTED, reason="already provisioned")
+            if self.provisioned and not self._reopened():
+                reason = "already provisioned; the owner must reopen provisioning first"
+                log.info("Wi-Fi QR code ignored: %s", reason)
+                return QrOutcome(QrKind.REJECTED, reason=reason)
             self.submit(outcome.credentials, "qr")
         elif outcome.kind is QrKind.BINDING and outcome.binding is not None:
             request = outcome.binding
@@ -315,6 +369,9 @@ class ProvisioningService:
         if self.lan is not None:
             self.lan.stop()
             self.lan = None
+        if self._button is not None:
+            self._button.stop()
+            self._button = None
         if self.improv is not None:
             self.improv.stop()
             self.improv = None
@@ -331,7 +388,9 @@ def _principal_store(
     if given is not None:
         return given, None
     db = Database.in_state_dir(config.state_dir)
-    return PrincipalStore(db), db
+    from agent.keystore import DataKeys  # the light CLI paths never load the crypto stack
+
+    return PrincipalStore(db, DataKeys(StateLayout(config.state_dir))), db
 
 
 def command_handlers(service: ProvisioningService) -> dict[str, CommandHandler]:
@@ -356,8 +415,13 @@ def build_service(
     clock: Clock | None = None,
     principals: PrincipalStore | None = None,
     on_attempt: Callable[[WifiCredentials], None] | None = None,
+    keys: DataKeys | None = None,
 ) -> ProvisioningService:
-    """``on_attempt`` hears of every Wi-Fi attempt first (the agent: the log redactor)."""
+    """``on_attempt`` hears of every Wi-Fi attempt first (the agent: the log redactor).
+
+    ``keys``: the agent's data keys (the saved network is sealed under ``wifi``);
+    the agent always passes its own, so that a key rotation sees every user.
+    """
     return ProvisioningService(
         config,
         wifi_backend,
@@ -366,4 +430,5 @@ def build_service(
         clock=clock,
         principals=principals,
         on_attempt=on_attempt,
+        keys=keys,
     )

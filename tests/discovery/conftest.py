@@ -29,11 +29,12 @@ def real_probe_match() -> bytes:
 
 
 def loopback_config(tmp_path: pathlib.Path, **discovery: object) -> AgentConfig:
-    """Defaults, state in ``tmp_path``, no reply delay, no mDNS, ephemeral WSD port."""
+    """Defaults, state in ``tmp_path``, no reply delay, no mDNS, ephemeral WSD and ONVIF ports."""
     fields: dict[str, object] = {
         "reply_delay_max_ms": 0,
         "mdns_enabled": False,
         "wsd_port": 0,
+        "http_port": 0,
         "interface_address": "127.0.0.1",
         "probe_repeats": 1,
     }

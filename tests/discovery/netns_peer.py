@@ -11,6 +11,7 @@ every WS-Discovery message kind and InstanceId as JSON once a Bye arrives.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import pathlib
 import select
@@ -18,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 from agent.config import AgentConfig
 from agent.discovery import wsd
@@ -51,9 +53,28 @@ def responder(state_dir: str, address: str) -> None:
     print(json.dumps(dataclasses.asdict(stats)), flush=True)
 
 
+def _answers(xaddr: str) -> int:
+    """The HTTP status a GetSystemDateAndTime at ``xaddr`` gets (0: nothing answered)."""
+    url = urllib.parse.urlsplit(xaddr)
+    body = (
+        '<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+        '<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/>'
+        "</s:Body></s:Envelope>"
+    )
+    connection = http.client.HTTPConnection(url.hostname or "", url.port or 80, timeout=5)
+    try:
+        connection.request("POST", url.path, body, {"Content-Type": "application/soap+xml"})
+        return connection.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        connection.close()
+
+
 def client(address: str, timeout: str) -> None:
     cameras = probe_cameras(settings(address), timeout=float(timeout))
-    print(json.dumps([c.as_dict() for c in cameras]))
+    found = [{**c.as_dict(), "xaddr_status": [_answers(x) for x in c.xaddrs]} for c in cameras]
+    print(json.dumps(found))
 
 
 def listener(address: str) -> None:

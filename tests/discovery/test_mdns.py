@@ -21,6 +21,32 @@ def test_txt_record_is_the_allow_list_only() -> None:
     txt = mdns.announcement_txt(serial_number="EA-1", model="edge-cam-1", claimed=True)
     assert txt == {"sn": "EA-1", "model": "edge-cam-1", "claimed": "1"}
     assert tuple(txt) == mdns.TXT_KEYS
+    for advert in mdns.adverts(
+        serial_number="EA-1",
+        model="edge-cam-1",
+        claimed=True,
+        onvif_port=8080,
+        onvif_path="/onvif/device_service",
+        provisioning_port=8470,
+    ):
+        assert tuple(advert.properties) == mdns.ADVERT_TXT_KEYS
+
+
+def test_only_services_with_a_port_are_advertised() -> None:
+    def names(onvif: int | None, provisioning: int | None) -> list[tuple[str, int]]:
+        found = mdns.adverts(
+            serial_number="EA-1",
+            model="m",
+            claimed=False,
+            onvif_port=onvif,
+            onvif_path="/onvif/device_service",
+            provisioning_port=provisioning,
+        )
+        return [(a.name, a.port) for a in found]
+
+    assert names(None, None) == []
+    assert names(8080, None) == [("edge-agent-EA-1._http._tcp.local.", 8080)]
+    assert names(None, 8470) == [("edge-agent-EA-1-setup._http._tcp.local.", 8470)]
 
 
 def test_instance_name_is_one_safe_dns_label() -> None:
@@ -80,16 +106,30 @@ def browse_until(
             return peers
 
 
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP port that really accepts: what the announcer advertises must answer."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock
+
+
 @pytest.mark.slow
-def test_announced_agent_and_rtsp_camera_are_browsed_on_loopback(rtsp_camera: None) -> None:
+def test_announced_agent_and_rtsp_camera_are_browsed_on_loopback(
+    rtsp_camera: None, listener: socket.socket
+) -> None:
     claimed = [False]
+    port = listener.getsockname()[1]
     announcer = MdnsAnnouncer(
-        serial_number=SERIAL,
-        model="edge-cam-1",
-        port=8080,
         interfaces=LOOPBACK,
         addresses_fn=lambda: ["127.0.0.1"],
-        claimed_fn=lambda: claimed[0],
+        adverts_fn=lambda: mdns.adverts(
+            serial_number=SERIAL,
+            model="edge-cam-1",
+            claimed=claimed[0],
+            onvif_port=port,
+            onvif_path="/onvif/device_service",
+            provisioning_port=None,
+        ),
     )
     announcer.start()
     try:
@@ -105,9 +145,56 @@ def test_announced_agent_and_rtsp_camera_are_browsed_on_loopback(rtsp_camera: No
     (agent,) = [p for p in peers if p.is_edge_agent and SERIAL in p.name]
     assert agent.name == f"edge-agent-{SERIAL}.{mdns.HTTP_SERVICE}"
     assert agent.addresses == ("127.0.0.1",)
-    assert agent.port == 8080
-    assert dict(agent.properties) == {"sn": SERIAL, "model": "edge-cam-1", "claimed": "0"}
+    assert agent.port == port
+    assert dict(agent.properties) == {
+        "sn": SERIAL,
+        "model": "edge-cam-1",
+        "claimed": "0",
+        "api": "onvif",
+        "path": "/onvif/device_service",
+    }
     (camera,) = [p for p in peers if p.service_type == mdns.RTSP_SERVICE and CAMERA in p.name]
     assert camera.port == 554 and camera.properties["path"] == "/stream1"
     (updated,) = [p for p in after if p.is_edge_agent and SERIAL in p.name]
     assert updated.properties["claimed"] == "1"
+
+
+def _setup_advert(peers: list[mdns.MdnsPeer]) -> list[mdns.MdnsPeer]:
+    return [p for p in peers if p.properties.get("api") == "provisioning" and SERIAL in p.name]
+
+
+@pytest.mark.slow
+def test_an_instance_comes_and_goes_with_its_service(listener: socket.socket) -> None:
+    """refresh() announces a service that starts and withdraws one that stops."""
+    port = listener.getsockname()[1]
+    provisioning: list[int | None] = [None]
+    announcer = MdnsAnnouncer(
+        interfaces=LOOPBACK,
+        addresses_fn=lambda: ["127.0.0.1"],
+        adverts_fn=lambda: mdns.adverts(
+            serial_number=SERIAL,
+            model="edge-cam-1",
+            claimed=False,
+            onvif_port=None,
+            onvif_path="/onvif/device_service",
+            provisioning_port=provisioning[0],
+        ),
+    )
+    announcer.start()
+    try:
+        assert announcer.announced == {}
+        provisioning[0] = port
+        announcer.refresh()
+        present = browse_until(lambda found: bool(_setup_advert(found)))
+        provisioning[0] = None
+        deadline = time.monotonic() + 30
+        while announcer.announced and time.monotonic() < deadline:
+            announcer.refresh()  # the withdrawal waits until the announcement is done
+            time.sleep(0.1)
+        absent = browse_until(lambda found: not _setup_advert(found))
+    finally:
+        announcer.stop()
+    (setup,) = _setup_advert(present)
+    assert setup.name == f"edge-agent-{SERIAL}-setup.{mdns.HTTP_SERVICE}"
+    assert setup.port == port and setup.properties["path"] == mdns.PROVISIONING_PATH
+    assert _setup_advert(absent) == []

@@ -31,6 +31,7 @@ interface_address = "127.0.0.1"
 mdns_interfaces = ["127.0.0.1"]
 reply_delay_max_ms = 0
 wsd_port = {port}
+http_port = 0
 probe_repeats = 2
 """
 
@@ -111,9 +112,11 @@ def test_discover_lists_camera_router_and_agent(
         document = json.loads(listing)
         tables = discover_until(common, capsys, lambda out: "edge-agent-EA-CLI-1" in out)
 
+    assert agent_on_loopback.onvif is not None
+    onvif_port = agent_on_loopback.onvif.port
     (camera,) = document["cameras"]
     assert camera["endpoint"] == endpoint_for_serial("EA-CLI-1")
-    assert camera["xaddrs"] == ["http://127.0.0.1:8080/onvif/device_service"]
+    assert camera["xaddrs"] == [f"http://127.0.0.1:{onvif_port}/onvif/device_service"]
     routers = [d for d in document["upnp"] if d["is_router"]]
     assert [r["location"] for r in routers] == ["http://127.0.0.1:5000/rootDesc.xml"]
     agents = [a for a in document["agents"] if a["properties"].get("sn") == "EA-CLI-1"]
@@ -121,7 +124,10 @@ def test_discover_lists_camera_router_and_agent(
         "sn": "EA-CLI-1",
         "model": "edge-cam-1",
         "claimed": "1",
+        "api": "onvif",
+        "path": "/onvif/device_service",
     }
+    assert agents[0]["port"] == onvif_port
     assert document["errors"] == {}
 
     assert "Cameras (WS-Discovery) (1)" in tables

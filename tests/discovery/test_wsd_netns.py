@@ -116,6 +116,8 @@ def test_multicast_probe_hello_and_bye_between_namespaces(
     assert camera["endpoint"] == endpoint_for_serial(DeviceSettings().serial_number)
     assert camera["address"] == A_PRIVATE
     assert camera["xaddrs"] == [f"http://{A_PRIVATE}:8080/onvif/device_service"]
+    # The XAddrs answer from the other namespace: the ONVIF device service is there.
+    assert camera["xaddr_status"] == [200]
     # B's own multicast probes loop back to its listener too; they prove the group works.
     messages = [m for m in json.loads(heard) if m["kind"] != "Probe"]
     assert [m["kind"] for m in messages] == ["Hello", "Bye"]

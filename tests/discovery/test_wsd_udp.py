@@ -51,10 +51,13 @@ def test_probe_over_udp_finds_the_responder_and_hello_bye_bracket_it(
             config.discovery, timeout=1.0, destination=service.responder.address
         )
         hello = wsd.decode(udp_listener.recvfrom(65535)[0])
+        onvif_port = service.onvif.port if service.onvif is not None else None
     bye = wsd.decode(udp_listener.recvfrom(65535)[0])
     (camera,) = cameras
     assert camera.endpoint == endpoint_for_serial(config.device.serial_number)
-    assert camera.xaddrs == ("http://127.0.0.1:8080/onvif/device_service",)
+    # The XAddrs name the port the ONVIF device service really listens on.
+    assert onvif_port is not None
+    assert camera.xaddrs == (f"http://127.0.0.1:{onvif_port}/onvif/device_service",)
     assert camera.name == config.device.model
     assert isinstance(hello, wsd.Hello)
     assert hello.target.xaddrs == camera.xaddrs
@@ -133,8 +136,10 @@ def test_address_change_sends_a_new_hello(
         first = wsd.decode(udp_listener.recvfrom(65535)[0])
         addresses[:] = ["127.0.0.2"]
         second = wsd.decode(udp_listener.recvfrom(65535)[0])
+        assert service.onvif is not None
+        port = service.onvif.port
     assert isinstance(first, wsd.Hello) and isinstance(second, wsd.Hello)
-    assert second.target.xaddrs == ("http://127.0.0.2:8080/onvif/device_service",)
+    assert second.target.xaddrs == (f"http://127.0.0.2:{port}/onvif/device_service",)
 
 
 def test_client_lists_real_camera_reply_over_udp(tmp_path: pathlib.Path) -> None:

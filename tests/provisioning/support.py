@@ -74,10 +74,10 @@ class ImprovPeerDevice:
             if not select.select([self._fd], [], [], 0.05)[0]:
                 continue
             for item in decoder.feed(os.read(self._fd, 512)):
-                reply = self._device.receive(item)
+                reply = self._device.receive(item, time.monotonic())
                 frames = list(reply.frames)
                 if reply.connect is not None:
                     result = self._provisioner.apply(reply.connect, "improv")
-                    frames += self._device.connect_finished(result)
+                    frames += self._device.connect_finished(result, time.monotonic())
                 for frame in frames:
                     os.write(self._fd, frame)

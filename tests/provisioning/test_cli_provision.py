@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.provisioning.binding import parse_label
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.provisioner import Provisioner
@@ -124,7 +126,8 @@ def test_improv_cli_against_device_on_pty(
     master, slave = os.openpty()
     radio = RadioDouble({"Home": PASSPHRASE})
     device = ImprovDevice(DeviceInfo("edge-agent", "0.1.0", "c", "d"), lambda: radio.scan(1), "")
-    provisioner = Provisioner(radio, FileProvisioningStore(tmp_path), SystemClock())
+    store = FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
+    provisioner = Provisioner(radio, store, SystemClock())
     secret = tmp_path / "pass.txt"
     secret.write_text(PASSPHRASE)
     try:

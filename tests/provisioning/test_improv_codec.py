@@ -101,6 +101,9 @@ def test_unknown_rpc_is_rejected() -> None:
         improv.parse_command(frame)
 
 
+NOW = 1000.0
+
+
 def _device(radio: RadioDouble | None = None) -> ImprovDevice:
     radio = radio or RadioDouble({"Home": "correct horse"})
     info = DeviceInfo("edge-agent", "0.1.0", "edge-cam-1/rev-a", "EA-1")
@@ -108,21 +111,26 @@ def _device(radio: RadioDouble | None = None) -> ImprovDevice:
 
 
 def test_device_answers_unknown_rpc_with_error_state() -> None:
-    reply = _device().receive(improv.decode_frame(improv.encode_rpc(0x7E, b"")))
-    assert reply.frames == (improv.encode_error(ErrorCode.UNKNOWN_RPC),)
+    reply = _device().receive(improv.decode_frame(improv.encode_rpc(0x7E, b"")), NOW)
+    assert reply.frames == (
+        improv.encode_error(ErrorCode.NONE),
+        improv.encode_error(ErrorCode.UNKNOWN_RPC),
+    )
 
 
 def test_device_answers_bad_packet_with_invalid_packet_error() -> None:
-    reply = _device().receive(DecodeError("bad Improv checksum"))
+    reply = _device().receive(DecodeError("bad Improv checksum"), NOW)
     assert reply.frames == (improv.encode_error(ErrorCode.INVALID_PACKET),)
 
 
 def test_device_wifi_settings_flow(vectors: dict[str, bytes]) -> None:
     device = _device()
-    reply = device.receive(improv.decode_frame(vectors["wifi_settings"]))
+    reply = device.receive(improv.decode_frame(vectors["wifi_settings"]), NOW)
     assert reply.connect is not None and reply.connect.ssid == "MyWirelessAP"
     assert improv.encode_state(State.PROVISIONING) in reply.frames
-    done = device.connect_finished(ConnectResult(ConnectOutcome.CONNECTED, ip_address="192.0.2.7"))
+    done = device.connect_finished(
+        ConnectResult(ConnectOutcome.CONNECTED, ip_address="192.0.2.7"), NOW
+    )
     assert done == [
         improv.encode_state(State.PROVISIONED),
         improv.encode_result(Command.SEND_WIFI_SETTINGS, [b"http://192.0.2.7/"]),
@@ -131,27 +139,29 @@ def test_device_wifi_settings_flow(vectors: dict[str, bytes]) -> None:
 
 def test_device_failed_connect_reports_unable_to_connect() -> None:
     device = _device()
-    device.receive(improv.decode_frame(improv.encode_wifi_settings(b"Home", b"nope nope")))
-    frames = device.connect_finished(ConnectResult(ConnectOutcome.WRONG_KEY))
+    device.receive(improv.decode_frame(improv.encode_wifi_settings(b"Home", b"nope nope")), NOW)
+    frames = device.connect_finished(ConnectResult(ConnectOutcome.WRONG_KEY), NOW)
     assert frames[0] == improv.encode_error(ErrorCode.UNABLE_TO_CONNECT)
-    assert device.state is State.AUTHORIZED
+    assert device.state(NOW) is State.AUTHORIZED
 
 
 def test_device_scan_sends_one_result_per_network_then_empty() -> None:
     radio = RadioDouble({"Home": "correct horse", "Cafe": None})
     reply = _device(radio).receive(
-        improv.decode_frame(improv.encode_rpc(Command.REQUEST_SCANNED_NETWORKS, b""))
+        improv.decode_frame(improv.encode_rpc(Command.REQUEST_SCANNED_NETWORKS, b"")), NOW
     )
-    results = [improv.decode_rpc(improv.decode_frame(f)) for f in reply.frames]
+    assert reply.frames[0] == improv.encode_error(ErrorCode.NONE)
+    results = [improv.decode_rpc(improv.decode_frame(f)) for f in reply.frames[1:]]
     strings = [improv.decode_strings(r.payload) for r in results]
     assert strings == [[b"Home", b"-40", b"YES"], [b"Cafe", b"-45", b"NO"], []]
 
 
 def test_device_info_result() -> None:
     reply = _device().receive(
-        improv.decode_frame(improv.encode_rpc(Command.REQUEST_DEVICE_INFO, b""))
+        improv.decode_frame(improv.encode_rpc(Command.REQUEST_DEVICE_INFO, b"")), NOW
     )
-    rpc = improv.decode_rpc(improv.decode_frame(reply.frames[0]))
+    assert reply.frames[0] == improv.encode_error(ErrorCode.NONE)
+    rpc = improv.decode_rpc(improv.decode_frame(reply.frames[1]))
     assert improv.decode_strings(rpc.payload) == [
         b"edge-agent",
         b"0.1.0",

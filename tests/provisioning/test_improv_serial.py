@@ -10,18 +10,26 @@ from collections.abc import Iterator
 
 import pytest
 
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.provisioning import improv
 from agent.provisioning.improv import Command, ErrorCode, Frame, FrameType, State
 from agent.provisioning.improv_device import DeviceInfo, ImprovDevice
 from agent.provisioning.provisioner import Provisioner
 from agent.provisioning.wifi import WifiCredentials
 from drivers.clock import SystemClock
-from drivers.provisioning.improv_serial import ImprovClient, ImprovSerialChannel, open_port
+from drivers.provisioning.improv_serial import (
+    INTER_BYTE_TIMEOUT,
+    ImprovClient,
+    ImprovSerialChannel,
+    open_port,
+)
 from drivers.provisioning.store import FileProvisioningStore
 from tests.provisioning.radio_double import DOUBLE_ADDRESS, RadioDouble
 from tests.provisioning.support import ImprovPeerDevice
 
 INFO = DeviceInfo("edge-agent", "0.1.0", "edge-cam-1/rev-a", "EA-PTY")
+CLEARED = Frame(FrameType.ERROR_STATE, bytes([ErrorCode.NONE]))
 
 
 class PtyPeer:
@@ -69,7 +77,7 @@ def channel(
     pty_pair: tuple[int, str], radio: RadioDouble, tmp_path: pathlib.Path
 ) -> Iterator[tuple[PtyPeer, ImprovSerialChannel, FileProvisioningStore]]:
     master, path = pty_pair
-    store = FileProvisioningStore(tmp_path)
+    store = FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
     provisioner = Provisioner(radio, store, SystemClock())
     device = ImprovDevice(INFO, lambda: radio.scan(1.0), "http://{ip}/")
     served = ImprovSerialChannel(
@@ -87,7 +95,7 @@ def test_current_state_over_pty(
 ) -> None:
     peer, _, _ = channel
     peer.send(improv.encode_rpc(Command.REQUEST_CURRENT_STATE, b""))
-    assert peer.frames(1) == [Frame(FrameType.CURRENT_STATE, bytes([State.AUTHORIZED]))]
+    assert peer.frames(2) == [CLEARED, Frame(FrameType.CURRENT_STATE, bytes([State.AUTHORIZED]))]
 
 
 def test_wifi_settings_over_pty_connects_and_saves(
@@ -96,7 +104,7 @@ def test_wifi_settings_over_pty_connects_and_saves(
     peer, served, store = channel
     peer.send(improv.encode_wifi_settings(b"Home", b"correct horse battery"))
     frames = peer.frames(4)
-    assert Frame(FrameType.CURRENT_STATE, bytes([State.PROVISIONING])) in frames
+    assert frames[:2] == [CLEARED, Frame(FrameType.CURRENT_STATE, bytes([State.PROVISIONING]))]
     assert frames[-2] == Frame(FrameType.CURRENT_STATE, bytes([State.PROVISIONED]))
     result = improv.decode_rpc(frames[-1])
     assert result.command == Command.SEND_WIFI_SETTINGS
@@ -133,10 +141,32 @@ def test_truncated_frame_then_idle_line_recovers_over_pty(
     channel: tuple[PtyPeer, ImprovSerialChannel, FileProvisioningStore],
 ) -> None:
     peer, _, _ = channel
+    sent = time.monotonic()
     peer.send(improv.encode_wifi_settings(b"Home", b"correct horse battery")[:15])
     assert peer.frames(1) == [Frame(FrameType.ERROR_STATE, bytes([ErrorCode.INVALID_PACKET]))]
+    # Only a line silent for the whole inter-byte timeout ends a started frame.
+    assert time.monotonic() - sent >= INTER_BYTE_TIMEOUT - 0.05
     peer.send(improv.encode_rpc(Command.REQUEST_CURRENT_STATE, b""))
-    assert peer.frames(1) == [Frame(FrameType.CURRENT_STATE, bytes([State.AUTHORIZED]))]
+    assert peer.frames(2) == [CLEARED, Frame(FrameType.CURRENT_STATE, bytes([State.AUTHORIZED]))]
+
+
+@pytest.mark.parametrize("pause", [0.15, 0.6])
+def test_pauses_inside_a_frame_are_tolerated_over_pty(
+    channel: tuple[PtyPeer, ImprovSerialChannel, FileProvisioningStore],
+    radio: RadioDouble,
+    pause: float,
+) -> None:
+    """A USB-serial adapter delivers a frame in pieces: 150 ms and 600 ms gaps are no error."""
+    peer, served, _ = channel
+    raw = improv.encode_wifi_settings(b"Home", b"correct horse battery")
+    for start in range(0, len(raw), 7):
+        peer.send(raw[start : start + 7])
+        time.sleep(pause)
+    frames = peer.frames(4)
+    assert Frame(FrameType.ERROR_STATE, bytes([ErrorCode.INVALID_PACKET])) not in frames
+    assert frames[-2] == Frame(FrameType.CURRENT_STATE, bytes([State.PROVISIONED]))
+    assert served.state is State.PROVISIONED
+    assert radio.connect_calls == [WifiCredentials("Home", "correct horse battery")]
 
 
 def test_unknown_rpc_over_pty(
@@ -144,7 +174,7 @@ def test_unknown_rpc_over_pty(
 ) -> None:
     peer, _, _ = channel
     peer.send(improv.encode_rpc(0x42, b"\x00"))
-    assert peer.frames(1) == [Frame(FrameType.ERROR_STATE, bytes([ErrorCode.UNKNOWN_RPC]))]
+    assert peer.frames(2) == [CLEARED, Frame(FrameType.ERROR_STATE, bytes([ErrorCode.UNKNOWN_RPC]))]
 
 
 def test_client_scan_and_provision_against_device_on_pty(
@@ -153,7 +183,8 @@ def test_client_scan_and_provision_against_device_on_pty(
     """ImprovClient on the slave path; a device state machine serving the master end."""
     master, path = pty_pair
     device = ImprovDevice(INFO, lambda: radio.scan(1.0), "http://{ip}/")
-    provisioner = Provisioner(radio, FileProvisioningStore(tmp_path), SystemClock())
+    store = FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
+    provisioner = Provisioner(radio, store, SystemClock())
     port = open_port(path, 115200)
     try:
         with ImprovPeerDevice(master, device, provisioner):

@@ -100,8 +100,8 @@ def test_full_pake_flow_provisions_and_closes_window(
     saved = service.store.credentials_path
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     # The network is remembered; its key stays with the Wi-Fi backend alone.
-    assert json.loads(saved.read_text())["ssid"] == "Home"
-    assert PASSPHRASE not in saved.read_text()
+    assert service.store.load_credentials() == WifiCredentials("Home")
+    assert PASSPHRASE.encode() not in saved.read_bytes() and b"Home" not in saved.read_bytes()
     assert service.provisioned
     assert client.info()["window"] == "succeeded"
     with pytest.raises(WindowClosedError):

@@ -14,6 +14,8 @@ from agent import config as agent_config
 from agent.auth.principals import PrincipalStore
 from agent.database import Database
 from agent.errors import ConfigError, DeviceIOError, VerificationError
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from agent.provisioning import improv
 from agent.provisioning.improv import Command, Frame, FrameType, State
 from agent.provisioning.limits import (
@@ -102,8 +104,9 @@ def test_lan_api_stops_after_success_and_grace(tmp_path: pathlib.Path) -> None:
 
 
 def test_provisioned_device_opens_no_channel(tmp_path: pathlib.Path) -> None:
-    FileProvisioningStore(tmp_path).save_credentials(WifiCredentials("Home", "passphrase-1"))
-    FileProvisioningStore(tmp_path).save_account("acme")
+    store = FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path)))
+    store.save_credentials(WifiCredentials("Home", "passphrase-1"))
+    store.save_account("acme")
     service = build_service(make_config(tmp_path), RadioDouble())
     service.start()
     try:
@@ -156,7 +159,10 @@ class BrokenRadio(RadioDouble):
 def test_backend_exception_becomes_a_failed_attempt(tmp_path: pathlib.Path) -> None:
     audit = RecordingAudit()
     provisioner = Provisioner(
-        BrokenRadio(), FileProvisioningStore(tmp_path), FixedClock(START), audit=audit
+        BrokenRadio(),
+        FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path))),
+        FixedClock(START),
+        audit=audit,
     )
     result = provisioner.apply(WifiCredentials("Home", "passphrase-1"), "lan")
     assert result.outcome is ConnectOutcome.FAILED
@@ -216,7 +222,7 @@ def test_audit_trail_and_logs_hold_neither_ssid_nor_account(
     audit = RecordingAudit()
     provisioner = Provisioner(
         RadioDouble({"Home-Of-Alice": "passphrase-1"}),
-        FileProvisioningStore(tmp_path),
+        FileProvisioningStore(tmp_path, keys=DataKeys(StateLayout(tmp_path))),
         FixedClock(START),
         audit=audit,
     )

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from agent.errors import DecodeError, TooLargeError
 from agent.provisioning.wifi import Security, WifiCredentials
-from agent.provisioning.wifi_qr import format_wifi_qr, parse_wifi_qr
+from agent.provisioning.wifi_qr import WepRefusedError, format_wifi_qr, parse_wifi_qr
 
 
 def test_parses_the_issue_example() -> None:
@@ -104,3 +104,70 @@ def test_wifi_qr_lone_surrogate_is_rejected(text: str) -> None:
     # A QR decoder may hand over undecodable bytes as surrogate escapes.
     with pytest.raises(DecodeError):
         parse_wifi_qr(text)
+
+
+# --- WEP, quoting and hex (the ZXing convention) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["WIFI:T:WEP;S:Old-Router;P:0123456789;;", "WIFI:S:Old;T:wep;P:abcde;H:true;;"]
+)
+def test_wep_is_refused_with_a_clear_message(text: str) -> None:
+    with pytest.raises(WepRefusedError, match="WEP is broken") as refused:
+        parse_wifi_qr(text)
+    assert "WPA2 or WPA3" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "ssid", "passphrase"),
+    [
+        ('WIFI:T:WPA;S:"Home Net";P:"correct horse";;', "Home Net", "correct horse"),
+        # Quoted so that they are not read as hex: the text itself.
+        ('WIFI:T:WPA;S:"414243";P:"12345678";;', "414243", "12345678"),
+        ('WIFI:T:WPA;S:"CAFE";P:password1;;', "CAFE", "password1"),
+        # Escaped quotes are part of the name; unescaped ones around it are not.
+        ('WIFI:T:WPA;S:\\"Quoted\\";P:password1;;', '"Quoted"', "password1"),
+        ('WIFI:T:WPA;S:"\\"in\\"";P:password1;;', '"in"', "password1"),
+        # One quote is no quoting.
+        ('WIFI:T:WPA;S:";P:password1;;', '"', "password1"),
+    ],
+)
+def test_double_quotes_delimit_literal_text(text: str, ssid: str, passphrase: str) -> None:
+    credentials = parse_wifi_qr(text).credentials
+    assert (credentials.ssid, credentials.passphrase) == (ssid, passphrase)
+
+
+@pytest.mark.parametrize(
+    ("field", "ssid"),
+    [
+        ("414243", "ABC"),
+        ("486f6d65204e6574", "Home Net"),
+        ("436166c3a9", "Café"),  # UTF-8 bytes
+        # Hex digits whose bytes are no printable UTF-8 name the text they show.
+        ("cafe", "cafe"),
+        ("1234", "1234"),
+        ("DEADBEEF", "DEADBEEF"),
+        ("abc", "abc"),  # odd length
+    ],
+)
+def test_unquoted_hex_ssids(field: str, ssid: str) -> None:
+    assert parse_wifi_qr(f"WIFI:T:WPA;S:{field};P:password1;;").credentials.ssid == ssid
+
+
+def test_raw_psk_unquoted_is_kept_and_quoted_is_refused() -> None:
+    psk = "0123456789abcdef" * 4
+    assert parse_wifi_qr(f"WIFI:T:WPA;S:Home;P:{psk};;").credentials.passphrase == psk
+    with pytest.raises(DecodeError, match=r"8\.\.63"):
+        parse_wifi_qr(f'WIFI:T:WPA;S:Home;P:"{psk}";;')
+
+
+def test_formatter_quotes_names_that_would_read_as_hex() -> None:
+    text = format_wifi_qr(WifiCredentials("414243", "password1"))
+    assert 'S:"414243"' in text
+    assert parse_wifi_qr(text).credentials.ssid == "414243"
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEF", min_size=1, max_size=32), passphrases)
+def test_hex_looking_names_round_trip(ssid: str, passphrase: str) -> None:
+    credentials = WifiCredentials(ssid, passphrase)
+    assert parse_wifi_qr(format_wifi_qr(credentials)).credentials == credentials

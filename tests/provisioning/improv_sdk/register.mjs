@@ -1,0 +1,3 @@
+import { register } from "node:module";
+
+register("./resolve_js.mjs", import.meta.url);
