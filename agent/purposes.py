@@ -38,3 +38,6 @@ WIFI_DOMAIN = "wifi"
 # The data-key domain of the cloud binding (the account named in key labels):
 # erased only when the binding is (an account cancellation).
 BINDING_DOMAIN = "binding"
+# The data-key domain of the ONVIF user's password (the digest scheme needs it in
+# clear on the device): erased with the binding.
+ONVIF_DOMAIN = "onvif"

@@ -14,7 +14,7 @@ import enum
 
 from agent.errors import ConfigError
 from agent.ports import PersonalDataHolder, RetentionTarget
-from agent.purposes import BINDING_DOMAIN, CONSENTABLE, WIFI_DOMAIN
+from agent.purposes import BINDING_DOMAIN, CONSENTABLE, ONVIF_DOMAIN, WIFI_DOMAIN
 
 
 class ErasureScope(enum.Enum):
@@ -29,10 +29,10 @@ def key_domains(scope: ErasureScope) -> tuple[str, ...]:
         return tuple(p.value for p in CONSENTABLE)
     if scope is ErasureScope.WIFI:
         return (WIFI_DOMAIN,)
-    return (BINDING_DOMAIN,)
+    return (BINDING_DOMAIN, ONVIF_DOMAIN)
 
 
-ALL_KEY_DOMAINS = (*(p.value for p in CONSENTABLE), WIFI_DOMAIN, BINDING_DOMAIN)
+ALL_KEY_DOMAINS = (*(p.value for p in CONSENTABLE), WIFI_DOMAIN, BINDING_DOMAIN, ONVIF_DOMAIN)
 
 
 class RetentionKind(enum.Enum):

@@ -41,7 +41,7 @@ def build_discovery(ctx: FeatureContext) -> Feature:
     store = OnvifCredentialStore(
         ctx.layout, ctx.keys, pathlib.Path(file_source).expanduser() if file_source else None
     )
-    holdings = (Holding(OnvifCredentialsHolder(store), scope=ErasureScope.BINDING),)
+    holdings = (Holding(OnvifCredentialsHolder(store, ctx.clock), scope=ErasureScope.BINDING),)
 
     def secrets() -> Iterable[str]:
         try:

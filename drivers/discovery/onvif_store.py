@@ -27,10 +27,12 @@ from agent.discovery.onvif_auth import OnvifCredentials
 from agent.errors import DecodeError, EdgeAgentError, PolicyError
 from agent.keystore import DataKeys
 from agent.layout import StateLayout
+from agent.ports import Clock
+from agent.purposes import ONVIF_DOMAIN
 
 log = logging.getLogger(__name__)
 
-DOMAIN = "onvif"
+DOMAIN = ONVIF_DOMAIN
 CONTEXT = b"edge-agent onvif credentials v1"
 MAX_FILE_BYTES = 4096
 MAX_USERNAME = 32
@@ -173,8 +175,9 @@ class OnvifCredentialsHolder:
 
     name = "onvif-credentials"
 
-    def __init__(self, store: OnvifCredentialStore) -> None:
+    def __init__(self, store: OnvifCredentialStore, clock: Clock) -> None:
         self._store = store
+        self._clock = clock
 
     def export_personal_data(self) -> Mapping[str, object]:
         if self._store.external:
@@ -186,3 +189,13 @@ class OnvifCredentialsHolder:
 
     def erase_personal_data(self) -> int:
         return self._store.erase()
+
+    def reseal_personal_data(self) -> int:
+        """Key rotation: the record again, under the onvif domain's current key."""
+        if self._store.external:
+            return 0
+        credentials = self._store.load()
+        if credentials is None:
+            return 0
+        self._store.save(credentials, self._clock.now())
+        return 1

@@ -21,6 +21,7 @@ from drivers.discovery.onvif_store import (
 )
 from drivers.discovery.service import build_service
 from tests.discovery.conftest import loopback_config, running
+from tests.support.clock import FixedClock
 from tests.discovery.onvif_support import envelope, fault_subcodes, post, signed
 
 
@@ -43,7 +44,7 @@ def test_sealed_round_trip_is_private_and_never_plaintext(tmp_path: pathlib.Path
 def test_holder_exports_no_password_and_erasure_destroys_the_key(tmp_path: pathlib.Path) -> None:
     store = store_in(tmp_path)
     store.save(OnvifCredentials("nvr", "a long password"), time.time())
-    holder = OnvifCredentialsHolder(store)
+    holder = OnvifCredentialsHolder(store, FixedClock(1.0))
     exported = holder.export_personal_data()
     assert exported["username"] == "nvr" and "a long password" not in repr(exported)
     blob = StateLayout(tmp_path).onvif_credentials.read_bytes()
@@ -128,3 +129,14 @@ def test_account_erasure_from_the_cli_removes_the_onvif_user(
     capsys.readouterr()
     assert not StateLayout(tmp_path).onvif_credentials.exists()
     assert store_in(tmp_path).load() is None
+
+
+def test_key_rotation_reseals_the_credentials(tmp_path: pathlib.Path) -> None:
+    store = store_in(tmp_path)
+    store.save(OnvifCredentials("nvr", "a long password"), time.time())
+    holder = OnvifCredentialsHolder(store, FixedClock(2.0))
+    keys = DataKeys(StateLayout(tmp_path))
+    keys.rotate("onvif")
+    assert holder.reseal_personal_data() == 1
+    assert keys.retire_older("onvif") == 1
+    assert store_in(tmp_path).load() == OnvifCredentials("nvr", "a long password")
