@@ -21,8 +21,8 @@ from drivers.discovery.onvif_store import (
 )
 from drivers.discovery.service import build_service
 from tests.discovery.conftest import loopback_config, running
-from tests.support.clock import FixedClock
 from tests.discovery.onvif_support import envelope, fault_subcodes, post, signed
+from tests.support.clock import FixedClock
 
 
 def store_in(tmp_path: pathlib.Path) -> OnvifCredentialStore:
@@ -135,7 +135,7 @@ def test_key_rotation_reseals_the_credentials(tmp_path: pathlib.Path) -> None:
     store = store_in(tmp_path)
     store.save(OnvifCredentials("nvr", "a long password"), time.time())
     holder = OnvifCredentialsHolder(store, FixedClock(2.0))
-    keys = DataKeys(StateLayout(tmp_path))
+    keys = store._keys  # rotation runs in the daemon, on its one DataKeys
     keys.rotate("onvif")
     assert holder.reseal_personal_data() == 1
     assert keys.retire_older("onvif") == 1
