@@ -236,6 +236,15 @@ class RightsHandlers:
         """Destroy the scopes' data keys (intent first), then purge every holder in them."""
         intent: dict[str, object] = {"erase": sorted(s.value for s in scopes)}
         erased: dict[str, int] = {}
+        for entry in self._registry.holders:
+            # What a holder must read before its key goes (the SSID the Wi-Fi backend
+            # needs to forget the network); nothing is erased yet.
+            prepare = getattr(entry.holder, "prepare_erasure", None)
+            if entry.scope in scopes and callable(prepare):
+                try:
+                    prepare()
+                except EdgeAgentError as exc:
+                    log.warning("preparing the erasure of %s: %s", entry.holder.name, exc)
         if self._keys is not None:
             self._keys.begin(intent)
             erased["data_keys"] = sum(

@@ -316,6 +316,12 @@ class WifiCredentialsHolder(FileHolder):
     def reseal_personal_data(self) -> int:
         return self._store.reseal_credentials()
 
+    def prepare_erasure(self) -> None:
+        """Read the SSID while its key still exists: the backend needs it to forget the network."""
+        if self._forget is not None:
+            with contextlib.suppress(EdgeAgentError):
+                self._store.load_credentials()
+
 
 class FileTokenLedger:
     """Digests of used binding tokens with their expiry; expired ones are pruned."""
