@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import cbor2
 
-from agent import cbor
+from agent import cbor, cose
 from agent.errors import DecodeError, VerificationError
 
 if TYPE_CHECKING:
@@ -31,10 +31,10 @@ if TYPE_CHECKING:
 # ``cryptography`` is imported where it is used: the CLI's start-up (``--help``,
 # ``config check``) composes the command path but never signs or verifies.
 
-COSE_SIGN1_TAG = 18
+COSE_SIGN1_TAG = cose.COSE_SIGN1_TAG
 COSE_ENCRYPT_TAG = 96
-HEADER_ALG = 1
-HEADER_KID = 4
+HEADER_ALG = cose.HEADER_ALG
+HEADER_KID = cose.HEADER_KID
 HEADER_IV = 5
 HEADER_EPHEMERAL_KEY = -1
 ALG_EDDSA = -8
@@ -63,7 +63,11 @@ def _headers(protected: object, what: str) -> Mapping[object, object]:
     return headers
 
 
-# --- COSE_Sign1 -------------------------------------------------------------------
+# --- COSE_Sign1 (structure in agent.cose, shared with upgrade manifests) ------------
+
+
+def _header_decoder(protected: bytes) -> object:
+    return cbor.loads_untrusted(protected, max_bytes=MAX_HEADER_BYTES, max_depth=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,39 +78,26 @@ class Sign1:
     signature: bytes
 
     def to_be_signed(self) -> bytes:
-        return sig_structure(self.protected, self.payload)
-
-
-def sig_structure(protected: bytes, payload: bytes) -> bytes:
-    return cbor.dumps(["Signature1", protected, b"", payload])
+        return cose.sig_structure(self.protected, self.payload)
 
 
 def sign1(private_key: ed25519.Ed25519PrivateKey, key_id: bytes, payload: bytes) -> bytes:
     protected = cbor.dumps({HEADER_ALG: ALG_EDDSA, HEADER_KID: key_id})
-    signature = private_key.sign(sig_structure(protected, payload))
+    signature = private_key.sign(cose.sig_structure(protected, payload))
     return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))
 
 
 def parse_sign1(item: object) -> Sign1:
     """Structure of an already decoded item; the signature is not checked here."""
-    if not isinstance(item, cbor2.CBORTag) or item.tag != COSE_SIGN1_TAG:
-        raise DecodeError("not a tagged COSE_Sign1 (tag 18)")
-    value = item.value
-    if not isinstance(value, list | tuple) or len(value) != 4:
-        raise DecodeError("COSE_Sign1 must be an array of 4")
-    protected, unprotected, payload, signature = value
-    headers = _headers(protected, "COSE_Sign1")
-    if not isinstance(unprotected, Mapping) or HEADER_ALG in unprotected:
-        raise DecodeError("COSE_Sign1: unprotected header malformed")
-    if headers.get(HEADER_ALG) != ALG_EDDSA:
+    parts = cose.parse_sign1(item, _header_decoder, "COSE_Sign1")
+    if parts.algorithm != ALG_EDDSA:
         raise DecodeError("COSE_Sign1: only EdDSA (alg -8) is accepted for commands")
-    kid = headers.get(HEADER_KID)
+    kid = parts.headers.get(HEADER_KID)
     if not isinstance(kid, bytes) or not 1 <= len(kid) <= 32:
         raise DecodeError("COSE_Sign1: protected header needs a kid of 1..32 bytes")
-    if not isinstance(payload, bytes) or not isinstance(signature, bytes):
+    if parts.payload is None:
         raise DecodeError("COSE_Sign1: payload and signature must be byte strings")
-    assert isinstance(protected, bytes)
-    return Sign1(protected, kid, payload, signature)
+    return Sign1(parts.protected, kid, parts.payload, parts.signature)
 
 
 def verify_sign1(message: Sign1, public_key: bytes) -> None:

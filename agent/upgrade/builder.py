@@ -14,18 +14,12 @@ from typing import TYPE_CHECKING
 
 import cbor2
 
+from agent.cose import COSE_SIGN1_TAG, HEADER_ALG, HEADER_KID, sig_structure
 from agent.errors import PolicyError
 from agent.upgrade import cborguard
-from agent.upgrade.algorithms import ALG_ED25519, ALG_ES256
+from agent.upgrade.algorithms import ALG_EDDSA, ALG_ES256
 from agent.upgrade.digest import ALG_SHA256, encode_digest
-from agent.upgrade.keys import (
-    COSE_SIGN1_TAG,
-    HEADER_ALG,
-    HEADER_KID,
-    TrustedKey,
-    key_from_bytes,
-    sig_structure,
-)
+from agent.upgrade.keys import TrustedKey, key_from_bytes
 from agent.upgrade.manifest import (
     C_CLASS,
     C_IMAGE_MATCH,
@@ -134,19 +128,27 @@ def public_key_of(private: PrivateKey) -> TrustedKey:
 
 
 def sign1(private: PrivateKey, payload: bytes, *, algorithm: int | None = None) -> bytes:
+    """A detached COSE_Sign1 over ``payload`` with our key id.
+
+    ``algorithm``: None for the key's default -- EdDSA (-8) for Ed25519, which
+    every COSE library reads, ES256 (-7) for P-256 -- or an id that fits the key
+    (Ed25519 keys also sign as the fully specified Ed25519, -19).
+    """
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
     key = public_key_of(private)
+    is_ed25519 = isinstance(private, ed25519.Ed25519PrivateKey)
+    default = ALG_EDDSA if is_ed25519 else ALG_ES256
+    alg = default if algorithm is None else algorithm
+    if alg not in key.algorithms:
+        kind = "an Ed25519" if is_ed25519 else "a P-256"
+        raise PolicyError(f"algorithm {alg} does not fit {kind} key")
+    protected = cborguard.dumps({HEADER_ALG: alg, HEADER_KID: key.key_id})
     if isinstance(private, ed25519.Ed25519PrivateKey):
-        alg = ALG_ED25519 if algorithm is None else algorithm
-        if alg not in key.algorithms:
-            raise PolicyError(f"algorithm {alg} does not fit an Ed25519 key")
-        protected = cborguard.dumps({HEADER_ALG: alg, HEADER_KID: key.key_id})
         signature = private.sign(sig_structure(protected, payload))
     else:
-        protected = cborguard.dumps({HEADER_ALG: ALG_ES256, HEADER_KID: key.key_id})
         der = private.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")

@@ -19,7 +19,14 @@ from agent.errors import DecodeError, PolicyError, VerificationError
 from agent.upgrade import cborguard
 from agent.upgrade.digest import parse_digest, wrapped_sha256
 from agent.upgrade.errors import UnsupportedFeatureError
-from agent.upgrade.keys import KeySet, TrustedKey, parse_cose_sign1, verify_sign1
+from agent.upgrade.keys import (
+    KeySet,
+    SignatureCheck,
+    TrustedKey,
+    check_sign1,
+    parse_cose_sign1,
+    refusal_error,
+)
 from agent.upgrade.manifest import Manifest, parse_manifest
 
 ENVELOPE_TAG = 107
@@ -87,24 +94,31 @@ def decode_envelope(data: bytes, *, max_bytes: int = 64 * 1024) -> Envelope:
 
 def _signers(
     envelope: Envelope, keys: tuple[TrustedKey, ...], accepted: frozenset[int]
-) -> list[TrustedKey]:
+) -> tuple[list[TrustedKey], list[SignatureCheck]]:
     found: list[TrustedKey] = []
+    checks = []
     for raw in envelope.signatures:
-        key = verify_sign1(parse_cose_sign1(raw), envelope.digest_bytes, keys, accepted)
-        if key is not None and key not in found:
-            found.append(key)
-    return found
+        check = check_sign1(parse_cose_sign1(raw), envelope.digest_bytes, keys, accepted)
+        checks.append(check)
+        if check.key is not None and check.key not in found:
+            found.append(check.key)
+    return found, checks
 
 
 def authenticate(envelope: Envelope, keys: KeySet) -> list[TrustedKey]:
-    """The trusted keys that signed ``envelope``; raises unless there is at least one."""
+    """The trusted keys that signed ``envelope``; raises unless there is at least one.
+
+    The refusal says why: a malformed signature (DecodeError), a trusted key's
+    signature that does not verify (BadSignatureError), or a signer this device
+    does not trust (UnknownKeyError).
+    """
     if not keys.keys:
         raise VerificationError("no trusted manifest keys are configured (upgrade.trusted_keys)")
     if not envelope.signatures:
         raise VerificationError("envelope is unsigned")
-    signers = _signers(envelope, keys.keys, keys.accepted_algorithms)
+    signers, checks = _signers(envelope, keys.keys, keys.accepted_algorithms)
     if not signers:
-        raise VerificationError("no signature by a trusted key")
+        raise refusal_error(checks, len(keys.keys))
     return signers
 
 
@@ -116,7 +130,7 @@ def verify_envelope(data: bytes, keys: KeySet, *, max_bytes: int = 64 * 1024) ->
     result_keys = keys
     if manifest.new_keys:
         introduced = tuple(manifest.new_keys)
-        proven = _signers(envelope, introduced, keys.accepted_algorithms)
+        proven, _ = _signers(envelope, introduced, keys.accepted_algorithms)
         missing = {k.key_id for k in introduced} - {k.key_id for k in proven}
         if missing:
             raise PolicyError(

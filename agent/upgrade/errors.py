@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from agent.errors import DecodeError, DeviceTimeoutError, PolicyError, VerificationError
+from agent.errors import (
+    ConnectionLostError,
+    DecodeError,
+    DeviceTimeoutError,
+    PolicyError,
+    VerificationError,
+)
 
 
 class UnsupportedFeatureError(PolicyError):
@@ -15,6 +21,10 @@ class UnsupportedAlgorithmError(PolicyError):
 
 class RollbackError(PolicyError):
     """The manifest's sequence number is not newer than the installed one."""
+
+
+class FailedReleaseError(PolicyError):
+    """The sequence failed verification or its trial here; only a forced apply retries it."""
 
 
 class ExpiredManifestError(PolicyError):
@@ -43,3 +53,23 @@ class StateFileError(DecodeError):
 
 class DeadlineExceededError(DeviceTimeoutError):
     """The whole download took longer than allowed; retrying cannot help."""
+
+
+class RedirectError(PolicyError):
+    """A redirect the downloader will not follow: a loop, too many hops, https -> http."""
+
+
+class ServerBusyError(ConnectionLostError):
+    """The server asked to come back later (429/503); ``retry_after`` in seconds, if it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BadSignatureError(VerificationError):
+    """A signature names (or is made for) a trusted key but does not verify."""
+
+
+class UnknownKeyError(VerificationError):
+    """The envelope is signed, but by no key this device trusts."""

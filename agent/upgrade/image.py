@@ -65,6 +65,10 @@ class ThroughputGuard:
         self.window_start = now
         self.window_bytes = 0
 
+    def remaining(self, now: float) -> float:
+        """Seconds left before the overall deadline."""
+        return self.deadline - (now - self.start)
+
     def check(self, now: float, new_bytes: int) -> None:
         self.window_bytes += new_bytes
         if now - self.start > self.deadline:

@@ -20,6 +20,8 @@ from agent.upgrade.errors import StateFileError
 from agent.upgrade.ports import BootStatus
 
 MAX_STATE_BYTES = 256 * 1024
+# Sequences that failed verification or their trial, newest kept; never auto-installed again.
+MAX_FAILED_SEQUENCES = 32
 
 
 class State(enum.Enum):
@@ -53,6 +55,9 @@ class UpgradeRecord:
     installed_digest_hex: str = ""
     deferred_until: float = 0.0
     updated_at: float = 0.0
+    failed_sequences: tuple[int, ...] = ()
+    # Where the image is fetched from when not the manifest's URI (a hawkBit artifact link).
+    image_uri: str = ""
 
     def to_bytes(self) -> bytes:
         data = dataclasses.asdict(self)
@@ -66,15 +71,39 @@ class UpgradeRecord:
         try:
             data = json.loads(raw)
             data["state"] = State(data["state"])
-            names = {f.name for f in dataclasses.fields(cls)}
-            record = cls(**{k: v for k, v in data.items() if k in names})
-        except (ValueError, KeyError, TypeError) as exc:
+            data["failed_sequences"] = tuple(int(s) for s in data.get("failed_sequences", ()))
+            fields = {f.name: f.default for f in dataclasses.fields(cls)}
+            for name, default in fields.items():
+                if name in data and not _same_kind(data[name], default):
+                    raise TypeError(f"{name} is {type(data[name]).__name__}")
+            record = cls(**{k: v for k, v in data.items() if k in fields})
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise StateFileError(f"upgrade state file is unreadable: {exc}") from exc
         return record
 
     @property
     def busy(self) -> bool:
         return self.state not in RESTING
+
+    def failure_of(self, sequence: int) -> str | None:
+        """Why ``sequence`` failed here before ("" if the reason is gone), or None."""
+        if sequence not in self.failed_sequences:
+            return None
+        return self.reason if sequence == self.sequence else ""
+
+
+def _same_kind(value: object, default: object) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(value) is type(default)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return isinstance(value, type(default))
+
+
+def _with_failure(record: UpgradeRecord) -> tuple[int, ...]:
+    """``failed_sequences`` plus the record's own sequence (if it has one)."""
+    own = {record.sequence} if record.sequence >= 0 else set()
+    return tuple(sorted({*record.failed_sequences, *own}))[-MAX_FAILED_SEQUENCES:]
 
 
 def _require(record: UpgradeRecord, *allowed: State) -> None:
@@ -92,6 +121,7 @@ def begin(
     envelope: bytes,
     image_digest: bytes,
     now: float,
+    image_uri: str = "",
 ) -> UpgradeRecord:
     _require(record, *RESTING)
     return dataclasses.replace(
@@ -108,6 +138,7 @@ def begin(
         marked_boot_id="",
         trial_since=0.0,
         updated_at=now,
+        image_uri=image_uri,
     )
 
 
@@ -130,9 +161,18 @@ def marked(record: UpgradeRecord, boot_id: str, now: float) -> UpgradeRecord:
     )
 
 
-def failed(record: UpgradeRecord, reason: str, now: float) -> UpgradeRecord:
+def failed(
+    record: UpgradeRecord, reason: str, now: float, *, release_fault: bool = False
+) -> UpgradeRecord:
+    """The install stopped; ``release_fault`` (bad image, bad envelope) bars the sequence."""
     _require(record, State.DOWNLOADING, State.INSTALLING)
-    return dataclasses.replace(record, state=State.FAILED, reason=reason[:200], updated_at=now)
+    return dataclasses.replace(
+        record,
+        state=State.FAILED,
+        reason=reason[:200],
+        updated_at=now,
+        failed_sequences=_with_failure(record) if release_fault else record.failed_sequences,
+    )
 
 
 def committed(record: UpgradeRecord, now: float) -> UpgradeRecord:
@@ -144,12 +184,20 @@ def committed(record: UpgradeRecord, now: float) -> UpgradeRecord:
         installed_digest_hex=record.image_digest_hex,
         reason="",
         updated_at=now,
+        failed_sequences=tuple(s for s in record.failed_sequences if s > record.sequence),
     )
 
 
 def rolled_back(record: UpgradeRecord, reason: str, now: float) -> UpgradeRecord:
+    """The trial failed (health, or the bootloader fell back): the sequence is barred."""
     _require(record, State.AWAITING_REBOOT, State.TRIAL)
-    return dataclasses.replace(record, state=State.ROLLED_BACK, reason=reason[:200], updated_at=now)
+    return dataclasses.replace(
+        record,
+        state=State.ROLLED_BACK,
+        reason=reason[:200],
+        updated_at=now,
+        failed_sequences=_with_failure(record),
+    )
 
 
 def deferred(record: UpgradeRecord, until: float) -> UpgradeRecord:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from agent.errors import DecodeError
 from agent.upgrade.errors import (
     ExpiredManifestError,
+    FailedReleaseError,
     PrecursorMismatchError,
     RollbackError,
     UnsupportedFeatureError,
@@ -70,6 +71,17 @@ def check_manifest(
         raise PrecursorMismatchError("the installed image is not the delta's precursor")
     if not manifest.uri.startswith(("http://", "https://")):
         raise UnsupportedFeatureError(f"uri scheme of {manifest.uri[:60]!r} is not http(s)")
+
+
+def check_not_failed(sequence: int, failure: str | None, *, force: bool) -> None:
+    """Refuse a sequence that failed here before (``failure`` not None) unless forced."""
+    if failure is None or force:
+        return
+    why = f" ({failure})" if failure else ""
+    raise FailedReleaseError(
+        f"sequence {sequence} failed on this device before{why}; "
+        "it is installed again only by an apply with force"
+    )
 
 
 def deferral_until(requested_seconds: object, now: float, max_seconds: int) -> float:

@@ -83,3 +83,19 @@ class StateStore(Protocol):
     def save(self, data: bytes) -> None:
         """Persist atomically: after a crash either the old or the new bytes are there."""
         ...
+
+    def set_aside(self, now: float) -> str | None:
+        """Move an unreadable state out of the way (kept); where it went, None if it is gone."""
+        ...
+
+    def load_envelope(self, slot: str) -> bytes | None:
+        """The envelope saved for ``slot``, if any (not trusted: verify it)."""
+        ...
+
+    def save_envelope(self, slot: str, envelope: bytes | None) -> None:
+        """Remember the envelope of the image verified into ``slot`` (None: forget it)."""
+        ...
+
+    def clean_stale(self) -> list[str]:
+        """Remove what killed writes left behind; the paths removed."""
+        ...

@@ -11,7 +11,14 @@ from agent.upgrade.window import parse_window
 
 # SignatureAlgorithm is defined in algorithms (keys needs it without the settings)
 # and re-exported here, next to the setting that names it.
-__all__ = ["SignatureAlgorithm", "SlotBackend", "UpgradeSettings"]
+__all__ = [
+    "HawkbitSettings",
+    "HawkbitTokenKind",
+    "ManifestSource",
+    "SignatureAlgorithm",
+    "SlotBackend",
+    "UpgradeSettings",
+]
 
 
 def _windows(value: object) -> str | None:
@@ -31,14 +38,50 @@ class SlotBackend(enum.Enum):
     GRUB = "grub"
 
 
+class ManifestSource(enum.Enum):
+    MANIFEST_URL = "manifest_url"  # poll upgrade.manifest_url for the newest envelope
+    HAWKBIT = "hawkbit"  # an Eclipse hawkBit server assigns releases (DDI API)
+
+
+class HawkbitTokenKind(enum.Enum):
+    TARGET = "target"  # "Authorization: TargetToken ..." (one per device)
+    GATEWAY = "gateway"  # "Authorization: GatewayToken ..." (one per tenant)
+
+
+@dataclasses.dataclass(frozen=True)
+class HawkbitSettings:
+    """``[upgrade.hawkbit]``: the DDI client used when ``upgrade.source = "hawkbit"``."""
+
+    server_url: str = ""  # e.g. "https://hawkbit.example.com"
+    tenant: str = "DEFAULT"
+    # The controllerId hawkBit knows this device by; "" = device.serial_number.
+    controller_id: str = ""
+    # File holding the security token (never logged); None = no Authorization header.
+    token_file: pathlib.Path | None = None
+    token_kind: HawkbitTokenKind = HawkbitTokenKind.TARGET
+    # The artifact carrying the signed SUIT envelope; the other artifact is the image.
+    envelope_suffix: str = ".suit"
+    # Bounds on the server's polling interval (config.polling.sleep).
+    min_poll_seconds: int = dataclasses.field(default=10, metadata={"min": 1, "max": 86400})
+    max_poll_seconds: int = dataclasses.field(default=86400, metadata={"min": 1, "max": 7 * 86400})
+
+
 @dataclasses.dataclass(frozen=True)
 class UpgradeSettings:
     enabled: bool = True
     auto_install_models: tuple[str, ...] = ()
     # Where the newest signed envelope for this device is published; "" = no periodic check.
     manifest_url: str = ""
-    # Extra CA bundle for an https manifest/image server on a private PKI; None = system CAs.
+    # CA bundle that REPLACES the system trust store for https manifest/image servers
+    # (a private PKI only); None = the system CAs.
     ca_file: pathlib.Path | None = None
+    # CA bundle ADDED to the trust store (system CAs, or ca_file): a private mirror
+    # next to a CDN on public CAs.
+    extra_ca_file: pathlib.Path | None = None
+    # Redirects followed per request (CDNs, presigned URLs); the digest still decides.
+    max_redirects: int = dataclasses.field(default=5, metadata={"min": 0, "max": 20})
+    # Follow a redirect from https to plain http (off: such a redirect fails the download).
+    allow_https_to_http_redirects: bool = False
     check_interval_seconds: int = dataclasses.field(
         default=6 * 3600, metadata={"min": 60, "max": 7 * 86400}
     )
@@ -61,7 +104,11 @@ class UpgradeSettings:
     # Block devices (or files) of slots a and b; None = files under state_dir/upgrade/slots.
     slot_a_path: pathlib.Path | None = None
     slot_b_path: pathlib.Path | None = None
+    # fw_env.config for fw_printenv/fw_setenv (None = /etc/fw_env.config).
     uboot_env_config: pathlib.Path | None = None
+    # The board's default U-Boot environment (name=value lines) a blank environment
+    # reads as (fw_printenv -f); None = the tool's /etc/u-boot-initial-env.
+    uboot_default_env: pathlib.Path | None = None
     grub_env_path: pathlib.Path = pathlib.Path("/boot/grub/grubenv")
     boot_limit: int = dataclasses.field(default=3, metadata={"min": 1, "max": 20})
     max_manifest_bytes: int = dataclasses.field(
@@ -85,3 +132,6 @@ class UpgradeSettings:
         default=120.0, metadata={"min": 0, "max": 86400}
     )
     reboot_command: tuple[str, ...] = ("systemctl", "reboot")
+    # Where releases come from: manifest_url (above) or a hawkBit server ([upgrade.hawkbit]).
+    source: ManifestSource = ManifestSource.MANIFEST_URL
+    hawkbit: HawkbitSettings = HawkbitSettings()

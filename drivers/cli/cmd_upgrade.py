@@ -13,7 +13,8 @@ from typing import Any
 
 from agent import config as agent_config
 from agent.atomicfile import write_atomic
-from agent.errors import DecodeError, DeviceIOError, NotFoundError
+from agent.errors import DecodeError, DeviceIOError, NotFoundError, PolicyError
+from agent.upgrade.algorithms import ALG_ED25519, ALG_EDDSA, ALG_ES256
 from agent.upgrade.builder import (
     ManifestSpec,
     build_manifest,
@@ -25,11 +26,16 @@ from agent.upgrade.builder import (
     vendor_uuid,
 )
 from agent.upgrade.keys import key_from_bytes
-from drivers.upgrade.http import fetch_bounded
+from agent.upgrade.machine import State
+from drivers.upgrade.filesource import FileImageSource
+from drivers.upgrade.http import fetch_bounded, http_options
 from drivers.upgrade.installer import Installer
 from drivers.upgrade.service import build_installer
 
 BAR_WIDTH = 30
+# ``upgrade sign --alg``: COSE algorithm ids by name.  An Ed25519 key signs as EdDSA (-8,
+# the default: every COSE library reads it) or Ed25519 (-19); a P-256 key as ES256.
+SIGN_ALGORITHMS: dict[str, int] = {"eddsa": ALG_EDDSA, "ed25519": ALG_ED25519, "es256": ALG_ES256}
 
 
 class ProgressBar:
@@ -63,12 +69,18 @@ def _read(path: str, max_bytes: int) -> bytes:
     return data
 
 
-def _installer(args: argparse.Namespace, *, progress: bool = False) -> Installer:
+def _installer(
+    args: argparse.Namespace, *, progress: bool = False, image: pathlib.Path | None = None
+) -> Installer:
     cfg = agent_config.load(
         pathlib.Path(args.config) if args.config else None,
         state_dir=pathlib.Path(args.state_dir) if args.state_dir else None,
     )
-    installer, _ = build_installer(cfg, on_progress=ProgressBar() if progress else None)
+    installer, _ = build_installer(
+        cfg,
+        on_progress=ProgressBar() if progress else None,
+        source=FileImageSource(image) if image is not None else None,
+    )
     return installer
 
 
@@ -78,9 +90,7 @@ def _envelope(args: argparse.Namespace, installer: Installer) -> bytes:
     if not source:
         raise DecodeError("give --manifest FILE|URL or set upgrade.manifest_url")
     if source.startswith(("http://", "https://")):
-        return fetch_bounded(
-            source, limit, installer.settings.io_timeout_seconds, installer.settings.ca_file
-        )
+        return fetch_bounded(source, limit, options=http_options(installer.settings))
     return _read(source, limit)
 
 
@@ -95,10 +105,25 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    installer = _installer(args, progress=True)
+    image = pathlib.Path(args.image) if args.image else None
+    if image is not None:
+        if not args.manifest:
+            raise DecodeError("--image needs its signed envelope: --file ENVELOPE")
+        if not image.is_file():
+            raise NotFoundError(f"image file {image} does not exist")
+    installer = _installer(args, progress=True, image=image)
+    installer.bar_failed_images = image is None
+    if image is not None and installer.record().state == State.DOWNLOADING:
+        # Resuming from the file is fine only for the very release being downloaded.
+        envelope = _envelope(args, installer)
+        if bytes.fromhex(installer.record().envelope_hex) != envelope:
+            raise PolicyError(
+                f"sequence {installer.record().sequence} is being downloaded; "
+                "let it finish or fail before installing another from a file"
+            )
     record, _ = installer.resume()
     if not record.busy:
-        record = installer.install(_envelope(args, installer))
+        record = installer.install(_envelope(args, installer), force=args.force)
     print(f"upgrade {record.state.value}: sequence {record.sequence} in slot {record.target_slot}")
     return 0
 
@@ -173,7 +198,8 @@ def _sign(args: argparse.Namespace) -> int:
         new_keys=tuple(key_from_bytes(_read(p, 16384)).spki_der for p in args.new_key),
     )
     signers = [load_private_key(_read(p, 16384)) for p in args.key]
-    envelope = sign_envelope(build_manifest(spec), signers)
+    algorithm = SIGN_ALGORITHMS[args.alg] if args.alg else None
+    envelope = sign_envelope(build_manifest(spec), signers, algorithm=algorithm)
     write_atomic(pathlib.Path(args.out), envelope)
     print(f"{args.out}: sequence {args.sequence}, {size} bytes, class {klass}", file=sys.stderr)
     return 0
@@ -194,7 +220,15 @@ def register(subparsers: Any) -> None:
     for p in (check, apply, status):
         _common(p)
     for p in (check, apply):
-        p.add_argument("--manifest", default=None, help="envelope file or URL")
+        p.add_argument(
+            "--manifest", "--file", dest="manifest", default=None, help="envelope file or URL"
+        )
+    apply.add_argument(
+        "--image", default=None, help="install this image file (offline) instead of its URI"
+    )
+    apply.add_argument(
+        "--force", action="store_true", help="install a release that failed here before"
+    )
     check.set_defaults(func=_check)
     apply.set_defaults(func=_apply)
     status.set_defaults(func=_status)
@@ -216,5 +250,13 @@ def register(subparsers: Any) -> None:
     sign.add_argument("--expires", type=int, default=None, help="expiry, epoch seconds")
     sign.add_argument("--precursor", default=None, help="image a delta applies to")
     sign.add_argument("--new-key", action="append", default=[], help="rotate to this public key")
+    sign.add_argument(
+        "--alg",
+        type=str.lower,
+        choices=tuple(SIGN_ALGORITHMS),
+        default=None,
+        help="COSE algorithm: for an Ed25519 key EdDSA (-8, the default, read by every COSE "
+        "library) or Ed25519 (-19, fully specified); ES256 (-7) for a P-256 key",
+    )
     sign.add_argument("--out", required=True)
     sign.set_defaults(func=_sign)

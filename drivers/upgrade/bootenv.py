@@ -3,7 +3,12 @@
 Variables follow the U-Boot bootcount convention: ``boot_part`` (a|b) is what
 the bootloader starts, ``upgrade_available=1`` puts it on trial so the
 bootloader increments ``bootcount`` each boot and, past ``bootlimit``, switches
-``boot_part`` back (``altbootcmd``) and clears ``upgrade_available``.
+``boot_part`` back (``altbootcmd``) and clears ``upgrade_available``.  The
+bootloader side of that contract is in ``config/boot/``.
+
+Every write is read back: a tool that exits 0 without storing what it was
+given (libubootenv ignores script lines it cannot parse and cuts long values)
+is a :class:`BootEnvWriteError`, never a silent no-op.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import pathlib
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from agent.atomicfile import read_optional, write_atomic
@@ -20,6 +25,11 @@ from agent.errors import DecodeError, DeviceIOError, DeviceTimeoutError
 
 MAX_ENV_BYTES = 128 * 1024
 TIMEOUT_SECONDS = 20.0
+DEFAULT_UBOOT_CONFIG = pathlib.Path("/etc/fw_env.config")
+
+
+class BootEnvWriteError(DeviceIOError):
+    """The tool reported success but the environment does not hold what was written."""
 
 
 class BootEnv(Protocol):
@@ -28,8 +38,35 @@ class BootEnv(Protocol):
         ...
 
     def write(self, values: Mapping[str, str | None]) -> None:
-        """Set (or with None, unset) all ``values`` in one atomic update."""
+        """Set (or with None or "", unset) all ``values``, then read them back.
+
+        Raises :class:`BootEnvWriteError` if the environment does not hold them.
+        """
         ...
+
+
+def check_values(values: Mapping[str, str | None]) -> None:
+    """Refuse names and values no bootloader environment can hold as one line."""
+    for name, value in values.items():
+        if not name or any(c in name for c in "= \t\n\r\0"):
+            raise DecodeError(f"boot environment name {name[:40]!r} is not valid")
+        if value is not None and any(c in value for c in "\n\r\0"):
+            raise DecodeError(f"boot environment value of {name} must be one line")
+
+
+def verify_written(
+    read: Callable[[Sequence[str]], dict[str, str]], values: Mapping[str, str | None], where: str
+) -> None:
+    """Read ``values`` back; raise BootEnvWriteError naming the first one that did not take."""
+    stored = read(list(values))
+    for name, wanted in values.items():
+        got = stored.get(name)
+        if (wanted or None) != got:
+            shown = "unset" if got is None else repr(got[:40])
+            goal = "unset" if not wanted else repr(wanted[:40])
+            raise BootEnvWriteError(
+                f"{where}: the write did not take: {name} is {shown} after setting it to {goal}"
+            )
 
 
 class JsonBootEnv:
@@ -53,13 +90,15 @@ class JsonBootEnv:
         return {n: env[n] for n in names if n in env}
 
     def write(self, values: Mapping[str, str | None]) -> None:
+        check_values(values)
         env = self._all()
         for name, value in values.items():
-            if value is None:
-                env.pop(name, None)
-            else:
+            if value:
                 env[name] = value
+            else:
+                env.pop(name, None)
         write_atomic(self.path, json.dumps(env, sort_keys=True).encode())
+        verify_written(self.read, values, str(self.path))
 
 
 def _run(argv: Sequence[str]) -> str:
@@ -72,8 +111,9 @@ def _run(argv: Sequence[str]) -> str:
     except OSError as exc:
         raise DeviceIOError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
     if done.returncode != 0:
-        detail = done.stderr.decode("utf-8", "replace").strip()[:200]
-        raise DeviceIOError(f"{argv[0]} failed ({done.returncode}): {detail}")
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = "; ".join(dict.fromkeys(line.strip() for line in lines if line.strip()))
+        raise DeviceIOError(f"{argv[0]} failed (exit {done.returncode}): {detail[:200]}")
     return done.stdout.decode("utf-8", "replace")
 
 
@@ -88,39 +128,88 @@ def _parse_lines(text: str, names: Sequence[str]) -> dict[str, str]:
 
 
 class UBootEnv:
-    """``fw_printenv``/``fw_setenv``; a ``-s`` script updates all variables in one write."""
+    """libubootenv's ``fw_printenv``/``fw_setenv``; one ``-s`` script updates all variables.
 
-    def __init__(self, config: pathlib.Path | None = None) -> None:
-        self.config_args = ["-c", str(config)] if config else []
+    ``config`` is the fw_env.config (``-c``; None = /etc/fw_env.config).
+    ``default_env`` (``-f``; None = the tool's /etc/u-boot-initial-env) is what a
+    blank or damaged environment reads as, and what the first write starts from:
+    it must be the board's U-Boot default environment, since U-Boot stops using
+    its built-in one once a valid environment is stored.
+    """
+
+    def __init__(
+        self, config: pathlib.Path | None = None, default_env: pathlib.Path | None = None
+    ) -> None:
+        self.where = f"U-Boot environment ({config or DEFAULT_UBOOT_CONFIG})"
+        self.args = [
+            *(["-c", str(config)] if config else []),
+            *(["-f", str(default_env)] if default_env else []),
+        ]
+
+    def _tool(self, argv: Sequence[str]) -> str:
+        try:
+            return _run(argv)
+        except DeviceIOError as exc:
+            hint = ""
+            if "default environment" in str(exc):
+                hint = (
+                    "; it is blank or damaged and there is no default environment "
+                    "(set upgrade.uboot_default_env or install /etc/u-boot-initial-env)"
+                )
+            elif "Configuration file wrong" in str(exc):
+                hint = "; check the config file and that its device exists"
+            raise type(exc)(f"{self.where}: {exc}{hint}") from exc
 
     def read(self, names: Sequence[str]) -> dict[str, str]:
         # fw_printenv exits non-zero if one name is unset, so read everything.
-        return _parse_lines(_run(["fw_printenv", *self.config_args]), names)
+        return _parse_lines(self._tool(["fw_printenv", *self.args]), names)
 
     def write(self, values: Mapping[str, str | None]) -> None:
-        script = "".join(
-            f"{name}\n" if value is None else f"{name} {value}\n" for name, value in values.items()
-        )
+        check_values(values)
+        # libubootenv reads "name=value" lines; "name=" unsets; other lines are ignored.
+        script = "".join(f"{name}={value or ''}\n" for name, value in values.items())
         with tempfile.NamedTemporaryFile("w", prefix="fw_setenv.", suffix=".txt") as handle:
             handle.write(script)
             handle.flush()
-            _run(["fw_setenv", *self.config_args, "-s", handle.name])
+            self._tool(["fw_setenv", *self.args, "-s", handle.name])
+        verify_written(self.read, values, self.where)
 
 
 class GrubEnv:
-    """``grub-editenv FILE list|set|unset`` on the GRUB environment block."""
+    """``grub-editenv FILE list|set|unset`` on the GRUB environment block.
+
+    grub-editenv rewrites the file in place and takes set and unset as two
+    calls; the driver runs it on a copy and renames the result over ``path``,
+    so the block is updated as a whole or not at all.
+    """
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
+        self.where = f"GRUB environment ({path})"
 
     def read(self, names: Sequence[str]) -> dict[str, str]:
-        return _parse_lines(_run(["grub-editenv", str(self.path), "list"]), names)
+        try:
+            return _parse_lines(_run(["grub-editenv", str(self.path), "list"]), names)
+        except DeviceIOError as exc:
+            raise type(exc)(f"{self.where}: {exc}") from exc
 
     def write(self, values: Mapping[str, str | None]) -> None:
-        # grub-editenv rewrites the 1 KiB block in place, one command per call.
-        to_set = [f"{k}={v}" for k, v in values.items() if v is not None]
-        to_unset = [k for k, v in values.items() if v is None]
-        if to_set:
-            _run(["grub-editenv", str(self.path), "set", *to_set])
-        if to_unset:
-            _run(["grub-editenv", str(self.path), "unset", *to_unset])
+        check_values(values)
+        to_set = [f"{k}={v}" for k, v in values.items() if v]
+        to_unset = [k for k, v in values.items() if not v]
+        current = read_optional(self.path, MAX_ENV_BYTES)
+        with tempfile.TemporaryDirectory(prefix="grubenv.") as scratch:
+            work = pathlib.Path(scratch) / "grubenv"
+            if current is not None:
+                work.write_bytes(current)
+            try:
+                if to_set:
+                    _run(["grub-editenv", str(work), "set", *to_set])
+                if to_unset:
+                    _run(["grub-editenv", str(work), "unset", *to_unset])
+            except DeviceIOError as exc:
+                raise type(exc)(f"{self.where}: {exc}") from exc
+            block = work.read_bytes()
+        mode = self.path.stat().st_mode & 0o777 if current is not None else 0o644
+        write_atomic(self.path, block, mode)
+        verify_written(self.read, values, self.where)

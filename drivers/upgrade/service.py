@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import subprocess
 import threading
@@ -22,16 +23,18 @@ from agent.upgrade.policy import (
     in_maintenance_window,
 )
 from agent.upgrade.ports import ImageSource, SlotDriver
-from agent.upgrade.settings import SlotBackend
+from agent.upgrade.settings import ManifestSource, SlotBackend
 from drivers.clock import SystemClock
 from drivers.upgrade.bootenv import GrubEnv, UBootEnv
-from drivers.upgrade.http import HttpImageSource, fetch_bounded
+from drivers.upgrade.hawkbit import DdiClient, HawkbitPoller, controller_id
+from drivers.upgrade.http import HttpImageSource, fetch_bounded, http_options
 from drivers.upgrade.installer import Checkpoint, Installer, Progress, no_checkpoint
 from drivers.upgrade.keystore import KeyStore
 from drivers.upgrade.slots import EnvSlotDriver, SimulatedMachine, file_slots
 from drivers.upgrade.statefile import FileStateStore
 
 REBOOT_RETRY_SECONDS = 300.0
+log = logging.getLogger(__name__)
 
 
 def upgrade_dir(config: AgentConfig) -> pathlib.Path:
@@ -51,7 +54,7 @@ def build_slots(config: AgentConfig) -> tuple[SlotDriver, SimulatedMachine | Non
         raise DecodeError("upgrade.slot_a_path and slot_b_path are required for this backend")
     paths = {"a": settings.slot_a_path, "b": settings.slot_b_path}
     if settings.slot_backend == SlotBackend.UBOOT:
-        env: UBootEnv | GrubEnv = UBootEnv(settings.uboot_env_config)
+        env: UBootEnv | GrubEnv = UBootEnv(settings.uboot_env_config, settings.uboot_default_env)
     else:
         env = GrubEnv(settings.grub_env_path)
     return EnvSlotDriver(paths, env, boot_limit=settings.boot_limit), None
@@ -79,8 +82,8 @@ def build_installer(
         device=device_identity(config),
         keys=keys,
         slots=slots,
-        source=source or HttpImageSource(settings.io_timeout_seconds, settings.ca_file),
-        store=FileStateStore(StateLayout(config.state_dir).upgrade_state),
+        source=source or HttpImageSource(options=http_options(settings)),
+        store=FileStateStore(StateLayout(config.state_dir)),
         sink=sink,
         audit=audit,
         on_progress=on_progress,
@@ -113,6 +116,8 @@ class UpgradeService:
         clock: Clock | None = None,
     ) -> None:
         self.config = config
+        # A hawkBit server instead of fetch_manifest (upgrade.source = "hawkbit").
+        self.fleet: HawkbitPoller | None = None
         self.settings = config.upgrade
         self.installer = installer
         self.health_check = health_check
@@ -130,6 +135,12 @@ class UpgradeService:
         self._stopping = threading.Event()
         installer.should_stop = self._stopping.is_set
 
+    def attach_fleet(self, fleet: HawkbitPoller) -> None:
+        """Take releases from a hawkBit server; its cancelAction stops a download too."""
+        self.fleet = fleet
+        self.installer.on_progress = fleet.on_progress
+        self.installer.should_stop = lambda: self._stopping.is_set() or fleet.cancelled()
+
     # --- Service -------------------------------------------------------------
 
     def start(self) -> None:
@@ -139,13 +150,23 @@ class UpgradeService:
     def _resume(self) -> None:
         try:
             with self._lock:
+                self.installer.clean_up()
                 self.installer.resume()
         except EdgeAgentError as exc:
-            self.last_error = str(exc)
+            self._note(exc)
 
     def tick(self, now: float) -> Sequence[Event]:
-        self._act(now)
+        try:
+            self._act(now)
+        except EdgeAgentError as exc:  # e.g. the boot environment cannot be read
+            self._note(exc)
         return self.events.drain()
+
+    def _note(self, exc: EdgeAgentError) -> None:
+        """Keep the error for ``upgrade.status``; log it once, not on every pass."""
+        if str(exc) != self.last_error:
+            log.warning("upgrade: %s", exc)
+        self.last_error = str(exc)
 
     def _act(self, now: float) -> None:
         if self._busy():
@@ -156,6 +177,8 @@ class UpgradeService:
             self._health(now)
         elif self._needs_reboot(record.state, now, record.deferred_until):
             self._reboot(now)
+        elif self.fleet is not None and self.fleet.due(now):
+            self._spawn(lambda: self._poll_fleet(now))
         elif (
             self.fetch_manifest is not None
             and now >= self.next_check
@@ -193,7 +216,11 @@ class UpgradeService:
     def _needs_reboot(self, state: State, now: float, deferred_until: float) -> bool:
         if state == State.ROLLED_BACK:
             return self._running_rejected_slot()
-        return state == State.AWAITING_REBOOT and self._may_act(now, deferred_until)
+        if state != State.AWAITING_REBOOT:
+            return False
+        return self._may_act(now, deferred_until) or (
+            self.fleet is not None and self.fleet.forced  # hawkBit: "update": "forced"
+        )
 
     def _running_rejected_slot(self) -> bool:
         status = self.installer.slots.boot_status()
@@ -208,7 +235,7 @@ class UpgradeService:
         try:
             self.reboot()
         except EdgeAgentError as exc:
-            self.last_error = str(exc)
+            self._note(exc)
 
     def _health(self, now: float) -> None:
         try:
@@ -228,16 +255,29 @@ class UpgradeService:
         self._worker.start()
         return True
 
-    def _check_and_install(self, envelope: bytes | None = None) -> None:
+    def _check_and_install(self, envelope: bytes | None = None, *, force: bool = False) -> None:
         try:
             if envelope is None:
                 assert self.fetch_manifest is not None
                 envelope = self.fetch_manifest()
             with self._lock:
-                self.installer.install(envelope)
+                self.installer.install(envelope, force=force)
             self.last_error = ""
         except EdgeAgentError as exc:
-            self.last_error = str(exc)
+            self._note(exc)
+
+    def _poll_fleet(self, now: float) -> None:
+        try:
+            assert self.fleet is not None
+            with self._lock:
+                self.fleet.poll(now)
+            self.last_error = ""
+        except EdgeAgentError as exc:
+            self._note(exc)
+
+    def local_policy_ok(self, now: float) -> bool:
+        """May this device install now by its own rules (a hawkBit "attempt")?"""
+        return self._may_act(now, self.installer.record().deferred_until)
 
     # --- MQTT command handlers -----------------------------------------------
 
@@ -264,11 +304,15 @@ class UpgradeService:
             with self._lock:
                 self.installer.defer(until)
             return {"deferred_until": until}
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise DecodeError("force must be true or false")
         if self.fetch_manifest is None:
             raise DecodeError("upgrade.manifest_url is not configured")
         envelope = self.fetch_manifest()
-        self.installer.verify(envelope)  # bad manifests fail the command, not the worker
-        started = self._spawn(lambda: self._check_and_install(envelope))
+        # Bad manifests (and a sequence that failed here, unless forced) fail the command.
+        self.installer.verify(envelope, force=force)
+        started = self._spawn(lambda: self._check_and_install(envelope, force=force))
         return {"started": started}
 
     def command_handlers(self) -> Mapping[str, Callable[[CommandArgs], CommandResult]]:
@@ -307,21 +351,30 @@ def build_service(
 ) -> UpgradeService:
     """The upgrade Service; its ``command_handlers()`` answer ``upgrade.*``."""
     events = events or PendingEvents()
-    installer, machine = build_installer(config, events, audit, clock=clock)
+    settings = config.upgrade
+    client = (
+        DdiClient(settings, controller_id(config))
+        if settings.source == ManifestSource.HAWKBIT
+        else None
+    )
+    installer, machine = build_installer(
+        config,
+        events,
+        audit,
+        clock=clock,
+        source=client.image_source() if client is not None else None,
+    )
     reboot = (
         _simulated_reboot(machine, installer)
         if machine is not None
         else _reboot_command(config.upgrade.reboot_command)
     )
-    url = config.upgrade.manifest_url
-    settings = config.upgrade
+    url = settings.manifest_url if client is None else ""
 
     def fetch() -> bytes:
-        return fetch_bounded(
-            url, settings.max_manifest_bytes, settings.io_timeout_seconds, settings.ca_file
-        )
+        return fetch_bounded(url, settings.max_manifest_bytes, options=http_options(settings))
 
-    return UpgradeService(
+    service = UpgradeService(
         config,
         installer,
         health_check,
@@ -330,3 +383,13 @@ def build_service(
         events=events,
         clock=clock,
     )
+    if client is not None:
+        poller = HawkbitPoller(
+            client,
+            installer,
+            StateLayout(config.state_dir),
+            service.clock,
+            service.local_policy_ok,
+        )
+        service.attach_fleet(poller)
+    return service

@@ -48,12 +48,17 @@ def _proc_boot_id() -> str:
     return (raw or b"unknown").decode("ascii", "replace").strip()
 
 
-def _cmdline_slot() -> str | None:
-    raw = read_optional(pathlib.Path("/proc/cmdline"), 64 * 1024) or b""
-    for word in raw.decode("utf-8", "replace").split():
+def slot_from_cmdline(cmdline: str) -> str | None:
+    """The slot the bootloader started, from its ``edge_agent.slot=`` kernel argument."""
+    for word in cmdline.split():
         if word.startswith("edge_agent.slot="):
             return word.partition("=")[2]
     return None
+
+
+def _cmdline_slot() -> str | None:
+    raw = read_optional(pathlib.Path("/proc/cmdline"), 64 * 1024) or b""
+    return slot_from_cmdline(raw.decode("utf-8", "replace"))
 
 
 class EnvSlotDriver:

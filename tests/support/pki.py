@@ -22,10 +22,10 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     )
 
 
-def make_pki(directory: Path) -> tuple[Path, Path, Path]:
+def make_pki(directory: Path, ca_name_text: str = "edge-agent test CA") -> tuple[Path, Path, Path]:
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "edge-agent test CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name_text)])
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)

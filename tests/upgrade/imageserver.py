@@ -23,6 +23,10 @@ class Fault:
     endless: bool = False  # no Content-Length, bytes forever
     extra: bytes = b""  # appended after the image
     omit_length: bool = False  # no Content-Length: the body ends when the connection closes
+    refuse_range: bool = False  # 416 to every Range request (some CDNs, presigned URLs)
+    busy: int = 0  # answer this many requests with ``busy_status`` first
+    busy_status: int = 503
+    retry_after: str | None = None  # the Retry-After header of those answers
 
 
 @dataclasses.dataclass
@@ -33,6 +37,10 @@ class ImageServer:
     faults: dict[str, Fault]
     requests: list[tuple[str, str | None]]
     scheme: str = "http"
+    # path -> (status, Location) answered instead of a file
+    redirects: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)
+    # path -> body bytes written so far (what a re-download would cost)
+    sent: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.host}:{self.port}{path}"
@@ -48,6 +56,10 @@ def _handler(server: ImageServer) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             range_header = self.headers.get("Range")
             server.requests.append((self.path, range_header))
+            if self.path in server.redirects:
+                status, location = server.redirects[self.path]
+                self._empty(status, {"Location": location})
+                return
             body = server.files.get(self.path)
             if body is None:
                 self.send_response(404)
@@ -55,6 +67,14 @@ def _handler(server: ImageServer) -> type[http.server.BaseHTTPRequestHandler]:
                 self.end_headers()
                 return
             fault = server.faults.get(self.path, Fault())
+            if fault.busy > 0:
+                fault.busy -= 1
+                retry = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                self._empty(fault.busy_status, retry)
+                return
+            if fault.refuse_range and range_header:
+                self._empty(416, {"Content-Range": f"bytes */{len(body)}"})
+                return
             body = body + fault.extra
             start = 0
             match = re.match(r"bytes=(\d+)-$", range_header or "")
@@ -75,6 +95,17 @@ def _handler(server: ImageServer) -> type[http.server.BaseHTTPRequestHandler]:
             self.end_headers()
             self._send(payload, fault)
 
+        def _empty(self, status: int, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _count(self, data: bytes) -> None:
+            self.wfile.write(data)
+            server.sent[self.path] = server.sent.get(self.path, 0) + len(data)
+
         def _send(self, payload: bytes, fault: Fault) -> None:
             with contextlib.suppress(OSError):
                 if fault.endless:
@@ -86,11 +117,11 @@ def _handler(server: ImageServer) -> type[http.server.BaseHTTPRequestHandler]:
                     limit = min(limit, fault.cut_after)
                 if fault.trickle_delay:
                     for i in range(0, limit, 1024):
-                        self.wfile.write(payload[i : min(i + 1024, limit)])
+                        self._count(payload[i : min(i + 1024, limit)])
                         self.wfile.flush()
                         time.sleep(fault.trickle_delay)
                 else:
-                    self.wfile.write(payload[:limit])
+                    self._count(payload[:limit])
                 self.wfile.flush()
             self.close_connection = True
 

@@ -9,6 +9,7 @@ import pytest
 
 from agent.upgrade.envelope import verify_envelope
 from agent.upgrade.keys import KeySet, key_from_bytes
+from agent.upgrade.machine import State
 from agent.upgrade.settings import SignatureAlgorithm
 from drivers.cli import main
 from tests.upgrade.conftest import HARDWARE_CLASS, VENDOR_DOMAIN, random_image
@@ -75,7 +76,8 @@ def test_keygen_writes_a_usable_key_pair(vendor: pathlib.Path, tmp_path: pathlib
     assert vendor.stat().st_mode & 0o777 == 0o600
     image = tmp_path / "img"
     image.write_bytes(b"hello")
-    envelope = _sign(tmp_path, vendor, image, "http://127.0.0.1/x", 3).read_bytes()
+    # A device whose policy accepts only the fully specified id needs --alg Ed25519.
+    envelope = _sign(tmp_path, vendor, image, "http://x/x", 3, "--alg", "Ed25519").read_bytes()
     keys = KeySet.from_keys([key_from_bytes(pub.read_bytes())], [SignatureAlgorithm.ED25519])
     manifest = verify_envelope(envelope, keys).manifest
     assert (manifest.sequence, manifest.image_size, manifest.software_version) == (3, 5, "2.3")
@@ -133,3 +135,94 @@ def test_wrong_key_manifest_is_refused_by_check(
     code = _check(config, tmp_path, envelope)
     assert code == 2
     assert "not accepted by policy" in capsys.readouterr().err
+
+
+def _common(tmp_path: pathlib.Path, config: pathlib.Path) -> list[str]:
+    return ["--config", str(config), "--state-dir", str(tmp_path / "state")]
+
+
+def _fail_trial(tmp_path: pathlib.Path, config: pathlib.Path) -> None:
+    """Reboot the simulated device into the trial and fail its health check."""
+    import dataclasses
+
+    from agent import config as agent_config
+    from drivers.upgrade.service import build_installer
+
+    cfg = agent_config.load(config, state_dir=tmp_path / "state")
+    cfg = dataclasses.replace(
+        cfg, upgrade=dataclasses.replace(cfg.upgrade, health_grace_seconds=0.0)
+    )
+    installer, machine = build_installer(cfg)
+    assert machine is not None
+    machine.boot()
+    installer.resume()
+    record, _ = installer.health(False)
+    assert record.state == State.ROLLED_BACK
+    machine.boot()
+
+
+def test_apply_force_retries_a_release_that_failed_here(
+    vendor: pathlib.Path,
+    tmp_path: pathlib.Path,
+    image_server: ImageServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = tmp_path / "fw.img"
+    image.write_bytes(random_image(20_000))
+    image_server.files["/fw.img"] = image.read_bytes()
+    envelope = _sign(tmp_path, vendor, image, image_server.url("/fw.img"), 4)
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    common = _common(tmp_path, config)
+    assert main(["upgrade", "apply", *common, "--manifest", str(envelope)]) == 0
+    _fail_trial(tmp_path, config)
+    capsys.readouterr()
+    assert main(["upgrade", "apply", *common, "--manifest", str(envelope)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "sequence 4 failed on this device before (health check failed)" in err
+    assert "\n" not in err
+    assert main(["upgrade", "apply", *common, "--manifest", str(envelope), "--force"]) == 0
+    assert "awaiting-reboot: sequence 4" in capsys.readouterr().out
+
+
+def test_offline_apply_from_an_envelope_and_an_image_file(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = random_image(300_000)
+    image = tmp_path / "usb" / "fw.img"
+    image.parent.mkdir()
+    image.write_bytes(data)
+    # The manifest names the vendor's server; the device never reaches it (nothing listens).
+    envelope = _sign(tmp_path, vendor, image, "http://127.0.0.1:9/fw.img", 6)
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    common = _common(tmp_path, config)
+    wrong = tmp_path / "usb" / "other.img"
+    wrong.write_bytes(random_image(300_000))
+    offline = ["upgrade", "apply", *common, "--file", str(envelope)]
+    capsys.readouterr()
+    assert main([*offline, "--image", str(wrong)]) == 2
+    assert "digest" in capsys.readouterr().err
+    assert main(["upgrade", "status", *common]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["state"], status["next_slot"]) == ("failed", "a")
+    assert main([*offline, "--image", str(tmp_path / "usb" / "missing.img")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # A wrong file does not bar the release: the right one installs.
+    assert main([*offline, "--image", str(image)]) == 0
+    assert "awaiting-reboot: sequence 6 in slot b" in capsys.readouterr().out
+    slot_b = tmp_path / "state" / "upgrade" / "slots" / "slot-b.img"
+    assert slot_b.read_bytes() == data
+    # The same policy as online: a release that failed its trial needs --force.
+    _fail_trial(tmp_path, config)
+    assert main([*offline, "--image", str(image)]) == 2
+    assert "failed on this device before" in capsys.readouterr().err
+
+
+def test_offline_image_needs_its_envelope(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    image = tmp_path / "fw.img"
+    image.write_bytes(b"x" * 100)
+    argv = ["upgrade", "apply", *_common(tmp_path, config), "--image", str(image)]
+    assert main(argv) == 2
+    assert "--file ENVELOPE" in capsys.readouterr().err

@@ -198,7 +198,7 @@ class _TamperingStore(FileStateStore):
     """Flips a slot byte right after the download is persisted (between hash and boot)."""
 
     def __init__(self, inner: FileStateStore, slot_file) -> None:
-        super().__init__(inner.path)
+        super().__init__(inner.layout)
         self.slot_file = slot_file
 
     def save(self, data: bytes) -> None:
