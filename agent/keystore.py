@@ -46,9 +46,8 @@ from agent.sealing import (
     DataKey,
     KeyDestroyed,
     SealedDataError,
-    open_sealed,
+    header_bytes,
     read_header,
-    seal,
 )
 
 if TYPE_CHECKING:
@@ -150,6 +149,48 @@ def overwrite_and_unlink(path: pathlib.Path) -> bool:
     return True
 
 
+class _KeyUse:
+    """A live key with what using it needs, made once (the event path seals per message)."""
+
+    def __init__(self, key: DataKey, path: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self.key = key
+        self.path = path
+        self.header = header_bytes(key.domain, key.number)
+        self._aead = AESGCM(key.secret)
+        self._tagger: bytes | None = None
+
+    def seal(self, plaintext: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        header = self.header
+        return header + nonce + self._aead.encrypt(nonce, plaintext, header + context)
+
+    def open(self, blob: bytes, header_length: int, context: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        nonce = blob[header_length : header_length + NONCE_BYTES]
+        try:
+            return self._aead.decrypt(
+                nonce, blob[header_length + NONCE_BYTES :], blob[:header_length] + context
+            )
+        except InvalidTag:
+            raise SealedDataError(
+                f"sealed blob under {self.key.domain}#{self.key.number} fails authentication"
+            ) from None
+
+    def tag(self, text: str) -> str:
+        from cryptography.hazmat.primitives import hashes, hmac
+
+        if self._tagger is None:
+            derive = hmac.HMAC(self.key.secret, hashes.SHA256())
+            derive.update(b"edge-agent row tag")
+            self._tagger = derive.finalize()
+        mac = hmac.HMAC(self._tagger, hashes.SHA256())
+        mac.update(text.encode())
+        return f"t{self.key.number}:" + mac.finalize()[:16].hex()
+
+
 class DataKeys:
     """Numbered data keys per domain in ``layout.keys_dir``; safe to share between threads.
 
@@ -162,9 +203,8 @@ class DataKeys:
         self._layout = layout
         self._device = device if device is not None else FileDeviceKey(layout.device_key)
         self._lock = threading.RLock()
-        self._keys: dict[tuple[str, int], DataKey] = {}
-        self._current: dict[str, DataKey] = {}
-        self._taggers: dict[tuple[str, int], bytes] = {}
+        self._keys: dict[tuple[str, int], _KeyUse] = {}
+        self._current: dict[str, _KeyUse] = {}
 
     # --- reading the directory --------------------------------------------------
 
@@ -187,42 +227,55 @@ class DataKeys:
 
     def current(self, domain: str) -> DataKey:
         """The newest live key of ``domain``, made (and fsync'd) if there is none."""
+        return self._current_use(domain).key
+
+    def _current_use(self, domain: str) -> _KeyUse:
         with self._lock:
             cached = self._current.get(domain)
             # One stat, not a directory listing, per use: this sits on the event path.
-            if cached is not None and self._layout.data_key(domain, cached.number).exists():
+            if cached is not None and os.path.exists(cached.path):
                 return cached
             live = self.live_numbers(domain)
             if live:
-                key = self.key(domain, live[-1])
+                use = self._use(domain, live[-1])
             else:
-                key = self._create(domain, self.destroyed_through(domain) + 1)
-            self._current[domain] = key
-            return key
+                use = self._create(domain, self.destroyed_through(domain) + 1)
+            self._current[domain] = use
+            return use
 
     def key(self, domain: str, number: int) -> DataKey:
         """Key ``number`` of ``domain``; :class:`KeyDestroyed` if it is gone."""
-        path = self._layout.data_key(domain, number)
+        return self._use(domain, number).key
+
+    def _use(self, domain: str, number: int) -> _KeyUse:
         with self._lock:
             cached = self._keys.get((domain, number))
-            if cached is not None and path.exists():
+            if cached is not None and os.path.exists(cached.path):
                 return cached
             self._keys.pop((domain, number), None)
+            path = self._layout.data_key(domain, number)
             wrapped = read_optional(path, MAX_KEY_FILE_BYTES)
             if wrapped is None:
                 raise KeyDestroyed(domain, number)
             secret = self._device.unwrap(wrapped, _label(domain, number))
-            key = DataKey(domain, number, secret)
-            self._keys[(domain, number)] = key
-            return key
+            use = _KeyUse(DataKey(domain, number, secret), str(path))
+            self._keys[(domain, number)] = use
+            return use
 
     def seal(self, domain: str, plaintext: bytes, context: bytes = b"") -> bytes:
-        return seal(self.current(domain), plaintext, context)
+        return self._current_use(domain).seal(plaintext, context)
+
+    def seal_tagged(
+        self, domain: str, plaintext: bytes, context: bytes, text: str
+    ) -> tuple[bytes, str]:
+        """:meth:`seal` and :meth:`tag` under one and the same current key (one lookup)."""
+        use = self._current_use(domain)
+        return use.seal(plaintext, context), use.tag(text)
 
     def open(self, blob: bytes, context: bytes = b"") -> bytes:
         """The plaintext of a sealed blob; :class:`KeyDestroyed` if its key was destroyed."""
         header = read_header(blob)
-        return open_sealed(self.key(header.domain, header.number), blob, context)
+        return self._use(header.domain, header.number).open(blob, header.length, context)
 
     def tag(self, domain: str, text: str) -> str:
         """A keyed tag of ``text`` under the domain's current key (unlinkable once it is gone).
@@ -230,34 +283,24 @@ class DataKeys:
         For columns a store must look up or keep unique (an event's id) without
         keeping the value itself in clear beside the ciphertext.
         """
-        from cryptography.hazmat.primitives import hashes, hmac
-
-        key = self.current(domain)
-        tagger = self._taggers.get((domain, key.number))
-        if tagger is None:
-            derive = hmac.HMAC(key.secret, hashes.SHA256())
-            derive.update(b"edge-agent row tag")
-            tagger = derive.finalize()
-            self._taggers[(domain, key.number)] = tagger
-        mac = hmac.HMAC(tagger, hashes.SHA256())
-        mac.update(text.encode())
-        return f"t{key.number}:" + mac.finalize()[:16].hex()
+        return self._current_use(domain).tag(text)
 
     def is_current(self, blob: bytes) -> bool:
         header = read_header(blob)
         live = self.live_numbers(header.domain)
         return bool(live) and header.number == live[-1]
 
-    def _create(self, domain: str, number: int) -> DataKey:
+    def _create(self, domain: str, number: int) -> _KeyUse:
         secret = secrets.token_bytes(KEY_BYTES)
         wrapped = self._device.wrap(secret, _label(domain, number))
+        path = self._layout.data_key(domain, number)
         try:
-            write_atomic(self._layout.data_key(domain, number), wrapped, exclusive=True)
+            write_atomic(path, wrapped, exclusive=True)
         except FileExistsError:
-            return self.key(domain, number)  # another process made it: use theirs
-        key = DataKey(domain, number, secret)
-        self._keys[(domain, number)] = key
-        return key
+            return self._use(domain, number)  # another process made it: use theirs
+        use = _KeyUse(DataKey(domain, number, secret), str(path))
+        self._keys[(domain, number)] = use
+        return use
 
     # --- rotation and destruction -------------------------------------------------
 
@@ -266,9 +309,9 @@ class DataKeys:
         with self._lock:
             live = self.live_numbers(domain)
             top = max([self.destroyed_through(domain), *live], default=0)
-            key = self._create(domain, top + 1)
-            self._current[domain] = key
-            return key
+            use = self._create(domain, top + 1)
+            self._current[domain] = use
+            return use.key
 
     def retire_older(self, domain: str) -> int:
         """Destroy every key of ``domain`` but the newest: the end of a rotation."""
@@ -292,7 +335,6 @@ class DataKeys:
         destroyed = 0
         for number in numbers:
             self._keys.pop((domain, number), None)
-            self._taggers.pop((domain, number), None)
             destroyed += overwrite_and_unlink(self._layout.data_key(domain, number))
         return destroyed
 

@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import os
 import pathlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from agent import atomicfile, cbor
 from agent.errors import DecodeError, TooLargeError
@@ -85,6 +85,9 @@ class OutgoingMessage:
     created_at: float
     expiry_seconds: int | None
     has_image: bool = False
+    # The map ``payload`` encodes, kept so the outbox can add ``seq`` with one encode
+    # instead of a decode and a re-encode (None: decode ``payload``).
+    body: Mapping[str, object] | None = dataclasses.field(default=None, compare=False)
 
 
 def strip_image(payload: bytes) -> bytes | None:
@@ -175,4 +178,5 @@ class Minimiser:
             event.occurred_at,
             event.expiry_seconds,
             has_image="img" in body,
+            body=body,
         )

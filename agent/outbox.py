@@ -75,11 +75,21 @@ class PutResult:
     dropped: int
 
 
-def _split_image(payload: bytes, seq: int, keep_image: bool) -> tuple[bytes, bytes | None]:
-    """``payload`` stamped with ``seq`` and without its image, and the image (if kept)."""
-    body = cbor.loads_untrusted(payload, max_bytes=len(payload))
-    if not isinstance(body, dict):
-        raise DecodeError("an event payload is a CBOR map")
+def _stamped(message: OutgoingMessage, seq: int, keep_image: bool) -> tuple[bytes, bytes | None]:
+    """The payload stamped with ``seq`` and without its image, and the image (if kept).
+
+    One canonical encode from the minimiser's map where it is at hand; else the
+    payload is decoded first (messages built elsewhere).
+    """
+    if message.body is not None:
+        body = dict(message.body)
+    elif not message.has_image:
+        return stamp(message.payload, seq), None
+    else:
+        decoded = cbor.loads_untrusted(message.payload, max_bytes=len(message.payload))
+        if not isinstance(decoded, dict):
+            raise DecodeError("an event payload is a CBOR map")
+        body = decoded
     image = body.pop("img", None)
     body[SEQ_KEY] = seq
     kept = bytes(image) if keep_image and isinstance(image, bytes | bytearray) else None
@@ -237,11 +247,7 @@ class Outbox:
         a tag keyed by the purpose's data key (for acks and de-duplication), so a
         row left in a freed block after the key is destroyed says nothing.
         """
-        image: bytes | None = None
-        if message.has_image:
-            payload, image = _split_image(message.payload, seq, keep_image=snapshots)
-        else:
-            payload = stamp(message.payload, seq)
+        payload, image = _stamped(message, seq, keep_image=snapshots)
         keys = self.keys
         if keys is None or not message.purpose.needs_consent:
             return message.msg_id, topic, payload, image
@@ -250,13 +256,10 @@ class Outbox:
             None if image is None
             else keys.seal(Purpose.EVENT_SNAPSHOTS.value, image, IMAGE_CONTEXT)
         )
-        inner = _pack_row(message.msg_id, topic, payload)
-        return (
-            keys.tag(purpose, message.msg_id),
-            "",
-            keys.seal(purpose, inner, _context(purpose)),
-            sealed_image,
+        sealed, tag = keys.seal_tagged(
+            purpose, _pack_row(message.msg_id, topic, payload), _context(purpose), message.msg_id
         )
+        return tag, "", sealed, sealed_image
 
     def _readable(
         self, row_key: str, topic: str, payload: bytes, image: bytes | None, purpose: str

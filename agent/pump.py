@@ -2,12 +2,16 @@
 
 Pure logic: the MQTT specifics live behind :class:`Transport` (drivers/mqtt.py).
 Within one connection the pump walks the outbox in order with a cursor.  The
-transport keeps at most ``window`` messages in flight on the wire (paho's
-``max_inflight_messages``); the pump hands it up to ``ahead`` more, which wait
-in paho's queue, so paho's own thread refills the wire on each PUBACK while
-the main loop is busy elsewhere (an fsync'd commit takes milliseconds).  Each
-new connection starts the walk again from the oldest message, because anything
-not acknowledged may not have arrived; receivers drop the repeats by message id.
+pump itself holds the window: at most ``window`` messages on the wire (the
+client library's own limit is off, because it rescans its whole message table
+on every PUBACK).  Up to ``ahead`` more are read from the outbox and wait in
+the pump's queue; :meth:`Pump.refill`, called from the transport's thread on
+each PUBACK, sends the next one at once, so the wire stays full while the main
+loop is busy elsewhere (an fsync'd commit takes milliseconds).  Messages leave
+strictly in queue order: only one thread sends at a time, and the transport's
+thread, rather than wait for the main loop, leaves the sending to it.  Each new
+connection starts the walk again from the oldest message, because anything not
+acknowledged may not have arrived; receivers drop the repeats by message id.
 
 Deleting acknowledged messages is batched (group commit of acks): a delete
 lost to a crash only means that message goes again, which at-least-once
@@ -22,13 +26,12 @@ the walk, so an acknowledged message is never offered twice on purpose.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import threading
 from typing import Protocol
 
 from agent.errors import TransportError
-from agent.outbox import Outbox
+from agent.outbox import Outbox, QueuedMessage
 
 # PUBACK reason codes that will fail the same way again (MQTT v5 3.4.2.1).
 PERMANENT_REJECTIONS = frozenset({0x87, 0x90, 0x95, 0x99})
@@ -50,12 +53,6 @@ class Transport(Protocol):
         ...
 
 
-@dataclasses.dataclass
-class _InFlight:
-    msg_id: str
-    seq: int
-
-
 class Pump:
     def __init__(
         self,
@@ -70,23 +67,37 @@ class Pump:
         self.outbox = outbox
         self.window = window
         self.batch = batch
-        # Handed over beyond the window; a client torn down takes them along, and
-        # they are still in the outbox for the next connection's walk.
+        # Read from the outbox beyond the window; dropped on a new connection (still
+        # in the outbox for that connection's walk).
         self.ahead = window if ahead is None else ahead
         self.ack_batch = ack_batch
         self.ack_delay = ack_delay
+        # This connection's window: ``window``, or less if the broker receives fewer.
+        self._limit = window
         # Acknowledged by the broker, not yet deleted from the outbox.
         self._acked: list[str] = []
         self._acked_since: float | None = None
-        self._inflight: dict[int, _InFlight] = {}
+        # Token -> ack key (what ack_many() deletes by) of what this connection sent.
+        self._inflight: dict[int, str] = {}
         self._cursor = 0
         self._session = 0
         self._acks: collections.deque[tuple[int, int, int]] = collections.deque()
         # A wake was asked for these acks; cleared when the loop drains them.
         self._wake_asked = False
+        # The main loop's pass (cursor, acks, commits).
         self._lock = threading.Lock()
+        # Sending: the queue read ahead and the counters below change only under it.
+        self._send_lock = threading.Lock()
+        self._queue: collections.deque[QueuedMessage] = collections.deque()
+        # Wall time of the last pass, for the expiry of what refill() sends meanwhile.
+        self._now = 0.0
+        # On this connection, QoS 1 messages sent (under _send_lock; replies too,
+        # see sent_elsewhere) and PUBACKs seen (the transport's thread alone):
+        # their difference is what is on the wire.
+        self._sent = 0
+        self._answered = 0
+        self._sent_total = 0
         self._next_expiry = 0.0
-        self.published = 0
         self.rejected = 0
 
     # Called from the transport's thread.
@@ -99,16 +110,44 @@ class Pump:
         tick's delay, never a lost acknowledgement).
         """
         self._acks.append((session, token, reason_code))
+        if session == self._session:
+            self._answered += 1
         if self._wake_asked:
             return False
         pending = len(self._acks)
-        if pending >= max(1, self.window // 4) or pending >= len(self._inflight):
+        if pending >= max(1, self._limit // 4) or pending >= len(self._inflight):
             self._wake_asked = True
             return True
         return False
 
-    def on_connected(self) -> int:
-        """A new connection: restart the walk; returns the session number for acks."""
+    def refill(self, transport: Transport) -> int:
+        """Send from the read-ahead queue into the room PUBACKs made; the transport's thread.
+
+        Never waits: if the main loop is sending, it fills the window itself.
+        """
+        if not self._queue or not self._send_lock.acquire(blocking=False):
+            return 0
+        try:
+            return self._send_queued(transport, self._now)
+        finally:
+            self._send_lock.release()
+
+    def sent_elsewhere(self) -> None:
+        """Another QoS 1 message (a reply, a status) went out on this connection.
+
+        Every PUBACK of the connection comes to :meth:`on_ack`, so every QoS 1
+        publish counts against the window too: the broker's receive maximum
+        covers them all.
+        """
+        with self._send_lock:
+            self._sent += 1
+
+    def on_connected(self, receive_maximum: int | None = None) -> int:
+        """A new connection: restart the walk; returns the session number for acks.
+
+        ``receive_maximum`` is what the broker said it takes in flight (MQTT v5
+        CONNACK); a tenth of it is left for replies and status messages.
+        """
         with self._lock:
             # PUBACKs that arrived before this point belong to the old session's
             # in-flight map: apply them now rather than publish those messages again.
@@ -117,9 +156,16 @@ class Pump:
                 self._commit_acks()
             except Exception:  # paho's thread: at worst those messages go again
                 log.exception("could not apply the last session's acknowledgements")
-            self._session += 1
-            self._cursor = 0
-            self._inflight.clear()
+            with self._send_lock:
+                self._session += 1
+                self._cursor = 0
+                self._inflight.clear()
+                self._queue.clear()
+                self._sent = self._answered = 0
+                self._limit = self.window
+                if receive_maximum is not None:
+                    spare = max(1, receive_maximum // 10)
+                    self._limit = max(1, min(self.window, receive_maximum - spare))
             return self._session
 
     @property
@@ -131,6 +177,10 @@ class Pump:
         return len(self._inflight)
 
     @property
+    def published(self) -> int:
+        return self._sent_total
+
+    @property
     def pending_acks(self) -> int:
         """Acknowledged messages whose delete is not committed yet."""
         return len(self._acked)
@@ -139,18 +189,20 @@ class Pump:
         # Cleared before popping: an ack landing meanwhile may ask again (one spare wake).
         self._wake_asked = False
         done = self._acked
-        while self._acks:
-            session, token, reason = self._acks.popleft()
+        inflight = self._inflight
+        acks = self._acks
+        while acks:
+            session, token, reason = acks.popleft()
             if session != self._session:
                 continue
-            entry = self._inflight.pop(token, None)
-            if entry is None:
+            key = inflight.pop(token, None)
+            if key is None:
                 continue
             if reason < 0x80:
-                done.append(entry.msg_id)
+                done.append(key)
             elif reason in PERMANENT_REJECTIONS:
                 self.rejected += 1
-                done.append(entry.msg_id)
+                done.append(key)
             # Other failures stay queued and go again on the next connection.
 
     def _commit_acks(self) -> None:
@@ -170,8 +222,9 @@ class Pump:
         return len(self._acked) >= self.ack_batch or not 0 <= age < self.ack_delay
 
     def tick(self, transport: Transport, now: float) -> int:
-        """Acknowledge, expire and publish; returns how many messages were sent."""
+        """Acknowledge, expire and publish; returns how many messages this pass sent."""
         with self._lock:
+            self._now = now
             self._drain_acks()
             if self._acks_due(now):
                 self._commit_acks()
@@ -179,7 +232,6 @@ class Pump:
                 self.outbox.expire(now)
                 self._next_expiry = now + EXPIRE_EVERY_SECONDS
             sent = self._publish(transport, now)
-            self.published += sent
             if self._acked and (not self._inflight or not transport.connected):
                 # Nothing left to overlap the fsync with: delete what is acknowledged now.
                 self._commit_acks()
@@ -187,14 +239,29 @@ class Pump:
 
     def _publish(self, transport: Transport, now: float) -> int:
         sent = 0
-        limit = self.window + self.ahead
-        while transport.connected and len(self._inflight) < limit:
-            room = min(limit - len(self._inflight), self.batch)
-            batch = self.outbox.batch_after(self._cursor, room, now)
-            if not batch:
+        while transport.connected:
+            # Read outside the send lock, so PUBACKs keep refilling the wire meanwhile.
+            room = self._limit + self.ahead - (self._sent - self._answered) - len(self._queue)
+            want = min(room, self.batch)
+            batch = self.outbox.batch_after(self._cursor, want, now) if want > 0 else []
+            if batch:
+                self._cursor = batch[-1].seq
+            with self._send_lock:
+                self._queue.extend(batch)
+                sent += self._send_queued(transport, now)
+            if want <= 0 or len(batch) < want:
                 break
-            for message in batch:
-                self._cursor = message.seq
+        return sent
+
+    def _send_queued(self, transport: Transport, now: float) -> int:
+        """Send from the queue while the window has room; the caller holds ``_send_lock``."""
+        queue, inflight, limit = self._queue, self._inflight, self._limit
+        sent = 0
+        try:
+            while queue and self._sent - self._answered < limit:
+                # Taken off first: a message the transport refuses outright (not a lost
+                # connection) is skipped on this connection, not offered again and again.
+                message = queue.popleft()
                 try:
                     token = transport.publish_queued(
                         message.topic,
@@ -204,9 +271,12 @@ class Pump:
                         max(1, int(message.expires_at - now)),
                     )
                 except TransportError:
-                    self._cursor = message.seq - 1
-                    return sent
-                # What ack_many() deletes by: the msg_id, or a sealed row's keyed tag.
-                self._inflight[token] = _InFlight(message.ack_key, message.seq)
+                    # The connection is going: its successor walks from the start again.
+                    queue.appendleft(message)
+                    break
+                inflight[token] = message.ack_key  # what ack_many() deletes by
+                self._sent += 1
                 sent += 1
+        finally:
+            self._sent_total += sent
         return sent

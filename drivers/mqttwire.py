@@ -62,6 +62,7 @@ class PackedProperties(Properties):
 
 
 _MSG_ID_KEY = bytes([_USER_PROPERTY]) + _utf8("msg_id")
+_EXPIRY_ID = bytes([_MESSAGE_EXPIRY])
 
 
 class EventProperties:
@@ -69,27 +70,31 @@ class EventProperties:
 
     def __init__(self, content_type: str = CONTENT_TYPE) -> None:
         self._content_type = bytes([_CONTENT_TYPE]) + _utf8(content_type)
-        self._purposes: dict[str, bytes] = {}
+        # Per purpose: content type and the purpose property, which follow the expiry.
+        self._middles: dict[str, bytes] = {}
 
-    def _purpose(self, purpose: str) -> bytes:
-        cached = self._purposes.get(purpose)
+    def _middle(self, purpose: str) -> bytes:
+        cached = self._middles.get(purpose)
         if cached is None:
-            cached = bytes([_USER_PROPERTY]) + _utf8("purpose") + _utf8(purpose)
-            self._purposes[purpose] = cached
+            cached = (
+                self._content_type + bytes([_USER_PROPERTY]) + _utf8("purpose") + _utf8(purpose)
+            )
+            self._middles[purpose] = cached
         return cached
 
     def pack(self, purpose: str, msg_id: str, expires_in: int) -> bytes:
         """The packed property block (length prefix included)."""
         body = b"".join(
             (
-                struct.pack(">BI", _MESSAGE_EXPIRY, max(1, min(expires_in, MAX_EXPIRY))),
-                self._content_type,
-                self._purpose(purpose),
+                _EXPIRY_ID,
+                max(1, min(expires_in, MAX_EXPIRY)).to_bytes(4, "big"),
+                self._middle(purpose),
                 _MSG_ID_KEY,
                 _utf8(msg_id),
             )
         )
-        return _varint(len(body)) + body
+        size = len(body)
+        return (bytes((size,)) if size < 0x80 else _varint(size)) + body
 
     def __call__(self, purpose: str, msg_id: str, expires_in: int) -> PackedProperties:
         return PackedProperties(self.pack(purpose, msg_id, expires_in))

@@ -161,7 +161,10 @@ class Agent:
 
     def emit(self, event: Event) -> bool:
         accepted = self.sink.emit(event)
-        self.wake.set()
+        # One wake per pass is enough (the pass flushes every buffered event), and
+        # Event.set() takes the lock the waiting loop holds: not per event.
+        if not self.wake.is_set():
+            self.wake.set()
         return accepted
 
     def request_stop(self) -> None:

@@ -252,14 +252,17 @@ def test_a_failed_ack_commit_keeps_the_acks_for_the_next_pass(
     assert pump.pending_acks == 0 and len(outbox) == 2
 
 
-def test_the_pump_hands_the_transport_a_window_ahead_and_no_more(outbox: Outbox) -> None:
+def test_the_pump_holds_the_window_and_reads_a_window_ahead(outbox: Outbox) -> None:
     queue(outbox, 20)
     pump = Pump(outbox, window=4, batch=3)
     link = ListTransport()
     session = pump.on_connected()
-    # Four for the wire, four waiting in paho's queue for its thread to send.
-    assert pump.tick(link, NOW) == 8 and pump.inflight == 8
+    # Four on the wire, four read ahead for the transport's thread to send.
+    assert pump.tick(link, NOW) == 4 and pump.inflight == 4
     assert pump.tick(link, NOW) == 0
     ack(pump, session, range(1, 4))
-    assert pump.tick(link, NOW) == 3 and pump.inflight == 8
-    assert len(set(link.sent)) == 11
+    # Each PUBACK's place goes to the next message read ahead, without the main loop.
+    assert pump.refill(link) == 3 and len(link.sent) == 7
+    assert pump.refill(link) == 0
+    assert pump.tick(link, NOW) == 0 and pump.inflight == 4
+    assert len(set(link.sent)) == 7
