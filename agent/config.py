@@ -46,6 +46,18 @@ def _topic_prefix(value: object) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class DeviceSettings:
+    """The device's identity.
+
+    Attributes:
+        serial_number: The device's serial number, as printed on its label; used in
+            the provisioning QR code and as an MQTT topic segment (no ``/``, ``+``, ``#``,
+            at most 64 characters). Events never carry it in clear.
+        model: Model name, shown by discovery (ONVIF, mDNS) and matched against
+            ``upgrade.auto_install_models``.
+        hardware_class: Hardware revision; with ``upgrade.vendor_domain`` it gives the
+            SUIT class id an upgrade must name to be installed here.
+    """
+
     serial_number: str = dataclasses.field(
         default="EA-SAMPLE-0001", metadata={"check": _topic_segment}
     )
@@ -77,6 +89,36 @@ def is_loopback_host(host: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class MqttSettings:
+    """The connection to the MQTT broker that carries events and commands.
+
+    Attributes:
+        enabled: Connect to the broker at all; off, events wait in the outbox.
+        host: Broker host name or address.
+        port: Broker TCP port (8883: MQTT over TLS; 1883 for a plaintext local broker).
+        topic_prefix: First segments of every topic (``<prefix>/<device>/...``);
+            no ``+``, ``#`` or leading/trailing ``/``.
+        client_id: MQTT client id; unset: derived from the device id.
+        username: User name for the broker; unset: none sent.
+        password_file: File holding the broker password (surrounding whitespace
+            stripped); unset: none sent.
+        tls: TLS to the broker. ``"off"`` is accepted only for a loopback broker unless
+            ``allow_plaintext`` is true.
+        allow_plaintext: Accept ``tls = "off"`` to a broker on another host; events,
+            commands and credentials then cross the network unencrypted (warned in the
+            log and in every ``status`` reply).
+        ca_file: PEM CA bundle that verifies the broker; unset: the system's CA store.
+        cert_file: PEM client certificate for mutual TLS (needs ``tls = "on"``).
+        key_file: PEM private key of ``cert_file``.
+        keepalive_seconds: MQTT keep-alive interval.
+        reconnect_min_seconds: Backoff before the first reconnection attempt (randomised
+            down to half of it); doubled after each failure.
+        reconnect_max_seconds: Longest delay between reconnection attempts.
+        max_inflight (messages): Published messages awaiting the broker's
+            acknowledgement at once.
+        max_command_bytes: Largest command payload accepted; larger ones are refused
+            unread.
+    """
+
     enabled: bool = True
     host: str = "127.0.0.1"
     # 8883: MQTT over TLS (IANA); config/dev.toml sets 1883 for a local plaintext broker.
@@ -141,6 +183,22 @@ class TimestampPrecision(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class PrivacySettings:
+    """What leaves the device and how coarsely.
+
+    Attributes:
+        policy_version: Version of the privacy notice consents are given against;
+            reported with the consent state.
+        timestamp_precision: Events' timestamps are rounded down to this unit before
+            they leave the device.
+        max_event_bytes: Largest encoded event; a bigger one is sent without its image,
+            or dropped if still too big.
+        statistics_interval_seconds: How often aggregate statistics are published.
+        statistics_min_count (events): k-anonymity threshold: a per-type count below
+            it is left out of the statistics.
+        audit_head_interval_seconds: How often the audit chain's head (index, MAC) is
+            published as ``audit.head``, when it moved.
+    """
+
     policy_version: str = "2026-11"
     timestamp_precision: TimestampPrecision = TimestampPrecision.SECOND
     max_event_bytes: int = dataclasses.field(
@@ -160,6 +218,17 @@ class PrivacySettings:
 
 @dataclasses.dataclass(frozen=True)
 class OutboxSettings:
+    """The on-disk queue of messages waiting for the broker.
+
+    Attributes:
+        max_messages (messages): Queue capacity; when full, new events are refused
+            (counted), never older ones silently dropped.
+        default_expiry_seconds: How long a queued message stays deliverable when its
+            event sets no expiry of its own; also sent as the MQTT message expiry.
+        replay_batch (messages): Messages read from the queue per pass when catching up
+            after an outage.
+    """
+
     max_messages: int = dataclasses.field(default=100_000, metadata={"min": 1, "max": 10_000_000})
     default_expiry_seconds: int = dataclasses.field(
         default=7 * 86400, metadata={"min": 1, "max": 365 * 86400}
@@ -176,24 +245,61 @@ class CameraSource(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class CameraSettings:
+    """The camera, its capture rate and motion events.
+
+    Attributes:
+        enabled: Capture at all. Off: no motion, no faces or plates, no QR provisioning
+            and no OpenCV in memory.
+        source: Where frames come from: ``"sample"`` (built-in synthetic scene),
+            ``"file"`` (a video file), ``"rtsp"`` (a network stream) or ``"v4l2"``
+            (a local camera).
+        uri: The file path, RTSP URL or V4L2 device (path or index) of ``source``;
+            unused for ``"sample"``.
+        fps (frames/s): Frames captured per second.
+        width (px): Requested frame width (a file keeps its own size).
+        height (px): Requested frame height (a file keeps its own size).
+        queue_frames (frames): Frames the face/plate pipeline may have waiting; older
+            ones are dropped when it falls behind.
+        motion_update_seconds: While motion lasts, an ``update`` of its event is
+            published at most this often (``new`` and ``end`` are never held back).
+    """
+
     # Off: no capture, no motion, no faces, no QR provisioning (and no OpenCV in memory).
     enabled: bool = True
     source: CameraSource = CameraSource.SAMPLE
     uri: str = ""
     fps: float = dataclasses.field(default=5.0, metadata={"min": 0.1, "max": 60})
-    width: int = dataclasses.field(default=320, metadata={"min": 16, "max": 8192})
-    height: int = dataclasses.field(default=240, metadata={"min": 16, "max": 8192})
+    width: int = dataclasses.field(default=640, metadata={"min": 16, "max": 8192})
+    height: int = dataclasses.field(default=480, metadata={"min": 16, "max": 8192})
     queue_frames: int = dataclasses.field(default=4, metadata={"min": 1, "max": 256})
+    motion_update_seconds: float = dataclasses.field(
+        default=5.0, metadata={"min": 0.1, "max": 3600}
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class RuntimeSettings:
+    """The main loop.
+
+    Attributes:
+        watchdog_fraction (-): Fraction of systemd's ``WatchdogSec`` after which the
+            loop pings the watchdog.
+        tick_seconds: Period of the main loop (services ticked, outbox pumped).
+    """
+
     watchdog_fraction: float = dataclasses.field(default=0.5, metadata={"min": 0.1, "max": 0.9})
     tick_seconds: float = dataclasses.field(default=0.2, metadata={"min": 0.01, "max": 10})
 
 
 @dataclasses.dataclass(frozen=True)
 class AgentConfig:
+    """The whole configuration: the top-level keys and one table per section.
+
+    Attributes:
+        state_dir: Directory of everything the agent keeps (databases, keys, galleries,
+            snapshots, logs). ``--state-dir`` and systemd's ``$STATE_DIRECTORY`` override it.
+    """
+
     state_dir: pathlib.Path = pathlib.Path("/var/lib/edge-agent")
     device: DeviceSettings = DeviceSettings()
     mqtt: MqttSettings = MqttSettings()

@@ -15,6 +15,20 @@ MIB = 1024 * 1024
 
 @dataclasses.dataclass(frozen=True)
 class StorageSettings:
+    """The state directory's footprint.
+
+    Attributes:
+        max_state_bytes: Everything under the state directory together (databases and
+            their WAL, galleries, snapshots, logs, the reserve); at this size new events
+            are refused.
+        min_free_bytes: Free space on the state directory's file system below which the
+            disk counts as full.
+        reserve_bytes: Pre-allocated file, released under pressure, so the agent can
+            still record its state.
+        wal_max_bytes: SQLite write-ahead log size: checkpointed at half, cut back to it.
+        check_interval_seconds: How often the whole directory is measured.
+    """
+
     # Everything under the state directory together (databases and their WAL, galleries,
     # snapshots, logs, the reserve): at this size new events are refused.
     max_state_bytes: int = dataclasses.field(

@@ -77,6 +77,76 @@ def _scopes(value: object) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class DiscoverySettings:
+    """Being found on the LAN (WS-Discovery, ONVIF, mDNS); finding cameras (``discover``).
+
+    Attributes:
+        discoverable: Announce the device; false = non-discoverable mode: no Hello/Bye,
+            Probes ignored, no mDNS announcement.
+        http_port (-): TCP port of the ONVIF device service (the advertised XAddrs);
+            0 = any free port.
+        wsd_enabled: Answer WS-Discovery Probes and send Hello/Bye.
+        wsd_port (-): WS-Discovery UDP port.
+        wsd_multicast_group: WS-Discovery IPv4 multicast group.
+        interface_address: Local IPv4 address of the interface discovery runs on; empty:
+            the kernel's default. The default keeps a development machine's discovery on
+            loopback; a device names its LAN interface.
+        reply_delay_max_ms: Answers to a multicast Probe wait a random delay up to this
+            (WS-Discovery's APP_MAX_DELAY is 500 ms).
+        max_datagram_bytes: Largest WS-Discovery datagram read; larger ones are ignored.
+        xaddrs_path: URI path of the ONVIF device service in the advertised XAddrs.
+        metadata_version (-): WS-Discovery MetadataVersion announced; raise it when the
+            device's metadata changes.
+        extra_scopes: ONVIF scope URIs added to the built-in ones (type, profile, name,
+            hardware).
+        address_check_seconds: How often the interface address is checked for a change
+            (then re-announced).
+        wsd_source_burst (datagrams): Datagrams looked at from one source address at
+            once, before its rate applies.
+        wsd_source_rate_per_second: Steady datagram rate looked at per source address.
+        wsd_global_burst (replies): Replies sent at once, over all sources.
+        wsd_global_rate_per_second: Steady reply rate over all sources.
+        wsd_tracked_sources (addresses): Source addresses remembered for rate limits;
+            the least recently seen is forgotten first.
+        onvif_enabled: Serve the ONVIF device service (at ``interface_address``,
+            ``http_port``, ``xaddrs_path``), discoverable or not.
+        onvif_xaddrs: XAddrs of an ONVIF device service the firmware already runs,
+            advertised as they are (the agent then serves none of its own); empty: the
+            agent's own.
+        onvif_credentials_file: A ``username:password`` file the image provides (mode
+            0600, owned by the agent's user); empty: the owner sets the ONVIF user with
+            ``onvif.set_credentials``.
+        onvif_manufacturer: Manufacturer named by GetDeviceInformation (1-64 printable
+            characters).
+        onvif_stream_uri: rtsp:// or rtsps:// URI GetStreamUri answers; empty: ``camera.uri``
+            when ``camera.source`` is ``"rtsp"``.
+        onvif_snapshot_uri: http(s) URL of a JPEG snapshot the firmware serves; empty:
+            GetSnapshotUri is not supported.
+        onvif_max_body_bytes: Largest ONVIF request body read.
+        onvif_clock_skew_seconds: How far a WS-Security UsernameToken's Created may lie
+            from the device clock (either way); nonces are remembered that long.
+        onvif_max_nonces (nonces): Nonces remembered against replay.
+        onvif_max_failed_auth (attempts): Failed ONVIF digests within
+            ``onvif_failure_window_seconds`` before a lockout (kept across restarts).
+        onvif_failure_window_seconds: Sliding window those failures are counted in.
+        onvif_lockout_seconds: First lockout; it doubles with each further one.
+        onvif_lockout_max_seconds: Longest lockout.
+        onvif_max_connections (connections): Open ONVIF connections at once; more are
+            answered 503 and closed.
+        onvif_max_connections_per_source (connections): Open ONVIF connections at once
+            from one source address.
+        onvif_timeout_seconds: Time a whole ONVIF request may take to arrive.
+        probe_repeats (probes): Probes ``edge-agent discover`` sends (UDP is lossy).
+        probe_initial_interval_ms: Delay before the first repeated Probe; doubles after
+            each.
+        probe_max_interval_ms: Longest delay between repeated Probes.
+        default_timeout_seconds: How long ``edge-agent discover`` listens for answers
+            (``--timeout`` overrides).
+        ssdp_port (-): SSDP UDP port ``edge-agent discover`` searches on.
+        ssdp_mx_seconds: SSDP MX: answers are spread over this many seconds.
+        mdns_enabled: Announce the device over mDNS/DNS-SD.
+        mdns_interfaces: Interface addresses mDNS binds to; empty: all interfaces.
+    """
+
     # False = non-discoverable mode: no Hello/Bye, Probes are ignored, no mDNS announcement.
     discoverable: bool = True
     # The port of the agent's ONVIF device service (the XAddrs advertised); 0 = any free port.

@@ -17,6 +17,35 @@ class LogLevel(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class LogSettings:
+    """The agent's own log, the technician's bundle and how it is fetched.
+
+    Attributes:
+        max_store_bytes: Total JSON-lines log kept on disk, live file and backups.
+        backup_files (files): Rotated log files kept besides the live one.
+        level: Lowest level written to the log.
+        max_bundle_bytes: A log bundle larger than this is cut (oldest lines first) and
+            says so in its header.
+        serial_chunk_bytes: Bundle bytes sent per frame on the serial console.
+        serial_port: Serial console device the technician pulls logs over (e.g.
+            ``/dev/ttyS0``); empty disables it.
+        serial_baud: Speed of ``serial_port``.
+        technician_token_file: File holding the technician token (an alternative to
+            the verification code); unset: the code only.
+        max_failed_auth (attempts): Failed technician authentications (serial or LAN)
+            before a lockout.
+        auth_lockout_seconds: Length of that lockout.
+        lan_port (-): TCP port of the LAN bundle endpoint (technician token only); 0 = off.
+        lan_bind_address: Address the LAN bundle endpoint listens on.
+        lan_max_connections (connections): Open LAN connections at once; more are
+            answered 503 and closed.
+        lan_max_connections_per_source (connections): Open LAN connections at once from
+            one source address.
+        lan_timeout_seconds: Time a whole LAN request (line, headers, query) may take to
+            arrive.
+        serial_write_timeout_seconds: A console peer that takes no byte of output for
+            this long is dropped.
+    """
+
     # Total bytes of JSON-lines log on disk, over the live file and its backups.
     max_store_bytes: int = dataclasses.field(
         default=8 * 1024 * 1024, metadata={"min": 64 * 1024, "max": 1 << 30}
@@ -64,6 +93,16 @@ class LogSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RetentionSettings:
+    """How long personal data is kept; 0 keeps nothing past the next purge.
+
+    Attributes:
+        events_days: Age at which stored events are purged.
+        snapshots_days: Age at which stored snapshots are purged.
+        logs_days: Age at which log lines are purged.
+        match_history_days: Age at which face/plate match history is purged.
+        purge_interval_seconds: How often the purge runs.
+    """
+
     events_days: int = dataclasses.field(default=30, metadata={"min": 0, "max": 3650})
     snapshots_days: int = dataclasses.field(default=7, metadata={"min": 0, "max": 3650})
     logs_days: int = dataclasses.field(default=14, metadata={"min": 0, "max": 3650})

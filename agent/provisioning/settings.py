@@ -15,6 +15,47 @@ class WifiBackendKind(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class ProvisioningSettings:
+    """Wi-Fi provisioning: the channels an installer uses and the Wi-Fi backend.
+
+    Attributes:
+        wifi_backend: How Wi-Fi is configured: ``"wpa_supplicant"``,
+            ``"networkmanager"``, ``"esp_at"`` (an ESP AT-command modem) or ``"none"``.
+        window_seconds: How long the provisioning window stays open once opened.
+        connect_timeout_seconds: Time a Wi-Fi connection attempt may take.
+        qr_scan_interval_seconds: How often a camera frame is searched for a
+            provisioning QR code while the window is open.
+        lan_enabled: Serve the provisioning API on the LAN.
+        lan_bind_address: Address the LAN provisioning API listens on (wired hubs are on
+            the LAN before Wi-Fi is set).
+        lan_port (-): TCP port of the LAN provisioning API; 0 = any free port.
+        lan_max_failed_attempts (attempts): Failed LAN authentications within
+            ``lan_failure_window_seconds`` before a lockout.
+        lan_failure_window_seconds: Sliding window those failures are counted in.
+        lan_lockout_seconds: First lockout; it doubles with each further one.
+        lan_lockout_max_seconds: Longest lockout.
+        lan_max_connections (connections): Open LAN connections at once; more are
+            answered 503 and closed.
+        lan_max_connections_per_source (connections): Open LAN connections at once from
+            one source address.
+        lan_timeout_seconds: Time a whole LAN request may take to arrive.
+        improv_serial_port: Serial device for Improv Wi-Fi; empty disables Improv.
+        improv_baud: Speed of ``improv_serial_port``.
+        improv_button_device: Linux input device of a setup button (e.g. gpio-keys'
+            ``/dev/input/eventN``); when set, Improv takes credentials only after a press.
+            Empty: no button.
+        improv_button_key (-): Linux key code of that button (529 = KEY_WPS_BUTTON).
+        improv_authorization_seconds: How long Improv accepts credentials after a press.
+        redirect_url: URL sent in the Improv result after a successful connection;
+            ``{ip}`` is replaced by the device's address.
+        wpa_ctrl_path: wpa_supplicant control socket (``wifi_backend = "wpa_supplicant"``).
+        wpa_client_dir: Directory the wpa_supplicant client binds its reply socket in;
+            empty: the system temporary directory.
+        nmcli_path: The ``nmcli`` program (``wifi_backend = "networkmanager"``).
+        nmcli_interface: Wi-Fi interface NetworkManager uses; empty: its choice.
+        esp_at_port: Serial device of the ESP AT modem (``wifi_backend = "esp_at"``).
+        esp_at_baud: Speed of ``esp_at_port``.
+    """
+
     wifi_backend: WifiBackendKind = WifiBackendKind.NONE
     window_seconds: int = dataclasses.field(default=600, metadata={"min": 30, "max": 86400})
     # Provisioning channels (agent/provisioning/, drivers/provisioning/).

@@ -50,7 +50,22 @@ class HawkbitTokenKind(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class HawkbitSettings:
-    """``[upgrade.hawkbit]``: the DDI client used when ``upgrade.source = "hawkbit"``."""
+    """``[upgrade.hawkbit]``: the DDI client used when ``upgrade.source = "hawkbit"``.
+
+    Attributes:
+        server_url: The hawkBit server, e.g. ``https://hawkbit.example.com``.
+        tenant: hawkBit tenant.
+        controller_id: The controllerId hawkBit knows this device by; empty:
+            ``device.serial_number``.
+        token_file: File holding the security token (never logged); unset: no
+            Authorization header.
+        token_kind: ``"target"`` (TargetToken, one per device) or ``"gateway"``
+            (GatewayToken, one per tenant).
+        envelope_suffix: File-name suffix of the artifact carrying the signed SUIT
+            envelope; the other artifact is the image.
+        min_poll_seconds: Shortest polling interval accepted from the server.
+        max_poll_seconds: Longest polling interval accepted from the server.
+    """
 
     server_url: str = ""  # e.g. "https://hawkbit.example.com"
     tenant: str = "DEFAULT"
@@ -68,6 +83,60 @@ class HawkbitSettings:
 
 @dataclasses.dataclass(frozen=True)
 class UpgradeSettings:
+    """Signed over-the-air upgrades of firmware and models, A/B slots and rollback.
+
+    Attributes:
+        enabled: Check for, download and install upgrades.
+        auto_install_models: Device models (``device.model``) that install a verified
+            release without the owner's command; others wait for the owner's install command.
+        manifest_url: Where the newest signed envelope for this device is published;
+            empty: no periodic check.
+        ca_file: CA bundle that replaces the system trust store for https manifest and
+            image servers (a private PKI); unset: the system CAs.
+        extra_ca_file: CA bundle added to the trust store (system CAs or ``ca_file``),
+            e.g. for a private mirror next to a public CDN.
+        max_redirects (redirects): HTTP redirects followed per request; the digest
+            still decides what is installed.
+        allow_https_to_http_redirects: Follow a redirect from https to plain http
+            (off: such a redirect fails the download).
+        check_interval_seconds: How often ``manifest_url`` is polled.
+        trusted_keys: PEM public keys trusted initially; key rotations are kept in the
+            state directory.
+        accepted_algorithms: Signature algorithms accepted on envelopes.
+        vendor_domain: DNS name the SUIT vendor id is derived from (UUID5); the class id
+            also takes ``device.hardware_class``.
+        maintenance_windows: Local-time windows like ``"02:00-04:00"`` (may cross
+            midnight) in which an install may start; empty: any time.
+        max_deferral_seconds: Longest an owner may defer an install.
+        slot_backend: Where the A/B boot state lives: ``"file"`` (simulated slots under
+            the state directory), ``"uboot"`` (fw_printenv/fw_setenv) or ``"grub"``
+            (grub-editenv).
+        slot_a_path: Block device (or file) of slot a; unset: a file under the state
+            directory.
+        slot_b_path: Block device (or file) of slot b; unset: a file under the state
+            directory.
+        uboot_env_config: fw_env.config for fw_printenv/fw_setenv; unset:
+            ``/etc/fw_env.config``.
+        uboot_default_env: The board's default U-Boot environment (name=value lines) a
+            blank environment reads as; unset: the tool's ``/etc/u-boot-initial-env``.
+        grub_env_path: GRUB environment block (``slot_backend = "grub"``).
+        boot_limit (boots): Boots of a new slot that may fail before the bootloader
+            falls back to the old one.
+        max_manifest_bytes: Largest envelope/manifest downloaded.
+        max_image_bytes: Largest image downloaded.
+        min_throughput_bytes_per_second: A download slower than this (after the grace
+            period) is abandoned and retried.
+        throughput_grace_seconds: Time a download may stay under the minimum rate.
+        download_deadline_seconds: Longest a whole download may take.
+        io_timeout_seconds: Longest wait for any network read or write.
+        download_attempts (attempts): Tries per download before the release fails.
+        health_grace_seconds: Time a trial boot has to become healthy (broker link up,
+            every service beating) before it is rolled back.
+        reboot_command: Command (program and arguments) that reboots into the new slot.
+        source: Where releases come from: ``"manifest_url"`` or ``"hawkbit"``
+            (``[upgrade.hawkbit]``).
+    """
+
     enabled: bool = True
     auto_install_models: tuple[str, ...] = ()
     # Where the newest signed envelope for this device is published; "" = no periodic check.

@@ -29,13 +29,21 @@ def build_camera(ctx: FeatureContext) -> Feature:
     if not (ctx.daemon and settings.enabled):
         return Feature("camera", event_schemas=(MOTION,), holdings=holdings)
     # lazy: heavy (cv2, numpy)
-    from agent.camera.motion import MotionDetector
+    from agent.camera.motion import MotionDetector, MotionSettings, MotionStateTopic
     from drivers.camera.services import CameraService, MotionService
     from drivers.vision.capture import open_source
 
     camera = CameraService(open_source(settings), settings.fps, ctx.frames, ctx.clock)
-    motion = MotionService(MotionDetector(CAMERA_NAME))
+    detector = MotionDetector(
+        CAMERA_NAME, MotionSettings(update_seconds=settings.motion_update_seconds)
+    )
+    state = MotionStateTopic(CAMERA_NAME, ctx.consent.is_granted)
+    motion = MotionService(detector, state, settings.fps)
     ctx.frames.subscribe("motion", motion.latest.offer)
     return Feature(
-        "camera", services=(camera, motion), event_schemas=(MOTION,), holdings=holdings
+        "camera",
+        services=(camera, motion),
+        event_schemas=(MOTION,),
+        holdings=holdings,
+        retained=(state,),
     )

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
-from agent.camera.motion import MotionDetector
+from agent.camera.motion import MotionDetector, MotionStateTopic
 from agent.errors import DeviceIOError, TransportError
 from agent.events import Event
 from agent.framebus import FrameBus, LatestFrame
@@ -77,24 +77,34 @@ class CameraService:
 class MotionService:
     name = "motion"
 
-    def __init__(self, detector: MotionDetector) -> None:
+    def __init__(
+        self, detector: MotionDetector, state: MotionStateTopic, fps: float = 5.0
+    ) -> None:
         self.detector = detector
+        self.state = state
+        # Without frames for this long an open motion event ends (three frames missed).
+        self.stale_seconds = 3.0 / fps
         self.latest: LatestFrame[Image] = LatestFrame()
 
     def start(self) -> None:
         return None
 
     def tick(self, now: float) -> Sequence[Event]:
+        events = self._detect(now)
+        # Every pass, not only on a frame: a withdrawal must clear the retained state.
+        self.state.refresh(self.detector.active)
+        return events
+
+    def _detect(self, now: float) -> Sequence[Event]:
         frame = self.latest.take()
         if frame is None:
-            return ()
+            return self.detector.lifecycle.expire(now, self.stale_seconds)
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
         # Quarter resolution is plenty to see something move, at a sixteenth of the work.
         small = np.asarray(
             cv2.resize(grey, (max(1, grey.shape[1] // 4), max(1, grey.shape[0] // 4))), np.uint8
         )
-        event = self.detector.feed(small, now)
-        return () if event is None else (event,)
+        return self.detector.feed(small, now)
 
     def stop(self) -> None:
         return None

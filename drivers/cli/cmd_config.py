@@ -1,4 +1,4 @@
-"""``edge-agent config check FILE`` and ``edge-agent config show``."""
+"""``edge-agent config check FILE``, ``config show`` and ``config reference``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,31 @@ import sys
 from typing import Any
 
 from agent import config as agent_config
-from agent.configschema import to_mapping
+from agent.atomicfile import write_atomic
+from agent.configschema import render_reference, to_mapping, to_toml
+
+REFERENCE_PATH = pathlib.Path("docs/config.md")
+
+INTRO = """\
+# Configuration reference
+
+<!-- Generated from the schema (agent/config.py and the feature settings modules) by
+`edge-agent config reference --output docs/config.md`; do not edit by hand.
+tests/core/test_config_reference.py fails when this file is stale. -->
+
+The agent reads one TOML file (`edge-agent --config FILE`, the `[Service]` unit's
+`/etc/edge-agent/agent.toml`); every key is optional and an empty file is the set of
+defaults below (`config/agent.toml` spells them out). Unknown keys, wrong types and
+values out of range are refused with the key's dotted path:
+`edge-agent config check FILE` validates a file, `edge-agent config show --format toml`
+prints the effective configuration. Durations are in seconds unless the unit says
+otherwise; sizes are in bytes. "(unset)" means the key is absent by default: a
+feature then uses its built-in behaviour, described with the key."""
+
+
+def reference_text() -> str:
+    """docs/config.md as the current schema renders it."""
+    return render_reference(agent_config.AgentConfig, INTRO)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -23,17 +47,48 @@ def _check(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     path = pathlib.Path(args.config) if args.config else None
     cfg = agent_config.load(path)
-    print(json.dumps(to_mapping(cfg), indent=2, sort_keys=True))
+    if args.format == "toml":
+        sys.stdout.write(to_toml(cfg))
+    else:
+        print(json.dumps(to_mapping(cfg), indent=2, sort_keys=True))
+    return 0
+
+
+def _reference(args: argparse.Namespace) -> int:
+    text = reference_text()
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    write_atomic(pathlib.Path(args.output), text.encode())
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("config", help="check or show the configuration")
+    parser = subparsers.add_parser("config", help="check, show or document the configuration")
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION")
     sub.required = True
     check = sub.add_parser("check", help="validate a configuration file")
-    check.add_argument("file")
+    check.add_argument("file", help="the TOML file to validate")
     check.set_defaults(func=_check)
     show = sub.add_parser("show", help="print the effective configuration")
-    show.add_argument("--config", default=None)
+    show.add_argument(
+        "--config", default=None, help="configuration file (default: the built-in defaults)"
+    )
+    show.add_argument(
+        "--format",
+        choices=("json", "toml"),
+        default="json",
+        help="json (default) or toml, which `config check` and `run --config` read back",
+    )
     show.set_defaults(func=_show)
+    reference = sub.add_parser(
+        "reference", help="print the configuration reference (Markdown) generated from the schema"
+    )
+    reference.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help=f"write it to FILE (the repository's copy is {REFERENCE_PATH}) instead of stdout",
+    )
+    reference.set_defaults(func=_reference)
