@@ -1,7 +1,13 @@
 """Consent-gated face recognition: from per-frame embeddings to ``face.match`` events.
 
 The drivers detect and embed faces; this core decides what may happen with
-them.  Nothing is matched or enrolled unless ``face_recognition`` is granted;
+them, and when a face is worth embedding at all: detection runs on every
+frame, but a track is embedded only when it is new, when its last try failed
+the quality gates, or when its face has grown by ``REEMBED_GROWTH`` (closer to
+the camera: a better view).  Every frame still votes, with the track's best
+embedding so far, so the DNN cost scales with people in view, not with fps.
+
+Nothing is matched or enrolled unless ``face_recognition`` is granted;
 its withdrawal erases the gallery.  Events carry the identity's stable id as
 the ``person_id`` identifier (the minimiser replaces it by a pseudonym) and
 the display label only when the owner set one.
@@ -24,6 +30,10 @@ from agent.ports import AuditSink
 from agent.purposes import Purpose
 
 IsGranted = Callable[[Purpose], bool]
+Vector = npt.NDArray[np.float32]
+# A track is embedded again once its face box has this many times the area of
+# the one its embedding came from.
+REEMBED_GROWTH = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +72,9 @@ class FaceRecogniser:
         self.tracker = tracker
         self.camera = camera
         self.audit = audit
+        # track id -> (embedding of its best frame so far, that frame's box area)
+        self._embedded: dict[int, tuple[Vector, int]] = {}
+        self.embeddings = 0  # how many faces were embedded (each costs a DNN pass)
 
     @property
     def active(self) -> bool:
@@ -88,24 +101,63 @@ class FaceRecogniser:
         self.require_consent()
         return self.gallery.identify(embedding, self.threshold)
 
+    def clear_tracks(self) -> None:
+        """Forget every track and the embeddings held for them (personal data too)."""
+        self.tracker.clear()
+        self._embedded.clear()
+
     def observe(
         self,
         boxes: Sequence[Box],
-        embeddings: Sequence[npt.NDArray[np.float32] | None],
+        embeddings: Sequence[Vector | None],
         now: float,
+    ) -> Observation:
+        """Like :meth:`observe_tracks` with every face of the frame already embedded."""
+        by_box = {id(box): embedding for box, embedding in zip(boxes, embeddings, strict=True)}
+        return self._observe(boxes, lambda box: by_box[id(box)], now, every_frame=True)
+
+    def observe_tracks(
+        self, boxes: Sequence[Box], embed: Callable[[Box], Vector | None], now: float
     ) -> Observation:
         """Vote each face of one frame into its track; events for settled identities.
 
-        ``embeddings[i]`` is None when face ``i`` failed the quality gates: it
-        keeps its track alive but does not vote (and counts as a stranger).
+        ``embed(box)`` is called only for the tracks that need it (see the module
+        doc); it returns None when the face fails the quality gates: the track
+        stays alive but does not vote until a later frame passes.
         """
+        return self._observe(boxes, embed, now, every_frame=False)
+
+    def _best_embedding(
+        self, box: Box, track_id: int, embed: Callable[[Box], Vector | None], every_frame: bool
+    ) -> Vector | None:
+        held = self._embedded.get(track_id)
+        if not every_frame and held is not None and box.area < held[1] * REEMBED_GROWTH:
+            return held[0]
+        embedding = embed(box)
+        if embedding is None:
+            return None if every_frame or held is None else held[0]
+        self.embeddings += 1
+        self._embedded[track_id] = (embedding, box.area)
+        return embedding
+
+    def _observe(
+        self,
+        boxes: Sequence[Box],
+        embed: Callable[[Box], Vector | None],
+        now: float,
+        *,
+        every_frame: bool,
+    ) -> Observation:
         if not self.active:
-            self.tracker.clear()
+            self.clear_tracks()
             return Observation([], [])
         reports: list[FaceReport] = []
         known: list[Box] = []
         tracks = self.tracker.assign(list(boxes), now)
-        for box, track, embedding in zip(boxes, tracks, embeddings, strict=True):
+        for gone in self._embedded.keys() - self.tracker.tracks.keys():
+            del self._embedded[gone]
+        for box, track in zip(boxes, tracks, strict=True):
+            embedding = self._best_embedding(box, track.id, embed, every_frame)
             if embedding is None:
                 continue
             match = self.gallery.identify(embedding, self.threshold)
@@ -139,5 +191,5 @@ class FaceRecogniser:
         """Consent hook: withdrawing face_recognition erases the gallery files."""
         if purpose is not Purpose.FACE_RECOGNITION:
             return 0
-        self.tracker.clear()
+        self.clear_tracks()
         return self.gallery.erase_personal_data()

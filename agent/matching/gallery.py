@@ -96,10 +96,11 @@ class Gallery:
         executor: Executor | None = None,
         workers: int = 1,
         keys: DataKeys | None = None,
+        embedder: str = "",
     ) -> Gallery:
         """The gallery in ``directory``, sealed under ``keys`` (None: in clear, for tests)."""
         return cls(
-            VectorStore.open(directory, dim, storage, keys),
+            VectorStore.open(directory, dim, storage, keys, embedder),
             trim=trim,
             max_samples_per_identity=max_samples_per_identity,
             max_identities=max_identities,

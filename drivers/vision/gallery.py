@@ -41,8 +41,14 @@ def search_executor(threads: int) -> ThreadPoolExecutor | None:
     return _executors[threads]
 
 
-def open_face_gallery(config: AgentConfig, dim: int, keys: DataKeys | None = None) -> Gallery:
-    """The gallery, decrypted into memory once here: matching never touches the files."""
+def open_face_gallery(
+    config: AgentConfig, dim: int, keys: DataKeys | None = None, embedder: str = ""
+) -> Gallery:
+    """The gallery, decrypted into memory once here: matching never touches the files.
+
+    ``embedder``: the name of the embedder whose vectors it holds; a gallery made
+    by another is refused with :class:`agent.matching.store.EmbedderMismatch`.
+    """
     settings = config.matching
     bound_blas_threads()
     return Gallery.open(
@@ -55,6 +61,7 @@ def open_face_gallery(config: AgentConfig, dim: int, keys: DataKeys | None = Non
         executor=search_executor(settings.blas_threads),
         workers=settings.blas_threads,
         keys=keys,
+        embedder=embedder,
     )
 
 
@@ -71,7 +78,7 @@ def build_recogniser(
     settings = config.matching
     threshold = settings.face_threshold
     return FaceRecogniser(
-        open_face_gallery(config, embedder.dim, keys),
+        open_face_gallery(config, embedder.dim, keys, embedder.name),
         is_granted,
         threshold=embedder.default_threshold if threshold is None else threshold,
         tracker=Tracker(settings.consensus_frames, settings.consensus_window),

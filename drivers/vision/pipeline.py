@@ -1,4 +1,4 @@
-"""The face pipeline: frame -> detect -> embed -> match -> events.
+"""The face pipeline: frame -> detect -> track -> embed (once per track) -> match -> events.
 
 Frames arrive from the shared camera (the frame bus) into a bounded queue;
 when the queue is full the *oldest* frame is dropped (and counted) so the
@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +25,7 @@ from agent.errors import EdgeAgentError
 from agent.events import Event
 from agent.matching.faces import FaceRecogniser, FaceReport
 from agent.matching.quality import QualityGate
+from agent.matching.tracks import Box
 from agent.ports import AuditSink
 from agent.purposes import Purpose
 from drivers.vision.faces import (
@@ -36,6 +38,9 @@ from drivers.vision.faces import (
 )
 from drivers.vision.gallery import build_recogniser
 from drivers.vision.snapshot import encode_jpeg, only_sharp_in
+
+if TYPE_CHECKING:
+    from agent.keystore import DataKeys
 
 log = logging.getLogger(__name__)
 Image = npt.NDArray[np.uint8]
@@ -76,6 +81,7 @@ class PipelineStats:
     frames: int = 0
     faces: int = 0
     rejected: int = 0
+    embedded: int = 0
     events: int = 0
 
 
@@ -146,8 +152,11 @@ class FaceService:
         return self.recogniser.gallery.export_personal_data()
 
     def erase_personal_data(self) -> int:
-        self.recogniser.tracker.clear()
+        self.recogniser.clear_tracks()
         return self.recogniser.gallery.erase_personal_data()
+
+    def reseal_personal_data(self) -> int:
+        return self.recogniser.gallery.reseal_personal_data()
 
     # --- work --------------------------------------------------------------
 
@@ -164,15 +173,17 @@ class FaceService:
             self.recogniser.observe([], [], now)
             return []
         boxes = self.detector.detect(frame)
-        embeddings: list[npt.NDArray[np.float32] | None] = []
-        for box in boxes:
-            self.stats.faces += 1
+        self.stats.faces += len(boxes)
+
+        def embed(box: Box) -> npt.NDArray[np.float32] | None:
+            # Called only for the tracks that need an embedding (new, or a better view).
             if self.quality.rejects(box.w, box.h, grey(crop(frame, box))) is not None:
                 self.stats.rejected += 1
-                embeddings.append(None)
-                continue
-            embeddings.append(self.embedder.embed(frame, box))
-        seen = self.recogniser.observe(boxes, embeddings, now)
+                return None
+            self.stats.embedded += 1
+            return self.embedder.embed(frame, box)
+
+        seen = self.recogniser.observe_tracks(boxes, embed, now)
         if not seen.reports:
             return seen.reports
         self.stats.events += len(seen.reports)
@@ -189,13 +200,19 @@ class FaceService:
 
 
 def build_service(
-    config: AgentConfig, is_granted: IsGranted, audit: AuditSink | None = None
+    config: AgentConfig,
+    is_granted: IsGranted,
+    audit: AuditSink | None = None,
+    keys: DataKeys | None = None,
 ) -> FaceService:
-    """The face pipeline for ``edge-agent run``; frames come through ``offer_frame``."""
+    """The face pipeline for ``edge-agent run``; frames come through ``offer_frame``.
+
+    ``keys``: the gallery is sealed under them (None only in tests of the pipeline alone).
+    """
     settings = config.matching
     embedder = build_embedder(settings)
     recogniser = build_recogniser(
-        config, embedder, is_granted, camera=CAMERA_NAME, audit=audit
+        config, embedder, is_granted, camera=CAMERA_NAME, audit=audit, keys=keys
     )
     return FaceService(
         build_detector(settings),

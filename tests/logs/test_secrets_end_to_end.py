@@ -129,6 +129,8 @@ class Device:
         self.config.write_text(
             f"[mqtt]\nport = {broker.port}\ntls = 'off'\n[discovery]\ndiscoverable = false\n"
             "[camera]\nenabled = false\n"
+            # Drawn faces: the model-free detector and embedder (dlib's find no cartoon).
+            "[matching]\nface_detector = 'haar'\nface_embedder = 'lbp'\n"
             f"[logs]\nlevel = 'DEBUG'\nlan_port = {self.logs_port}\n"
             f"technician_token_file = '{token}'\nserial_port = '{master_tty}'\n"
             f"[provisioning]\nwifi_backend = 'networkmanager'\nnmcli_path = '{nmcli}'\n"

@@ -1,4 +1,8 @@
-"""``edge-agent enrol face``, ``match`` and ``gallery list|remove|rename`` end to end."""
+"""``edge-agent enrol face``, ``match`` and ``gallery list|remove|rename`` end to end.
+
+These use drawn faces, so the low-memory options (Haar + LBP, no model files);
+tests/matching/test_real_faces.py runs the default dlib models on real photos.
+"""
 
 from __future__ import annotations
 
@@ -23,10 +27,16 @@ def _photos(directory: pathlib.Path, identity: int, count: int, seed: int) -> li
     return paths
 
 
+def _low_memory(tmp_path: pathlib.Path) -> list[str]:
+    config = tmp_path / "lbp.toml"
+    config.write_text("[matching]\nface_detector = 'haar'\nface_embedder = 'lbp'\n")
+    return ["--config", str(config)]
+
+
 def test_enrol_match_list_rename_remove(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = ["--state-dir", str(tmp_path / "state")]
+    state = ["--state-dir", str(tmp_path / "state"), *_low_memory(tmp_path)]
     photos = tmp_path / "photos"
     photos.mkdir()
     alice = _photos(photos, 3, 4, seed=1)
@@ -63,7 +73,7 @@ def test_enrol_match_list_rename_remove(
 def test_withdrawn_consent_erases_the_gallery_on_next_use(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    state = ["--state-dir", str(tmp_path / "state")]
+    state = ["--state-dir", str(tmp_path / "state"), *_low_memory(tmp_path)]
     photos = _photos(tmp_path, 1, 2, seed=3)
     assert main(["consent", "grant", "face_recognition", *state]) == 0
     assert main(["enrol", "face", "carol", *photos, *state]) == 0

@@ -13,7 +13,7 @@ from agent.config import AgentConfig, CameraSettings
 from agent.events import Event
 from agent.framebus import FrameBus
 from agent.matching.quality import blur_score
-from agent.matching.settings import MatchingSettings
+from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind, MatchingSettings
 from agent.purposes import Purpose
 from drivers.camera.services import CameraService
 from drivers.clock import SystemClock
@@ -21,6 +21,8 @@ from drivers.vision.capture import open_source
 from drivers.vision.faces import HaarDetector
 from drivers.vision.pipeline import FaceService, FrameQueue, build_service
 from drivers.vision.synth import render_scene
+
+DRAWN_FACES = {"face_detector": FaceDetectorKind.HAAR, "face_embedder": FaceEmbedderKind.LBP}
 
 
 class Sink:
@@ -62,7 +64,10 @@ def _config(tmp_path: pathlib.Path, fps: float = 5.0, queue: int = 4) -> AgentCo
         AgentConfig(),
         state_dir=tmp_path,
         camera=CameraSettings(fps=fps, queue_frames=queue),
-        matching=MatchingSettings(min_blur_score=1.0, consensus_frames=2, consensus_window=3),
+        # Drawn faces: the model-free options (dlib's detector finds no cartoon).
+        matching=MatchingSettings(
+            min_blur_score=1.0, consensus_frames=2, consensus_window=3, **DRAWN_FACES
+        ),
     )
 
 

@@ -129,7 +129,9 @@ class Device:
             f"[camera]\nenabled = true\nsource = 'file'\nuri = '{self.video}'\nfps = {FPS}.0\n"
             f"width = {WIDTH}\nheight = {HEIGHT}\n"
             "[runtime]\ntick_seconds = 0.05\n"
+            # Drawn faces: the model-free detector and embedder (dlib's find no cartoon).
             "[matching]\nconsensus_frames = 2\nconsensus_window = 3\n"
+            "face_detector = 'haar'\nface_embedder = 'lbp'\n"
             f"[logs]\nlevel = 'DEBUG'\ntechnician_token_file = '{token}'\n"
             f"lan_port = {self.logs_port}\n"
             f"[provisioning]\nwifi_backend = 'networkmanager'\nnmcli_path = '{nmcli}'\n"

@@ -66,10 +66,11 @@ def enrolment_vectors(paths: Iterable[pathlib.Path]) -> list[np.ndarray]:
     """The template rows ``edge-agent enrol face`` stores for these photos, computed here."""
     # lazy: heavy (numpy, cv2) -- the same public functions the CLI calls
     from agent.matching.search import l2_normalise
-    from agent.matching.settings import MatchingSettings
+    from agent.matching.settings import FaceEmbedderKind, MatchingSettings
     from drivers.vision.faces import HaarDetector, build_embedder, main_face_box, read_image
 
-    embedder, detector = build_embedder(MatchingSettings()), HaarDetector()
+    settings = MatchingSettings(face_embedder=FaceEmbedderKind.LBP)  # as tests/privacy/device.py
+    embedder, detector = build_embedder(settings), HaarDetector()
     rows = []
     for path in paths:
         image = read_image(path)
