@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from agent import cbor
@@ -168,6 +168,9 @@ class Outbox:
         # Payloads of consented purposes are sealed under their purpose's data key,
         # images under event_snapshots' (None: plaintext, for tests of the queue alone).
         self.keys = keys
+        # Write-through: told of each batch right after its commit, as it goes on the
+        # wire, so the pump need not read back and unseal what it was just handed.
+        self.on_committed: Callable[[list[QueuedMessage]], object] | None = None
         self.max_messages = max_messages
         self.default_expiry_seconds = default_expiry_seconds
         # Without a layout (a test peeking at a state directory) nothing is recorded.
@@ -206,22 +209,26 @@ class Outbox:
                 if not message.purpose.needs_consent or message.purpose.value in granted
             ]
             first = max(self._sequence(conn), self._floor) + 1
-            rows = [
-                (
-                    first + i,
-                    *self._stored(topic, message, first + i, snapshots),
-                    message.purpose.value,
-                    now,
-                    now + (message.expiry_seconds or self.default_expiry_seconds),
+            rows = []
+            wire: list[QueuedMessage] = []
+            for i, (topic, message) in enumerate(admitted):
+                seq = first + i
+                expires = now + (message.expiry_seconds or self.default_expiry_seconds)
+                row_key, stored_topic, payload, image, plain = self._stored(
+                    topic, message, seq, snapshots
                 )
-                for i, (topic, message) in enumerate(admitted)
-            ]
+                rows.append((seq, row_key, stored_topic, payload, image, message.purpose.value,
+                             now, expires))
+                wire.append(QueuedMessage(seq, message.msg_id, topic, plain,
+                                          message.purpose.value, now, expires, row_key))
+            before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO outbox "
                 "(seq, msg_id, topic, payload, image, purpose, created_at, expires_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            inserted = conn.total_changes - before
             last = self._sequence(conn)
             count = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
             excess = count - self.max_messages
@@ -235,12 +242,18 @@ class Outbox:
                 self.db.bump_counter(conn, DROPPED_OVERFLOW, dropped)
         if rows:
             self._record_high_water(last)
+            tap = self.on_committed
+            # Only a clean append (nothing ignored as a duplicate, nothing dropped for
+            # room) goes straight to the pump; otherwise it walks the table as ever.
+            if tap is not None and inserted == len(rows) and not dropped:
+                tap(wire)
         return PutResult(len(rows), len(pending) - len(rows), int(dropped))
 
     def _stored(
         self, topic: str, message: OutgoingMessage, seq: int, snapshots: bool
-    ) -> tuple[str, str, bytes, bytes | None]:
-        """The msg_id, topic, payload and image columns: stamped, then sealed at rest.
+    ) -> tuple[str, str, bytes, bytes | None, bytes]:
+        """The msg_id, topic, payload and image columns, stamped then sealed at rest,
+        and the payload as it goes on the wire (for the write-through to the pump).
 
         A sealed row keeps nothing in clear that names the event: the topic and
         the msg_id travel inside the sealed payload, and the msg_id column holds
@@ -248,9 +261,10 @@ class Outbox:
         row left in a freed block after the key is destroyed says nothing.
         """
         payload, image = _stamped(message, seq, keep_image=snapshots)
+        plain = payload if image is None else _with_image(payload, image)
         keys = self.keys
         if keys is None or not message.purpose.needs_consent:
-            return message.msg_id, topic, payload, image
+            return message.msg_id, topic, payload, image, plain
         purpose = message.purpose.value
         sealed_image = (
             None if image is None
@@ -259,7 +273,7 @@ class Outbox:
         sealed, tag = keys.seal_tagged(
             purpose, _pack_row(message.msg_id, topic, payload), _context(purpose), message.msg_id
         )
-        return tag, "", sealed, sealed_image
+        return tag, "", sealed, sealed_image, plain
 
     def _readable(
         self, row_key: str, topic: str, payload: bytes, image: bytes | None, purpose: str
@@ -387,6 +401,11 @@ class Outbox:
         if unreadable:
             self._drop_unreadable(unreadable)
         return batch
+
+    def present_seqs(self, first: int, last: int) -> set[int]:
+        """Which sequence numbers between ``first`` and ``last`` are still queued."""
+        rows = self.db.query("SELECT seq FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+        return {int(str(row[0])) for row in rows}
 
     def _drop_unreadable(self, seqs: list[int]) -> None:
         with self.db.transaction() as conn:

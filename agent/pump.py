@@ -38,6 +38,9 @@ PERMANENT_REJECTIONS = frozenset({0x87, 0x90, 0x95, 0x99})
 EXPIRE_EVERY_SECONDS = 60.0
 ACK_BATCH = 1000
 ACK_DELAY_SECONDS = 0.2
+# Plaintext of committed messages kept for the walk (write-through); beyond it, the
+# walk reads the outbox.
+STAGE_BYTES = 4 * 1024 * 1024
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,9 @@ class Pump:
         # Sending: the queue read ahead and the counters below change only under it.
         self._send_lock = threading.Lock()
         self._queue: collections.deque[QueuedMessage] = collections.deque()
+        # Committed messages handed over by the outbox (offer), in sequence order.
+        self._staged: collections.deque[QueuedMessage] = collections.deque()
+        self._staged_bytes = 0
         # Wall time of the last pass, for the expiry of what refill() sends meanwhile.
         self._now = 0.0
         # On this connection, QoS 1 messages sent (under _send_lock; replies too,
@@ -99,6 +105,41 @@ class Pump:
         self._sent_total = 0
         self._next_expiry = 0.0
         self.rejected = 0
+
+    def offer(self, committed: list[QueuedMessage]) -> bool:
+        """Messages just committed, as they go on the wire (write-through from the outbox).
+
+        Kept in memory, up to ``STAGE_BYTES``, so the walk need not read back and
+        unseal what the outbox was just handed; :meth:`_publish` takes them only
+        when they follow its cursor exactly, and only those still in the outbox
+        (one range query: a withdrawal, an expiry or a drop since is honoured).
+        """
+        if not committed:
+            return False
+        with self._lock:
+            staged = self._staged
+            if staged and committed[0].seq != staged[-1].seq + 1:
+                staged.clear()
+                self._staged_bytes = 0
+            size = sum(len(m.payload) for m in committed)
+            if self._staged_bytes + size > STAGE_BYTES:
+                return False  # the walk reads them from the outbox, as before
+            staged.extend(committed)
+            self._staged_bytes += size
+            return True
+
+    def _take_staged(self, want: int, now: float) -> list[QueuedMessage] | None:
+        """The next ``want`` messages from memory, or None if the walk must read the outbox."""
+        staged = self._staged
+        while staged and staged[0].seq <= self._cursor:
+            self._staged_bytes -= len(staged.popleft().payload)
+        if not staged or staged[0].seq != self._cursor + 1:
+            return None
+        batch = [staged.popleft() for _ in range(min(want, len(staged)))]
+        self._staged_bytes -= sum(len(m.payload) for m in batch)
+        present = self.outbox.present_seqs(batch[0].seq, batch[-1].seq)
+        self._cursor = batch[-1].seq
+        return [m for m in batch if m.seq in present and m.expires_at > now]
 
     # Called from the transport's thread.
     def on_ack(self, session: int, token: int, reason_code: int) -> bool:
@@ -243,7 +284,13 @@ class Pump:
             # Read outside the send lock, so PUBACKs keep refilling the wire meanwhile.
             room = self._limit + self.ahead - (self._sent - self._answered) - len(self._queue)
             want = min(room, self.batch)
-            batch = self.outbox.batch_after(self._cursor, want, now) if want > 0 else []
+            staged = self._take_staged(want, now) if want > 0 else None
+            if staged is not None:
+                batch = staged
+                if not batch:
+                    continue  # all withdrawn, acknowledged or expired meanwhile: next ones
+            else:
+                batch = self.outbox.batch_after(self._cursor, want, now) if want > 0 else []
             if batch:
                 self._cursor = batch[-1].seq
             with self._send_lock:

@@ -210,6 +210,7 @@ def compose(
     link: MqttLink | None = None
     if mode is Mode.DAEMON:
         pump = Pump(outbox, window=config.mqtt.max_inflight, batch=config.outbox.replay_batch)
+        outbox.on_committed = pump.offer
         if config.mqtt.enabled:
             link = MqttLink(
                 config.mqtt,
