@@ -352,6 +352,39 @@ class DataKeys:
             log.warning("finished the destruction of %d %s key(s)", count, domain)
         return sum(finished.values())
 
+    # --- rotation requests: one item removed -------------------------------------------
+
+    def request_rotation(self, domain: str) -> None:
+        """One item of ``domain`` was removed (a person, a plate): rotate its key soon.
+
+        The removal rewrote or deleted the item, but copies of the old files or
+        rows may sit in freed blocks under the live key; once the daemon rotates
+        (reseal everything, destroy the old key) they are unreadable.  Recorded in
+        a file, so a removal made by the CLI, or one a kill interrupted, is done
+        by the next daemon pass or start.
+        """
+        with self._lock:
+            pending = self.rotation_requests()
+            if domain not in pending:
+                write_atomic(
+                    self._layout.key_rotation_requests,
+                    json.dumps([*pending, domain]).encode(),
+                    0o600,
+                )
+
+    def rotation_requests(self) -> list[str]:
+        raw = read_optional(self._layout.key_rotation_requests, MAX_INTENT_BYTES)
+        try:
+            value = json.loads(raw) if raw else []
+        except ValueError:
+            return []
+        return [str(v) for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+    def clear_rotation_requests(self, done: list[str]) -> None:
+        with self._lock:
+            rest = [d for d in self.rotation_requests() if d not in done]
+            write_atomic(self._layout.key_rotation_requests, json.dumps(rest).encode(), 0o600)
+
     # --- intents: withdrawal and erasure that survive a kill -----------------------
 
     def intents(self) -> list[dict[str, object]]:

@@ -115,6 +115,11 @@ class StateLayout:
         return self.keys_dir / f"{domain}.destroyed"
 
     @property
+    def key_rotation_requests(self) -> pathlib.Path:
+        """Domains to rotate because one item was removed (its old copies die with the key)."""
+        return self.keys_dir / "rotate.json"
+
+    @property
     def key_intents(self) -> pathlib.Path:
         """Withdrawals and erasures begun and not yet finished (redone at start)."""
         return self.keys_dir / "pending.json"

@@ -25,6 +25,7 @@ from agent.errors import BadDataError, NotFoundError, PolicyError
 from agent.matching.search import F32, TopK, l2_normalise, top_k
 from agent.matching.settings import GalleryStorage
 from agent.matching.store import IdentityRecord, VectorStore
+from agent.purposes import Purpose
 
 if TYPE_CHECKING:
     from agent.keystore import DataKeys
@@ -188,6 +189,10 @@ class Gallery:
             self.store.manifest = committed
             raise
         self._templates = None
+        keys = self.store.sealer.keys
+        if keys is not None:
+            # The old manifest still names them in freed blocks, sealed under the live key.
+            keys.request_rotation(Purpose.FACE_RECOGNITION.value)
         return record
 
     def rename(

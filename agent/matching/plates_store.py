@@ -209,6 +209,8 @@ class PlateStore:
                 )
             if removed:
                 self._checkpoint(conn)
+                # Its row may survive in freed WAL frames, sealed under the live key.
+                self.keys.request_rotation(DOMAIN)
         return removed > 0
 
     def entries(self) -> list[PlateEntry]:

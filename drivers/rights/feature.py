@@ -18,6 +18,7 @@ from agent.atomicfile import load_or_create_secret
 from agent.audit import AuditLog
 from agent.config import AgentConfig
 from agent.consent import ConsentLedger
+from agent.events import Event
 from agent.feature import Feature, FeatureContext, RetainedMessages
 from agent.keystore import DataKeys
 from agent.layout import StateLayout
@@ -133,6 +134,49 @@ def recover_crypto_erase(
     handlers.finish_rotations()
 
 
+class KeyRotationService:
+    """Rotates a domain's key after one of its items was removed (DataKeys.request_rotation).
+
+    On the main loop, at most once every ``ROTATION_DELAY_SECONDS`` per batch of
+    requests: removing ten people in a row costs one reseal, not ten.
+    """
+
+    name = "key-rotation"
+    ROTATION_DELAY_SECONDS = 2.0
+
+    def __init__(self, keys: DataKeys, handlers: RightsHandlers, clock: Clock) -> None:
+        self._keys = keys
+        self._handlers = handlers
+        self._clock = clock
+        self._seen_at: float | None = None
+
+    def start(self) -> None:
+        self._rotate()  # requests a kill left behind
+
+    def tick(self, now: float) -> Sequence[Event]:
+        if not self._keys.rotation_requests():
+            self._seen_at = None
+            return ()
+        monotonic = self._clock.monotonic()
+        if self._seen_at is None:
+            self._seen_at = monotonic
+        if monotonic - self._seen_at >= self.ROTATION_DELAY_SECONDS:
+            self._rotate()
+            self._seen_at = None
+        return ()
+
+    def _rotate(self) -> None:
+        pending = self._keys.rotation_requests()
+        if not pending:
+            return
+        result = self._handlers.rotate(pending)
+        if not result.get("failed"):
+            self._keys.clear_rotation_requests(pending)
+
+    def stop(self) -> None:
+        pass
+
+
 def build_retention_service(
     config: AgentConfig,
     registry: DataRegistry,
@@ -167,6 +211,7 @@ def build_rights(
     retained: tuple[RetainedMessages, ...] = ()
     if ctx.daemon:
         services.append(build_retention_service(ctx.config, registry, audit=ctx.audit))
+        services.append(KeyRotationService(ctx.keys, handlers, ctx.clock))
         if isinstance(ctx.audit, AuditLog):
             notices = NoticeService(
                 ctx.audit,
