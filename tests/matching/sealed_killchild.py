@@ -10,18 +10,12 @@ after that step's fsync.  With no step K left it prints ``DONE``.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pathlib
-import signal
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 
 from agent import keystore
-from agent.database import Database
 from agent.feature import Mode
 from agent.keystore import DataKeys
 from agent.layout import StateLayout
@@ -31,52 +25,25 @@ from drivers.camera import build_camera, snapshots
 from drivers.compose import compose
 from drivers.vision.feature import build_faces
 from tests.core.crypto_rig import rig_config
+from tests.support.killpoints import kill_after_step
 
 DIM = 16
 NEWCOMER = "Newcomer Pelargonia"
 REMOVED = "person-1"
-_steps = 0
 
 
 def newcomer_rows() -> np.ndarray:
     return np.random.default_rng(99).standard_normal((2, DIM))
 
 
-def _step(kill_at: int) -> None:
-    global _steps
-    _steps += 1
-    if _steps == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _counting(function: Callable[..., Any], kill_at: int) -> Callable[..., Any]:
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        result = function(*args, **kwargs)
-        _step(kill_at)
-        return result
-
-    return counted
-
-
-def _install(kill_at: int) -> None:
-    for module, name in (
-        (keystore, "write_atomic"),
-        (keystore, "overwrite_and_unlink"),
-        (store, "write_atomic"),
-        (store, "shred"),
-        (snapshots, "write_atomic"),
-        (snapshots, "shred"),
-    ):
-        setattr(module, name, _counting(getattr(module, name), kill_at))
-    original = Database.transaction
-
-    @contextlib.contextmanager
-    def transaction(self: Database) -> Iterator[Any]:
-        with original(self) as conn:
-            yield conn
-        _step(kill_at)
-
-    Database.transaction = transaction  # type: ignore[method-assign,assignment]
+_DURABLE = (
+    (keystore, "write_atomic"),
+    (keystore, "overwrite_and_unlink"),
+    (store, "write_atomic"),
+    (store, "shred"),
+    (snapshots, "write_atomic"),
+    (snapshots, "shred"),
+)
 
 
 def main(argv: list[str]) -> int:
@@ -86,12 +53,12 @@ def main(argv: list[str]) -> int:
         composition = compose(
             rig_config(state_dir), Mode.CLI, builders=(build_camera, build_faces)
         )
-        _install(kill_at)
+        kill_after_step(kill_at, _DURABLE)
         result = composition.commands["data.rotate_keys"]({})
         assert isinstance(result, dict) and not result["failed"], result
     else:
         gallery = Gallery.open(layout.faces_dir, DIM, keys=DataKeys(layout))
-        _install(kill_at)
+        kill_after_step(kill_at, _DURABLE)
         if action == "enrol":
             gallery.enrol(NEWCOMER, newcomer_rows(), label="Newcomer-Label")
         elif action == "remove":
