@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import cbor
-from agent.database import Database
 from agent.errors import DeviceIOError
 from agent.minimise import OutgoingMessage, Pseudonymiser, uuid4_text
 from agent.outbox import Outbox
@@ -22,6 +20,7 @@ from drivers.mqttwire import EventProperties, PackedProperties
 from tests.support.agent_harness import RunningAgent, device_base, make_config, motion
 from tests.support.broker import Broker
 from tests.support.mqtt import Collector
+from tests.support.pumprig import ListTransport
 
 NOW = 1_800_000_000.0
 
@@ -108,28 +107,6 @@ def test_the_device_pseudonym_is_memoised_per_key_generation() -> None:
 
 
 # --- the pump: acks are batched, never lost, never cause a deliberate repeat --------
-
-
-class ListTransport:
-    connected = True
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def publish_queued(
-        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
-    ) -> int:
-        self.sent.append(msg_id)
-        return len(self.sent)
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    db = Database(tmp_path / "agent.sqlite")
-    try:
-        yield Outbox(db, max_messages=10_000, default_expiry_seconds=3600)
-    finally:
-        db.close()
 
 
 def queue(outbox: Outbox, count: int) -> None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent import cbor
-from agent.database import Database
 from agent.minimise import OutgoingMessage, uuid4_text
 from agent.outbox import Outbox
 from agent.pump import Pump
@@ -26,30 +24,9 @@ from agent.purposes import Purpose
 from tests.support.agent_harness import make_config, motion, spine_agent
 from tests.support.broker import Broker
 from tests.support.mqtt import Collector
+from tests.support.pumprig import ListTransport
 
 NOW = 1_800_000_000.0
-
-
-class ListTransport:
-    connected = True
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def publish_queued(
-        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
-    ) -> int:
-        self.sent.append(msg_id)
-        return len(self.sent)
-
-
-@pytest.fixture
-def outbox(tmp_path: Path) -> Iterator[Outbox]:
-    db = Database(tmp_path / "agent.sqlite")
-    try:
-        yield Outbox(db, max_messages=10_000, default_expiry_seconds=3600)
-    finally:
-        db.close()
 
 
 def queue(outbox: Outbox, count: int) -> list[str]:
