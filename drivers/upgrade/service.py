@@ -284,9 +284,19 @@ class UpgradeService:
     def handle_status(self, args: CommandArgs) -> CommandResult:
         return {**self.installer.status(), "busy": self._busy(), "last_error": self.last_error}
 
+    def _no_manifest_source(self) -> DecodeError:
+        if self.fleet is not None:
+            # The fleet server decides what installs and when; a local trigger would
+            # race its actions and bypass its rollout groups.
+            return DecodeError(
+                "this device is managed by a hawkBit server (upgrade.source = \"hawkbit\"): "
+                "assign the release there, or use `edge-agent upgrade apply --file` offline"
+            )
+        return DecodeError("upgrade.manifest_url is not configured")
+
     def handle_check(self, args: CommandArgs) -> CommandResult:
         if self.fetch_manifest is None:
-            raise DecodeError("upgrade.manifest_url is not configured")
+            raise self._no_manifest_source()
         verified = self.installer.verify(self.fetch_manifest())
         manifest = verified.manifest
         return {
@@ -308,7 +318,7 @@ class UpgradeService:
         if not isinstance(force, bool):
             raise DecodeError("force must be true or false")
         if self.fetch_manifest is None:
-            raise DecodeError("upgrade.manifest_url is not configured")
+            raise self._no_manifest_source()
         envelope = self.fetch_manifest()
         # Bad manifests (and a sequence that failed here, unless forced) fail the command.
         self.installer.verify(envelope, force=force)

@@ -295,6 +295,15 @@ def test_a_wrong_token_is_an_error_not_a_crash(
     assert real not in caplog.text and real not in service.last_error
 
 
+def test_local_upgrade_commands_point_at_the_fleet_server(
+    fleet: Callable[..., tuple[UpgradeService, list[bool]]],
+) -> None:
+    service, _ = fleet()
+    for handler in (service.handle_check, service.handle_apply):
+        with pytest.raises(DecodeError, match="managed by a hawkBit server"):
+            handler({})
+
+
 # --- the pure DDI functions -------------------------------------------------------------
 
 
