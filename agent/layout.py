@@ -254,3 +254,8 @@ class StateLayout:
     def upgrade_hawkbit_action(self) -> pathlib.Path:
         """The hawkBit action being worked on and the feedback already sent for it."""
         return self.upgrade_dir / "hawkbit-action.json"
+
+    @property
+    def camera_credentials(self) -> pathlib.Path:
+        """The hub's camera users and passwords, sealed under the ``cameras`` key."""
+        return self.root / "camera-credentials.sealed"

@@ -41,3 +41,6 @@ BINDING_DOMAIN = "binding"
 # The data-key domain of the ONVIF user's password (the digest scheme needs it in
 # clear on the device): erased with the binding.
 ONVIF_DOMAIN = "onvif"
+# The data-key domain of the hub's camera credentials (the RTSP/ONVIF users the owner
+# gave it for the cameras it records): erased with the binding.
+CAMERAS_DOMAIN = "cameras"

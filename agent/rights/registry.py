@@ -14,7 +14,13 @@ import enum
 
 from agent.errors import ConfigError
 from agent.ports import PersonalDataHolder, RetentionTarget
-from agent.purposes import BINDING_DOMAIN, CONSENTABLE, ONVIF_DOMAIN, WIFI_DOMAIN
+from agent.purposes import (
+    BINDING_DOMAIN,
+    CAMERAS_DOMAIN,
+    CONSENTABLE,
+    ONVIF_DOMAIN,
+    WIFI_DOMAIN,
+)
 
 
 class ErasureScope(enum.Enum):
@@ -29,10 +35,16 @@ def key_domains(scope: ErasureScope) -> tuple[str, ...]:
         return tuple(p.value for p in CONSENTABLE)
     if scope is ErasureScope.WIFI:
         return (WIFI_DOMAIN,)
-    return (BINDING_DOMAIN, ONVIF_DOMAIN)
+    return (BINDING_DOMAIN, ONVIF_DOMAIN, CAMERAS_DOMAIN)
 
 
-ALL_KEY_DOMAINS = (*(p.value for p in CONSENTABLE), WIFI_DOMAIN, BINDING_DOMAIN, ONVIF_DOMAIN)
+ALL_KEY_DOMAINS = (
+    *(p.value for p in CONSENTABLE),
+    WIFI_DOMAIN,
+    BINDING_DOMAIN,
+    ONVIF_DOMAIN,
+    CAMERAS_DOMAIN,
+)
 
 
 class RetentionKind(enum.Enum):
