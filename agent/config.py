@@ -70,6 +70,11 @@ class TlsMode(enum.Enum):
     ON = "on"
 
 
+class PayloadFormat(enum.Enum):
+    JSON = "json"
+    CBOR = "cbor"
+
+
 def is_loopback_host(host: str) -> bool:
     """True only for ``localhost`` or a literal address in 127.0.0.0/8 or ::1.
 
@@ -117,6 +122,10 @@ class MqttSettings:
             acknowledgement at once.
         max_command_bytes: Largest command payload accepted; larger ones are refused
             unread.
+        payload_format: Encoding of published events: ``"json"`` (content type
+            ``application/json``; byte strings such as ``img`` as base64 text) or
+            ``"cbor"`` (``application/cbor``, smaller). Commands are accepted in either
+            and answered in the request's format.
     """
 
     enabled: bool = True
@@ -145,6 +154,8 @@ class MqttSettings:
     max_command_bytes: int = dataclasses.field(
         default=64 * 1024, metadata={"min": 256, "max": 16 * 1024 * 1024}
     )
+    # JSON by default: what mosquitto_sub, Node-RED and Home Assistant read unaided.
+    payload_format: PayloadFormat = PayloadFormat.JSON
 
     def __post_init__(self) -> None:
         # Here rather than in the CLI: every way to build a configuration (config
@@ -243,6 +254,34 @@ class CameraSource(enum.Enum):
     V4L2 = "v4l2"
 
 
+def _rtp_transport(value: object) -> str | None:
+    return None if value in ("tcp", "udp") else 'must be "tcp" or "udp"'
+
+
+@dataclasses.dataclass(frozen=True)
+class HubCamera:
+    """One camera of an NVR hub (``[[camera.sources]]``).
+
+    Attributes:
+        name: The camera's name in events and in its state topic
+            ``camera/<name>/motion`` (no ``/``, ``+``, ``#``, at most 64 characters).
+        url: Its RTSP URL, without user or password (those are the owner's, set with
+            the ``camera.set_credentials`` command and kept sealed).
+        onvif: Instead of ``url``: the camera's ONVIF device service address
+            (``http://host:port/onvif/device_service``); the hub asks it for the
+            stream URI.
+        profile: The ONVIF media profile token to stream; empty: the camera's first.
+        transport: How RTP travels: ``"tcp"`` (interleaved in the RTSP connection) or
+            ``"udp"``.
+    """
+
+    name: str = dataclasses.field(default="", metadata={"check": _topic_segment})
+    url: str = ""
+    onvif: str = ""
+    profile: str = ""
+    transport: str = dataclasses.field(default="tcp", metadata={"check": _rtp_transport})
+
+
 @dataclasses.dataclass(frozen=True)
 class CameraSettings:
     """The camera, its capture rate and motion events.
@@ -262,6 +301,13 @@ class CameraSettings:
             ones are dropped when it falls behind.
         motion_update_seconds: While motion lasts, an ``update`` of its event is
             published at most this often (``new`` and ``end`` are never held back).
+        sources: NVR hub mode: the cameras to capture (``[[camera.sources]]`` tables,
+            see README "NVR hub"), each with its own capture, motion events and state
+            topic, all feeding the one face/plate pipeline in turn. Empty: the one
+            camera of ``source``/``uri``.
+        hub_frames_per_tick (frames): Frames the hub hands the pipeline per main-loop
+            pass, one camera after the other; a camera's frame not taken before its
+            next one is dropped (and counted).
     """
 
     # Off: no capture, no motion, no faces, no QR provisioning (and no OpenCV in memory).
@@ -275,6 +321,23 @@ class CameraSettings:
     motion_update_seconds: float = dataclasses.field(
         default=5.0, metadata={"min": 0.1, "max": 3600}
     )
+    sources: tuple[HubCamera, ...] = ()
+    hub_frames_per_tick: int = dataclasses.field(default=4, metadata={"min": 1, "max": 64})
+
+    def __post_init__(self) -> None:
+        names = [source.name for source in self.sources]
+        if len(set(names)) != len(names):
+            raise ConfigError("camera.sources", "camera names must be unique")
+        for i, source in enumerate(self.sources):
+            if not source.name:
+                raise ConfigError(f"camera.sources[{i}].name", "must be set")
+            if bool(source.url) == bool(source.onvif):
+                raise ConfigError(f"camera.sources[{i}]", "needs exactly one of url or onvif")
+            if source.url and "@" in source.url.partition("//")[2].partition("/")[0]:
+                raise ConfigError(
+                    f"camera.sources[{i}].url",
+                    "must not carry a user or password (set them with camera.set_credentials)",
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +352,41 @@ class RuntimeSettings:
 
     watchdog_fraction: float = dataclasses.field(default=0.5, metadata={"min": 0.1, "max": 0.9})
     tick_seconds: float = dataclasses.field(default=0.2, metadata={"min": 0.01, "max": 10})
+
+
+DEFAULT_DISCOVERY_PREFIX = "homeassistant"
+
+
+@dataclasses.dataclass(frozen=True)
+class HomeAssistantSettings:
+    """Home Assistant MQTT discovery (README "Home Assistant").
+
+    Attributes:
+        enabled: Publish discovery configs (retained) so Home Assistant lists the device
+            and its entities. Unset: on exactly when ``discovery_prefix`` is set.
+        discovery_prefix: Home Assistant's discovery prefix; unset with
+            ``enabled = true``: ``"homeassistant"``.
+        expose_serial: Show the device's serial number in Home Assistant's device
+            registry (and so to everyone who can read the broker). Off: only the
+            per-binding device id is used.
+        configuration_url: Link shown on the device page in Home Assistant (for
+            example the device's web page); empty: none.
+    """
+
+    enabled: bool | None = None
+    discovery_prefix: str | None = dataclasses.field(
+        default=None, metadata={"check": lambda v: None if v is None else _topic_prefix(v)}
+    )
+    expose_serial: bool = False
+    configuration_url: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.discovery_prefix is not None if self.enabled is None else self.enabled
+
+    @property
+    def prefix(self) -> str:
+        return self.discovery_prefix or DEFAULT_DISCOVERY_PREFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,6 +412,7 @@ class AgentConfig:
     upgrade: UpgradeSettings = UpgradeSettings()
     logs: LogSettings = LogSettings()
     retention: RetentionSettings = RetentionSettings()
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
 
 
 def parse(text: str | bytes, source: str = "<config>") -> AgentConfig:

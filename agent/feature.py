@@ -74,6 +74,8 @@ class FeatureContext:
     # True while the broker link is up and every part of the loop beats: the
     # upgrade feature commits a trial boot only then.
     healthy: Callable[[], bool] = lambda: False
+    # Messages waiting in the outbox (Home Assistant's outbox depth sensor).
+    queue_depth: Callable[[], int] = lambda: 0
 
     @property
     def daemon(self) -> bool:

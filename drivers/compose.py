@@ -51,6 +51,7 @@ from agent.topics import Topics
 from drivers.camera import build_camera
 from drivers.clock import SystemClock
 from drivers.discovery.feature import build_discovery
+from drivers.homeassistant.feature import build_homeassistant
 from drivers.logs.feature import build_logs
 from drivers.mqtt import MqttLink, client_id_for
 from drivers.provisioning.feature import build_provisioning
@@ -74,6 +75,7 @@ DEFAULT_BUILDERS: tuple[FeatureBuilder, ...] = (
     build_provisioning,
     build_discovery,
     build_upgrade,
+    build_homeassistant,
 )
 
 SECRETS_TTL_SECONDS = 30.0
@@ -235,6 +237,7 @@ def compose(
         audit=audit,
         frames=FrameBus(),
         healthy=healthy,
+        queue_depth=lambda: len(outbox),
         redactor=redactor,
         principals=principals,
         keys=keys,

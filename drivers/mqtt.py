@@ -7,6 +7,10 @@ exponentially with jitter.  paho calls back from its own thread: callbacks
 only enqueue and wake the main loop, except that a PUBACK lets the pump send
 the next message it read ahead (:meth:`agent.pump.Pump.refill`), so the
 window stays full while the main loop commits.
+
+Events are stored as CBOR; with ``mqtt.payload_format = "json"`` (the
+default) each is converted as it is published (:func:`agent.jsonform.cbor_to_json`)
+and carries content type ``application/json``.
 """
 
 from __future__ import annotations
@@ -24,18 +28,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.config import MqttSettings, TlsMode
+from agent.config import MqttSettings, PayloadFormat, TlsMode
 from agent.errors import ConfigError, ConnectionLostError
+from agent.jsonform import CBOR_CONTENT_TYPE, JSON_CONTENT_TYPE, cbor_to_json
 from agent.pump import Pump
 from agent.topics import Topics
 from drivers.mqttwire import EventProperties
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "application/cbor"
+CONTENT_TYPE = CBOR_CONTENT_TYPE
 ONLINE = b"online"
 OFFLINE = b"offline"
-_EVENT_PROPERTIES = EventProperties(CONTENT_TYPE)
 
 
 def _properties(packet_type: int) -> Properties:
@@ -43,7 +47,14 @@ def _properties(packet_type: int) -> Properties:
 
 
 class IncomingCommand:
-    __slots__ = ("correlation", "foreign_response_topic", "name", "payload", "response_topic")
+    __slots__ = (
+        "content_type",
+        "correlation",
+        "foreign_response_topic",
+        "name",
+        "payload",
+        "response_topic",
+    )
 
     def __init__(
         self,
@@ -53,11 +64,14 @@ class IncomingCommand:
         correlation: bytes | None,
         *,
         foreign_response_topic: bool = False,
+        content_type: str | None = None,
     ) -> None:
         self.name = name
         self.payload = payload
         self.response_topic = response_topic
         self.correlation = correlation
+        # The MQTT v5 ContentType, if the requester set one (v3.1.1 clients cannot).
+        self.content_type = content_type
         # The requester named a reply topic outside this device's namespace:
         # the command is refused (answered on the default reply topic).
         self.foreign_response_topic = foreign_response_topic
@@ -107,6 +121,10 @@ class MqttLink:
         # Per purpose, the longest the broker may hold an event: what the device may keep
         # it (agent.rights.retention.expiry_caps); set by the composition root.
         self.expiry_caps: dict[str, int] = {}
+        self.json = settings.payload_format is PayloadFormat.JSON
+        self._event_properties = EventProperties(
+            JSON_CONTENT_TYPE if self.json else CBOR_CONTENT_TYPE
+        )
 
     # --- Transport protocol used by the pump ---------------------------------
 
@@ -124,7 +142,9 @@ class MqttLink:
         if cap is not None and cap < expires_in:
             expires_in = max(1, cap)
         # Pre-packed: paho's own Properties cost a third of the CPU per event.
-        props = _EVENT_PROPERTIES(purpose, msg_id, expires_in)
+        props = self._event_properties(purpose, msg_id, expires_in)
+        if self.json:  # the outbox keeps CBOR; JSON is made on the way out
+            payload = cbor_to_json(payload)
         info = client.publish(topic, payload, qos=1, retain=False, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLostError(f"publish failed: {paho.error_string(info.rc)}")
@@ -222,12 +242,14 @@ class MqttLink:
                 log.debug("offline status not confirmed before shutdown")
         self._teardown()
 
-    def reply(self, command: IncomingCommand, body: bytes) -> None:
+    def reply(
+        self, command: IncomingCommand, body: bytes, content_type: str = CONTENT_TYPE
+    ) -> None:
         client = self._client
         if client is None or not self._connected:
             return
         props = _properties(PacketTypes.PUBLISH)
-        props.ContentType = CONTENT_TYPE
+        props.ContentType = content_type
         if command.correlation is not None:
             props.CorrelationData = command.correlation
         topic = command.response_topic or self.topics.default_reply(command.name)
@@ -242,6 +264,10 @@ class MqttLink:
     def publish_retained(self, topic: str, payload: bytes) -> None:
         client = self._client
         if client is not None and self._connected:
+            # A CBOR map (a tombstone) follows payload_format; text (ON/OFF, JSON) is
+            # left alone: its first byte is never 0xa0-0xbf, a UTF-8 continuation byte.
+            if self.json and payload and 0xA0 <= payload[0] <= 0xBF:
+                payload = cbor_to_json(payload)
             self._publish(client, topic, payload, retain=True)
 
     def _publish(
@@ -322,6 +348,7 @@ class MqttLink:
         props = getattr(message, "properties", None)
         response = getattr(props, "ResponseTopic", None) if props is not None else None
         correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        content_type = getattr(props, "ContentType", None) if props is not None else None
         foreign = response is not None and not (
             isinstance(response, str) and self.topics.is_reply_topic(response)
         )
@@ -334,6 +361,7 @@ class MqttLink:
                 response,
                 correlation,
                 foreign_response_topic=foreign,
+                content_type=content_type if isinstance(content_type, str) else None,
             )
         )
         self.wake.set()

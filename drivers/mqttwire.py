@@ -3,8 +3,10 @@
 paho's :class:`~paho.mqtt.properties.Properties` validates every attribute by
 scanning its name table and re-packs on every send; on the event path that was
 about a third of the agent's CPU per event (profiled with py-spy, issue 12).
-Every queued event carries the same shape -- message expiry, content type and
-the user properties ``purpose`` and ``msg_id`` -- so the bytes are built
+Every queued event carries the same shape -- message expiry, content type
+(``application/json`` or ``application/cbor`` by ``mqtt.payload_format``, one
+:class:`EventProperties` per link) and the user properties ``purpose`` and
+``msg_id`` -- so the bytes are built
 directly here, in the order paho itself packs them (``tests/core/
 test_publish_wire.py`` checks them byte for byte against paho's encoder).
 """

@@ -13,11 +13,18 @@ from the same key (clients use microseconds since the epoch, so they need no
 state of their own); ``ts`` bounds how late a captured command can arrive.
 Arguments may carry ``reply_key`` (a 32-byte X25519 public key): the result
 then travels sealed to it (COSE_Encrypt), which ``data.export`` requires.
+
+JSON carriage (for clients that speak JSON, README "Commands in JSON"): the
+same COSE_Sign1 bytes, standard base64 with padding, in ``{"cose": "..."}``.
+The signature covers exactly those bytes, so JSON adds nothing to trust.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -96,3 +103,25 @@ def sign_command(
     body = CommandBody(device_id, name, dict(args), counter, int(now))
     kid = key_id(cose.raw_public(private_key.public_key()))
     return cose.sign1(private_key, kid, encode_body(body))
+
+
+def json_carriage(
+    signed: bytes, *, response_topic: str | None = None, correlation_id: str | None = None
+) -> bytes:
+    """A signed command (COSE_Sign1 bytes) as the JSON payload ``{"cose": ...}``."""
+    item: dict[str, str] = {"cose": base64.b64encode(signed).decode("ascii")}
+    if response_topic is not None:
+        item["response_topic"] = response_topic
+    if correlation_id is not None:
+        item["correlation_id"] = correlation_id
+    return json.dumps(item, separators=(",", ":")).encode()
+
+
+def from_json_carriage(value: object) -> bytes:
+    """The COSE_Sign1 bytes a JSON ``cose`` member carries; DecodeError if not base64."""
+    if not isinstance(value, str) or not value:
+        raise DecodeError("cose must be the base64 text of a COSE_Sign1")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        raise DecodeError("cose is not valid base64 (standard alphabet, padded)") from None

@@ -14,6 +14,10 @@ Commands (paho-mqtt 2.x, MQTT v5)::
         client.call("consent.set", {"purpose": "cloud_events", "granted": True})
         export = client.call("data.export", {"format": "json"})   # sealed to us, opened here
 
+``payload_format="json"`` sends the same signed bytes in the JSON carriage
+(``{"cose": "<base64>"}``, README "Commands in JSON") and reads JSON replies,
+whose byte strings arrive as base64 text.
+
 Every command is a COSE_Sign1 from :func:`agent.auth.envelope.sign_command`
 with a strictly increasing counter (microseconds since the epoch, bumped past
 the last one used).  Replies come back on one reply topic per client, under
@@ -30,6 +34,8 @@ device that does not answer is :class:`~agent.errors.TransportError`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import re
 import secrets
@@ -47,9 +53,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent import cbor
+from agent import cbor, jsonform
 from agent.auth import cose
-from agent.auth.envelope import REPLY_KEY, sign_command
+from agent.auth.envelope import REPLY_KEY, json_carriage, sign_command
 from agent.config import is_loopback_host
 from agent.errors import (
     BadDataError,
@@ -200,7 +206,11 @@ class CommandClient:
         keepalive: int = 30,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         clock: Callable[[], float] = time.time,
+        payload_format: str = "cbor",
     ) -> None:
+        if payload_format not in ("cbor", "json"):
+            raise DecodeError(f"payload_format must be 'cbor' or 'json', not {payload_format!r}")
+        self.json = payload_format == "json"
         for what, segment in (("device id", device_id), ("topic prefix", prefix)):
             if not segment or any(c in segment for c in "+#\x00") or segment.strip("/") != segment:
                 raise DecodeError(f"{what} {segment[:64]!r} is not a valid topic segment")
@@ -280,8 +290,9 @@ class CommandClient:
         except TimeoutError:
             raise DeviceTimeoutError(f"the broker at {where} did not answer in time") from None
         except OSError as exc:
-            raise ConnectionLostError(f"cannot reach the broker at {where}: "
-                                      f"{exc.strerror or exc}") from None
+            raise ConnectionLostError(
+                f"cannot reach the broker at {where}: {exc.strerror or exc}"
+            ) from None
         except ValueError as exc:
             raise DecodeError(f"cannot connect to {where}: {exc}") from None
         self._client = client
@@ -351,7 +362,7 @@ class CommandClient:
             reply_secret = x25519.X25519PrivateKey.generate()
             arguments[REPLY_KEY] = cose.raw_public(reply_secret.public_key())
         if name in PUBLIC_COMMANDS and reply_secret is None:
-            payload = cbor.dumps(arguments)
+            payload = jsonform.dumps(arguments) if self.json else cbor.dumps(arguments)
         else:
             payload = sign_command(
                 self._key,
@@ -361,6 +372,8 @@ class CommandClient:
                 counter=self.next_counter(),
                 now=self._clock(),
             )
+            if self.json:
+                payload = json_carriage(payload)
         self.connect()
         return self._result(name, self._exchange(name, payload, timeout), reply_secret)
 
@@ -374,7 +387,7 @@ class CommandClient:
             self._pending[correlation] = pending
         try:
             props = _properties(PacketTypes.PUBLISH)
-            props.ContentType = CONTENT_TYPE
+            props.ContentType = jsonform.JSON_CONTENT_TYPE if self.json else CONTENT_TYPE
             props.ResponseTopic = self.reply_topic
             props.CorrelationData = correlation
             info = client.publish(self.command_topic(name), payload, qos=1, properties=props)
@@ -396,7 +409,15 @@ class CommandClient:
     def _result(
         self, name: str, payload: bytes, reply_secret: x25519.X25519PrivateKey | None
     ) -> dict[str, object]:
-        reply = cbor.loads_untrusted(payload, max_bytes=self.max_reply_bytes)
+        if payload[:1] == b"{":  # a JSON reply (a CBOR reply map never starts so)
+            reply = jsonform.loads_untrusted(payload, max_bytes=self.max_reply_bytes, max_depth=64)
+            if isinstance(reply, dict) and isinstance(reply.get("sealed"), str):
+                try:
+                    reply["sealed"] = base64.b64decode(reply["sealed"], validate=True)
+                except (binascii.Error, ValueError):
+                    raise DecodeError(f"{name}: the sealed reply is not base64") from None
+        else:
+            reply = cbor.loads_untrusted(payload, max_bytes=self.max_reply_bytes)
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
             raise DecodeError(f"{name}: the reply is not a command reply")
         if not reply["ok"]:
@@ -415,9 +436,7 @@ class CommandClient:
 
     # --- paho callbacks (paho's thread: record and wake, nothing else) ---------------
 
-    def _on_connect(
-        self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any
-    ) -> None:
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if getattr(reason, "is_failure", False):
             refused = {0x86, 0x87, 0x8C}  # bad credentials, not authorised, bad auth method
             value = int(getattr(reason, "value", 0))
@@ -425,9 +444,7 @@ class CommandClient:
             self._failure = kind(f"the broker refused the connection: {reason}")
         self._connected.set()
 
-    def _on_subscribe(
-        self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any
-    ) -> None:
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         if any(getattr(r, "is_failure", False) for r in reasons):
             self._failure = PolicyError(
                 f"the broker refused the subscription to {self.reply_topic}: {reasons[0]}"

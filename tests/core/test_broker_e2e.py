@@ -13,6 +13,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
+from agent.config import PayloadFormat
 from agent.events import Event
 from agent.outbox import Outbox
 from agent.purposes import Purpose
@@ -60,7 +61,8 @@ def test_events_reach_subscriber_as_cbor_with_only_allowed_fields(
 ) -> None:
     DEVICE_TOPIC = device_base(tmp_path / "state")
     sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/#")
-    running = RunningAgent(make_config(tmp_path / "state", broker.port))
+    cbor_config = make_config(tmp_path / "state", broker.port, payload_format=PayloadFormat.CBOR)
+    running = RunningAgent(cbor_config)
     try:
         running.agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
         running.agent.emit(motion(7))

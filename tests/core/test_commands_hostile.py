@@ -19,6 +19,7 @@ from agent.database import Database
 from agent.errors import DecodeError
 from agent.purposes import Purpose
 from drivers.clock import SystemClock
+from tests.support.mqtt import decode_payload
 from tests.support.owner import Signer
 
 OWNER = Signer()
@@ -49,7 +50,7 @@ def signed(r: CommandRouter, name: str, args: dict[str, object]) -> bytes:
 
 def reply(r: CommandRouter, name: str, payload: bytes) -> dict[str, object]:
     handled = r.handle(name, payload, time.time())
-    decoded = cbor2.loads(handled.reply)
+    decoded = decode_payload(handled.reply)  # JSON when the payload read as JSON
     assert isinstance(decoded, dict)
     return decoded
 

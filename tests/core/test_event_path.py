@@ -11,6 +11,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent import cbor
+from agent.config import PayloadFormat
 from agent.errors import DeviceIOError
 from agent.minimise import OutgoingMessage, Pseudonymiser, uuid4_text
 from agent.outbox import Outbox
@@ -67,7 +68,7 @@ def test_a_subscriber_sees_every_property_of_a_queued_event(
 ) -> None:
     state = tmp_path / "state"
     sub = Collector(broker.host, broker.port, f"{device_base(state)}/events/#")
-    running = RunningAgent(make_config(state, broker.port))
+    running = RunningAgent(make_config(state, broker.port, payload_format=PayloadFormat.CBOR))
     try:
         running.agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
         running.agent.emit(motion(7))

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import cbor2
 import pytest
 
 from agent.audit import AuditLog
@@ -27,7 +26,7 @@ from drivers.runtime import Agent
 from drivers.vision.feature import build_faces
 from tests.support.agent_harness import device_base, make_config
 from tests.support.broker import Broker
-from tests.support.mqtt import Collector
+from tests.support.mqtt import Collector, decode_payload
 from tests.support.owner import Signer
 from tests.support.process import REPO
 
@@ -131,7 +130,7 @@ def test_withdrawal_over_mqtt_publishes_a_tombstone_naming_the_retired_generatio
             assert late.wait_for(lambda c: c.messages, 10)
             retained = late.messages[0]
             assert retained.retain
-            body = cbor2.loads(retained.payload)
+            body = decode_payload(retained.payload)
             assert body["type"] == "privacy.tombstone" and body["id"] == fields["notice"]
             assert body["f"] == fields
         finally:
@@ -193,7 +192,7 @@ def test_broker_copies_expire_within_the_retention_of_their_purpose(rig: Rig) ->
         running.agent.emit(Event("motion", time.time(), fields={"camera": "cam0", "area": 5}))
         assert rig.sub.wait_for(lambda c: rig.of_type("face.match") and rig.of_type("motion"), 10)
         expiry = {
-            cbor2.loads(m.payload)["type"]: m.properties.MessageExpiryInterval
+            decode_payload(m.payload)["type"]: m.properties.MessageExpiryInterval
             for m in list(rig.sub.messages) if "/events/" in m.topic
         }
         # The outbox would keep them 7 days; retention allows 3 (2 where a snapshot may ride).

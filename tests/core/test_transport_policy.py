@@ -14,6 +14,7 @@ import pytest
 from agent import config as cfg
 from agent.config import TlsMode, is_loopback_host
 from agent.errors import ConfigError
+from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind
 from tests.support.agent_harness import RunningAgent, make_config
 from tests.support.broker import Broker, free_port
 from tests.support.mqtt import Collector
@@ -60,12 +61,20 @@ def test_tls_is_on_by_default_and_the_shipped_file_says_so() -> None:
 
 
 def test_dev_config_is_the_defaults_with_a_local_plaintext_broker() -> None:
+    """The defaults but a local plaintext broker, and the sample camera's drawn faces
+    matched with Haar + LBP (dlib's HOG, the default, is for real faces)."""
     dev = cfg.load_file(REPO / "config" / "dev.toml")
     assert (dev.mqtt.host, dev.mqtt.port, dev.mqtt.tls) == ("127.0.0.1", 1883, TlsMode.OFF)
     assert dev.mqtt.plaintext_warning is None
+    defaults = cfg.AgentConfig()
     plain_default = dataclasses.replace(
-        cfg.AgentConfig(),
-        mqtt=dataclasses.replace(cfg.MqttSettings(), port=1883, tls=TlsMode.OFF),
+        defaults,
+        mqtt=dataclasses.replace(defaults.mqtt, port=1883, tls=TlsMode.OFF),
+        matching=dataclasses.replace(
+            defaults.matching,
+            face_detector=FaceDetectorKind.HAAR,
+            face_embedder=FaceEmbedderKind.LBP,
+        ),
     )
     assert dev == plain_default
     makefile = (REPO / "Makefile").read_text()

@@ -25,12 +25,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import cbor2
 import numpy as np
 
 from tests.privacy.device import Device, Markers
 from tests.support.broker import Broker
-from tests.support.mqtt import Collector
+from tests.support.mqtt import Collector, decode_payload
 from tests.support.owner import Signer
 
 WAIT_SECONDS = 15.0
@@ -138,7 +137,7 @@ def plant(dev: Device, broker: Broker, markers: Markers, *, wifi: bool = False) 
         assert reply.get("ok"), reply
 
         def delivered() -> list[dict[str, Any]] | None:
-            events = [cbor2.loads(m.payload) for m in list(mqtt.messages)
+            events = [decode_payload(m.payload) for m in list(mqtt.messages)
                       if "/events/" in m.topic]
             return events if {"face.match+img", "motion", "plate.match"} <= _kinds(events) else None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 import threading
 import time
@@ -16,6 +18,22 @@ from paho.mqtt.properties import Properties
 
 from agent.auth.cose import open_sealed, raw_public
 from tests.support.owner import Signer
+
+
+def decode_payload(payload: bytes) -> Any:
+    """An event or reply in either format (JSON starts with ``{``; CBOR never does).
+
+    JSON's base64 ``img`` and ``sealed`` come back as bytes, as CBOR gives them.
+    """
+    data = bytes(payload)
+    if data[:1] != b"{":
+        return cbor2.loads(data)
+    value = json.loads(data)
+    if isinstance(value, dict):
+        for key in ("img", "sealed"):
+            if isinstance(value.get(key), str):
+                value[key] = base64.b64decode(value[key])
+    return value
 
 
 class Collector:
@@ -49,7 +67,7 @@ class Collector:
 
     def events(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [cbor2.loads(m.payload) for m in self.messages if "/events/" in m.topic]
+            return [decode_payload(m.payload) for m in self.messages if "/events/" in m.topic]
 
     def wait_for(self, predicate: Any, timeout: float = 15.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -106,11 +124,54 @@ class Collector:
         self.client.publish(topic, payload, qos=1, properties=props)
         assert done.wait(timeout), f"no reply on {response_topic}"
         self.last_raw_reply = bytes(got[0].payload)
-        answer = cbor2.loads(got[0].payload)
+        answer = decode_payload(got[0].payload)
         if reply_key is not None and isinstance(answer, dict) and "sealed" in answer:
             opened = open_sealed(reply_key, answer["sealed"], max_bytes=64 * 1024 * 1024)
             return {"ok": answer["ok"], "result": cbor2.loads(opened)}
         return answer
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class V311Requester:
+    """A plain MQTT v3.1.1 client (Node-RED's and Home Assistant's default) sending JSON.
+
+    No properties exist in v3.1.1: the reply topic and correlation ride in the JSON.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.replies: list[Any] = []
+        self._got = threading.Event()
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2,
+            client_id=f"v311-{uuid.uuid4().hex[:8]}",
+            protocol=paho.MQTTv311,
+        )
+        self.client.on_message = self._on_message
+        connected = threading.Event()
+        self.client.on_connect = lambda *a: connected.set()
+        self.client.connect(host, port)
+        self.client.loop_start()
+        assert connected.wait(10), "v3.1.1 client did not connect"
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.replies.append(message)
+        self._got.set()
+
+    def request(self, topic: str, payload: bytes, reply_topic: str, timeout: float = 10.0) -> Any:
+        """Publish ``payload`` as is; the first message on ``reply_topic`` is the answer."""
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.subscribe(reply_topic, qos=1)
+        assert subscribed.wait(5)
+        self._got.clear()
+        self.replies.clear()
+        self.client.publish(topic, payload, qos=1)
+        assert self._got.wait(timeout), f"no reply on {reply_topic}"
+        self.last_raw_reply = bytes(self.replies[0].payload)
+        return json.loads(self.last_raw_reply)
 
     def close(self) -> None:
         self.client.disconnect()
