@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -34,6 +35,7 @@ MAX_FORMAT_CHARS = 128
 MAX_FORMAT_ALTERNATIVES = 8
 MAX_VARIABLE_ATOMS = 4
 MAX_REPEAT = MAX_PLATE_CHARS
+MAX_FIT_SWAPS = 6  # ambiguous positions tried when fitting a reading to a format (64 ways)
 
 
 class PlateList(enum.Enum):
@@ -188,6 +190,34 @@ def compile_format(pattern: object) -> re.Pattern[str]:
         return re.compile(body)
     except re.error as exc:
         raise DecodeError(f"format: invalid regular expression: {exc}") from exc
+
+
+def fit_format(
+    text: str, formats: Sequence[re.Pattern[str]], confusable_pairs: Iterable[str]
+) -> str | None:
+    """``text``, or the reading nearest to it that fits one of ``formats``; None if none does.
+
+    An OCR reading that misses every format by confusable characters only (``O``
+    read for ``0`` where the format wants a digit) is corrected with as few
+    swaps as possible; at most ``MAX_FIT_SWAPS`` ambiguous positions are tried.
+    """
+    if any(f.fullmatch(text) for f in formats):
+        return text
+    partner: dict[str, str] = {}
+    for pair in confusable_pairs:
+        if len(pair) == 2:
+            partner.setdefault(pair[0], pair[1])
+            partner.setdefault(pair[1], pair[0])
+    ambiguous = [i for i, c in enumerate(text) if c in partner][:MAX_FIT_SWAPS]
+    for swaps in range(1, len(ambiguous) + 1):
+        for chosen in itertools.combinations(ambiguous, swaps):
+            chars = list(text)
+            for i in chosen:
+                chars[i] = partner[chars[i]]
+            candidate = "".join(chars)
+            if any(f.fullmatch(candidate) for f in formats):
+                return candidate
+    return None
 
 
 # --- the watch-list ------------------------------------------------------------

@@ -27,6 +27,13 @@ class FaceEmbedderKind(enum.Enum):
     SFACE = "sface"
 
 
+class PlateReaderKind(enum.Enum):
+    # PP-OCRv6 text detector + recogniser from the rapidocr wheel, run by onnxruntime.
+    PPOCR = "ppocr"
+    # No plate reading from frames (an upstream recogniser may still send plate.observe).
+    OFF = "off"
+
+
 class GalleryStorage(enum.Enum):
     FLOAT32 = "float32"
     # One byte per component plus a float32 scale per vector: a quarter of the memory.
@@ -49,11 +56,21 @@ class MatchingSettings:
             faces) or ``"sface"`` (``face_model``).
         face_model: SFace ONNX model file, for ``face_embedder = "sface"``.
         face_detector_model: YuNet ONNX model file, for ``face_detector = "yunet"``.
-        plate_model: Plate recogniser (CTC) ONNX model file; unset: no plate reading.
+        plate_model: A plate recogniser (CTC) ONNX model file of the owner's, reading
+            whole frames; when set it replaces ``plate_reader``.
+        plate_reader: ``"ppocr"`` (the default: PP-OCRv6 text detector and recogniser
+            shipped in the rapidocr wheel, digest-checked, run by onnxruntime) or ``"off"``.
         gallery_storage: ``"float32"`` or ``"int8"`` (a quarter of the memory, one byte
             per component and a scale per vector).
         face_threshold (cosine): Score below which a face is reported as unknown; unset:
-            the embedder's own default.
+            the embedder's own default (dlib 0.93, calibrated; LBP 0.85).  Measured for dlib by
+            ``make bench`` (tests/bench/DATA.md: 10 real people, Obama in four photos
+            for the genuine pairs, rendered at 32-160 px with blur, noise and JPEG):
+            for faces of at least 64 px genuine pairs score 0.934 and up, impostors
+            (look-alikes in one group photo) up to 0.926, so 0.90 accepts 1.9% of
+            impostor pairs and 0.93 none, with every genuine pair still accepted;
+            with 48 px faces impostors reach 0.944 (0.93: 0.16% accepted, 99.5% of
+            genuine pairs).  Hence the default 0.93; 0.90 finds more at some risk.
         template_trim (fraction): Fraction of samples dropped at each end, per
             component, when averaging an identity's template.
         max_samples_per_identity (samples): Face samples kept per enrolled identity.
@@ -79,6 +96,22 @@ class MatchingSettings:
         plate_input_height (px): Recogniser model input height.
         plate_charset: The recogniser's alphabet, in class order (distinct characters).
         plate_ctc_blank_last: The CTC blank is the last class (false: class 0).
+        plate_formats: Plate formats a reading from the camera must fit (the format
+            syntax of ``edge-agent enrol plate --format``, e.g. ``"[A-Z]{2}\\d{3}[A-Z]{2}"``);
+            empty: any reading of ``plate_min_chars..plate_max_chars`` characters.
+        plate_min_chars (characters): Shortest reading taken from the camera.
+        plate_max_chars (characters): Longest reading taken from the camera.
+        plate_min_confidence (probability): Least per-character probability of a reading
+            (its weakest character counts).
+        plate_vote_frames (frames): Readings of one plate track that must agree on a text
+            before it is matched against the watch-list.
+        plate_track_seconds (s): A plate track not read for this long is forgotten.
+        plate_every_n_frames (frames): Camera frames between two plate reads when nothing
+            moves.
+        plate_motion_level (grey levels): Mean absolute change of a 80x60 grey thumbnail
+            since the last read that makes a frame read at once (0: no motion trigger).
+        plate_threads (threads): onnxruntime threads of the plate reader (its own worker
+            thread; frames are dropped while it is busy).
     """
 
     enabled: bool = True
@@ -148,3 +181,27 @@ class MatchingSettings:
         },
     )
     plate_ctc_blank_last: bool = False
+    # --- plates from camera frames (drivers/vision/plate_ocr.py, plate_worker.py) ---
+    plate_reader: PlateReaderKind = PlateReaderKind.PPOCR
+    plate_formats: tuple[str, ...] = dataclasses.field(
+        default=(),
+        metadata={
+            "check": lambda formats: None
+            if len(formats) <= 16 and all(0 < len(f) <= 128 for f in formats)
+            else "at most 16 formats of 1..128 characters"
+        },
+    )
+    plate_min_chars: int = dataclasses.field(default=4, metadata={"min": 1, "max": 16})
+    plate_max_chars: int = dataclasses.field(default=10, metadata={"min": 1, "max": 16})
+    plate_min_confidence: float = dataclasses.field(
+        default=0.5, metadata={"min": 0.0, "max": 1.0}
+    )
+    plate_vote_frames: int = dataclasses.field(default=2, metadata={"min": 1, "max": 30})
+    plate_track_seconds: float = dataclasses.field(
+        default=3.0, metadata={"min": 0.1, "max": 600.0}
+    )
+    plate_every_n_frames: int = dataclasses.field(default=5, metadata={"min": 1, "max": 1000})
+    plate_motion_level: float = dataclasses.field(
+        default=3.0, metadata={"min": 0.0, "max": 255.0}
+    )
+    plate_threads: int = dataclasses.field(default=1, metadata={"min": 1, "max": 16})

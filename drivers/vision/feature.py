@@ -183,7 +183,7 @@ def build_plates(ctx: FeatureContext) -> Feature:
         ctx.config, is_granted=ctx.consent.is_granted, clock=ctx.clock, keys=ctx.keys,
         audit=ctx.audit,
     )
-    ctx.frames.subscribe("plates", service.latest.offer)
+    ctx.frames.subscribe("plates", service.offer_frame)
     return Feature(
         "plates",
         services=(service,),

@@ -1,6 +1,11 @@
-"""Plate recognition at the I/O edge: the cv2.dnn ONNX reader and the runtime service.
+"""Plate recognition at the I/O edge: the readers and the runtime service.
 
-``OnnxPlateReader`` runs a CTC text recogniser (CRNN/LPRNet style: plate crop
+By default plates are located and read in camera frames by the PP-OCRv6 models
+of :mod:`drivers.vision.plate_ocr` on their own thread
+(:mod:`drivers.vision.plate_worker`); readings are voted on across the frames of
+a plate track (:mod:`agent.matching.plates_vote`) and the decided text is
+matched against the watch-list.  ``OnnxPlateReader`` (an owner's model, setting
+``plate_model``) runs a CTC text recogniser (CRNN/LPRNet style: plate crop
 in, ``[T, C]`` logits out) through ``cv2.dnn``; the decoding is pure and lives
 in :func:`agent.matching.plates.ctc_greedy_decode`.  ``build_service`` wires the
 consent-gated core to the clock and the audit log, takes frames from the
@@ -31,9 +36,11 @@ from agent.matching.plates import (
 )
 from agent.matching.plates_service import OBSERVE_COMMAND, PURPOSE, PlateRecognition
 from agent.matching.plates_store import PlateStore
-from agent.matching.settings import MatchingSettings
+from agent.matching.plates_vote import PlateVoter
+from agent.matching.settings import MatchingSettings, PlateReaderKind
 from agent.ports import AuditSink, Clock, CommandHandler
 from agent.purposes import Purpose
+from drivers.vision.plate_worker import PlateWorker
 
 if TYPE_CHECKING:
     from agent.keystore import DataKeys
@@ -88,9 +95,32 @@ class OnnxPlateReader:
 
 
 def reader_from_settings(settings: MatchingSettings) -> PlateReader | None:
-    """The configured reader, or None when no model is configured."""
+    """The configured reader, or None when plate reading from frames is off.
+
+    Raises ConfigError for an unusable model or setting, PlateModelError when the
+    shipped models are missing or changed.
+    """
     if settings.plate_model is None:
-        return None
+        if settings.plate_reader is PlateReaderKind.OFF:
+            return None
+        if settings.plate_min_chars > settings.plate_max_chars:
+            raise ConfigError(
+                "matching.plate_min_chars", "must not be larger than plate_max_chars"
+            )
+        from drivers.vision.plate_ocr import PpOcrPlateReader  # lazy: onnxruntime
+
+        try:
+            return PpOcrPlateReader(
+                charset=settings.plate_charset,
+                formats=settings.plate_formats,
+                min_chars=settings.plate_min_chars,
+                max_chars=settings.plate_max_chars,
+                min_confidence=settings.plate_min_confidence,
+                confusable_pairs=settings.plate_confusable_pairs,
+                threads=settings.plate_threads,
+            )
+        except DecodeError as exc:
+            raise ConfigError("matching.plate_formats", str(exc)) from exc
     return OnnxPlateReader(
         settings.plate_model,
         charset=settings.plate_charset,
@@ -117,32 +147,68 @@ class PlateService:
     """The runtime's plate path: frames from the bus through the reader, ``plate.observe``.
 
     Implements ``agent.ports.Service``, ``PersonalDataHolder`` and ``Resealable``.  Frames are
-    read only while ``plate_recognition`` is consented and a reader model is
-    configured; without one the newest frame is simply dropped.
+    read only while ``plate_recognition`` is consented and a reader is configured.
+    With a ``worker`` (the default PP-OCR reader) frames are read on the worker's
+    thread and its readings voted on per track by ``voter`` in ``tick``; without
+    one (an owner's crop model) ``tick`` reads the newest frame itself.
     """
 
     name = "plates"
 
     def __init__(
-        self, core: PlateRecognition, clock: Clock, reader: PlateReader | None = None
+        self,
+        core: PlateRecognition,
+        clock: Clock,
+        reader: PlateReader | None = None,
+        *,
+        worker: PlateWorker | None = None,
+        voter: PlateVoter | None = None,
     ) -> None:
         self.core = core
         self.clock = clock
         self.reader = reader
+        self.worker = worker
+        self.voter = voter or PlateVoter()
         self.latest: LatestFrame[npt.NDArray[np.uint8]] = LatestFrame()
 
     def start(self) -> None:
         self.core.refresh_if_changed()
+        if self.worker is not None:
+            self.worker.start()
+
+    def offer_frame(self, frame: npt.NDArray[np.uint8]) -> None:
+        """The frame bus's callback (capture thread): cheap, never reads a plate itself."""
+        if self.worker is not None:
+            self.worker.offer(frame)
+        else:
+            self.latest.offer(frame)
 
     def tick(self, now: float) -> Sequence[Event]:
         # Picks up enrolments made meanwhile by ``edge-agent enrol plate``.
         self.core.refresh_if_changed()
-        frame = self.latest.take()
-        if frame is None:
+        if self.worker is None:
+            frame = self.latest.take()
+            if frame is None:
+                return ()
+            return self.core.events(self.observe_image(frame), camera=CAMERA_NAME, now=now)
+        granted = self.core.is_granted(PURPOSE)
+        self.worker.active = granted
+        if not granted:
+            self.worker.forget()
+            self.voter.clear()
             return ()
-        return self.core.events(self.observe_image(frame), camera=CAMERA_NAME, now=now)
+        matches: list[PlateMatch] = []
+        for readings in self.worker.drain():
+            for text in self.voter.add(readings, now):
+                try:
+                    matches += self.core.observe(text)
+                except DecodeError:
+                    continue
+        return self.core.events(matches, camera=CAMERA_NAME, now=now) if matches else ()
 
     def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
         self.core.store.close()
 
     def commands(self) -> dict[str, CommandHandler]:
@@ -164,6 +230,9 @@ class PlateService:
         return dict(self.core.export_personal_data())
 
     def erase_personal_data(self) -> int:
+        if self.worker is not None:
+            self.worker.forget()
+        self.voter.clear()
         return self.core.erase_personal_data()
 
     def reseal_personal_data(self) -> int:
@@ -184,5 +253,16 @@ def build_service(
     except OSError as exc:
         raise DeviceIOError(f"cannot create {config.state_dir}: {exc.strerror}") from exc
     policy = match_policy(config.matching)
+    settings = config.matching
+    reader = reader_from_settings(settings)
     core = PlateRecognition(open_store(config, keys), policy, is_granted, audit=audit)
-    return PlateService(core, clock, reader_from_settings(config.matching))
+    locate = getattr(reader, "locate", None)
+    if locate is None:
+        return PlateService(core, clock, reader)
+    worker = PlateWorker(
+        reader,  # type: ignore[arg-type]  # has locate(), checked above
+        every_n_frames=settings.plate_every_n_frames,
+        motion_level=settings.plate_motion_level,
+    )
+    voter = PlateVoter(settings.plate_vote_frames, settings.plate_track_seconds)
+    return PlateService(core, clock, reader, worker=worker, voter=voter)

@@ -18,7 +18,7 @@ from agent.matching.events import PLATE_MATCH
 from agent.matching.plates import MatchPolicy, PlateList, PlateMatch
 from agent.matching.plates_service import PlateRecognition
 from agent.matching.plates_store import PlateStore
-from agent.matching.settings import MatchingSettings
+from agent.matching.settings import MatchingSettings, PlateReaderKind
 from agent.minimise import Minimiser, Pseudonymiser
 from agent.ports import Outcome
 from agent.purposes import Purpose
@@ -260,7 +260,11 @@ def test_service_picks_up_enrolments_from_another_process(
 
 
 def test_no_model_configured_means_no_reader(tmp_path: pathlib.Path) -> None:
-    config = AgentConfig(state_dir=tmp_path, matching=MatchingSettings(plate_model=None))
+    # (The default reader is PP-OCR on frames: off, and with no model of the owner's.)
+    config = AgentConfig(
+        state_dir=tmp_path,
+        matching=MatchingSettings(plate_model=None, plate_reader=PlateReaderKind.OFF),
+    )
 
     class Clock:
         def now(self) -> float:
