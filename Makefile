@@ -33,6 +33,9 @@ mosquitto:
 	command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
 	command -v mkfs.ext4 >/dev/null 2>&1 || test -x /sbin/mkfs.ext4 || missing="$$missing e2fsprogs"; \
 	command -v losetup >/dev/null 2>&1 || test -x /sbin/losetup || missing="$$missing mount"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v rtsp-server-perl >/dev/null 2>&1 || missing="$$missing rtsp-server-perl"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing$$missing (apt-get)"; \

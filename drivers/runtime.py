@@ -12,17 +12,20 @@ everything else.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
-from agent import __version__, cbor
+from agent import __version__, cbor, jsonform
 from agent.commands import CommandRouter, Handled, status_command
 from agent.config import AgentConfig, TlsMode
 from agent.events import Event
 from agent.feature import Mode
+from agent.jsonform import JSON_CONTENT_TYPE
 from agent.liveness import WatchdogGate
 from agent.minimise import Minimiser, Pseudonymiser, load_or_create_secret
 from agent.ports import Clock, Service
@@ -31,19 +34,22 @@ from agent.sink import OutboxSink
 from agent.stats import StatisticsAggregator, purposes_from
 from agent.topics import Topics
 from drivers.compose import Composition, FeatureBuilder, compose
+from drivers.logs.setup import stderr_is_journal
 from drivers.mqtt import IncomingCommand
 from drivers.sdnotify import Notifier, watchdog_interval
 
 log = logging.getLogger(__name__)
+# One line per event the agent records or holds back, and why (``make run``'s console).
+event_log = logging.getLogger("edge_agent.events")
+# sd_notify STATUS= is refreshed at most this often (it costs a COUNT of the outbox).
+STATUS_INTERVAL_SECONDS = 1.0
 
 VERSION = __version__
 MAX_COMMANDS_PER_PASS = 32
+FOREIGN_REPLY_MESSAGE = "the response topic must lie under this device's reply/ namespace"
 FOREIGN_REPLY_TOPIC = {
     "ok": False,
-    "error": {
-        "code": "forbidden",
-        "message": "the response topic must lie under this device's reply/ namespace",
-    },
+    "error": {"code": "forbidden", "message": FOREIGN_REPLY_MESSAGE},
 }
 
 
@@ -93,7 +99,10 @@ class Agent:
             min_count=config.privacy.statistics_min_count,
         )
         self.sink = OutboxSink(
-            self.minimiser, self.outbox, self.topics, observers=(self.stats.observe,)
+            self.minimiser,
+            self.outbox,
+            self.topics,
+            observers=(self.stats.observe, self._log_event),
         )
         self.router = CommandRouter(
             c.authoriser, callers=c.callers, confidential=c.confidential
@@ -111,6 +120,8 @@ class Agent:
         self._stop = threading.Event()
         # (connection, base topic, versions) the retained messages were last published for.
         self._retained_for: object = None
+        self._upgrade_state = "idle"
+        self._status_at: float | None = None
 
     @classmethod
     def build(
@@ -158,6 +169,39 @@ class Agent:
         }
 
     # --- the loop --------------------------------------------------------------
+
+    def _log_event(self, event: Event) -> None:
+        """Say what becomes of ``event`` at the consent door (the minimiser's check)."""
+        if event.type == "upgrade.state":
+            self._upgrade_state = str(event.fields.get("state", self._upgrade_state))
+        if event.type not in self.composition.schemas:
+            event_log.info("%s held: no schema for this event type", event.type)
+            return
+        purpose = self.composition.schemas.get(event.type).purpose
+        phase = event.fields.get("phase")
+        name = f"{event.type} {phase}" if isinstance(phase, str) else event.type
+        if not self.ledger.is_granted(purpose):
+            event_log.info("%s held: %s not consented", name, purpose.value)
+        elif self.outbox.storage is not None and self.outbox.storage.full and purpose.needs_consent:
+            event_log.info("%s held: storage full", name)
+        else:
+            event_log.info("%s recorded (%s)", name, purpose.value)
+
+    def _update_status(self) -> None:
+        """sd_notify STATUS=: broker, queue depth and upgrade state, when one changed."""
+        if not self.notifier.enabled:
+            return
+        beat = self.monotonic()
+        if self._status_at is not None and beat - self._status_at < STATUS_INTERVAL_SECONDS:
+            return
+        self._status_at = beat
+        if self.link is None:
+            broker = "broker disabled"
+        else:
+            broker = "broker connected" if self.link.connected else "broker unreachable"
+        self.notifier.status(
+            f"{broker}; {len(self.outbox)} queued; upgrade {self._upgrade_state}"
+        )
 
     def emit(self, event: Event) -> bool:
         accepted = self.sink.emit(event)
@@ -216,7 +260,14 @@ class Agent:
             except Exception:
                 log.exception("service %s failed this tick", service.name)
         try:
+            refused = self.sink.refused
             self.sink.flush(now)
+            if self.sink.refused > refused:
+                # Consent withdrawn between the minimiser and the outbox's own check.
+                event_log.info(
+                    "%d event(s) held at the outbox door: consent withdrawn before storing",
+                    self.sink.refused - refused,
+                )
             if self.link is not None:
                 self.pump.tick(self.link, now)
                 self._publish_retained()
@@ -228,6 +279,7 @@ class Agent:
         self.liveness.beat("loop", beat)
         if self.watchdog.should_ping(beat):
             self.notifier.watchdog()
+        self._update_status()
 
     def _publish_retained(self) -> None:
         """Features' retained messages (tombstones), again on each connection or change."""
@@ -239,8 +291,11 @@ class Agent:
         if not sources or key == self._retained_for:
             return
         for source in sources:
+            # absolute: whole topics outside <prefix>/<device>/ (Home Assistant discovery).
+            absolute = bool(getattr(source, "absolute", False))
             for suffix, payload in source.retained_messages().items():
-                link.publish_retained(f"{self.topics.base}/{suffix}", payload)
+                topic = suffix if absolute else f"{self.topics.base}/{suffix}"
+                link.publish_retained(topic, payload)
         self._retained_for = key
 
     def _follow_binding(self) -> None:
@@ -269,26 +324,37 @@ class Agent:
         answered: list[tuple[IncomingCommand, Handled]] = []
         while link.commands and len(answered) < MAX_COMMANDS_PER_PASS:
             command = link.commands.popleft()
-            if command.foreign_response_topic:
-                handled = Handled(cbor.dumps(FOREIGN_REPLY_TOPIC))
-                self.router.failed += 1
-            else:
-                handled = self.router.handle(command.name, command.payload, now)
-            answered.append((command, handled))
+            answered.append((command, self._handle_command(command, now)))
         if not answered:
             return
         events = [event for _, handled in answered for event in handled.events]
         refusal = self.sink.commit(events, now) if events else None
         for command, handled in answered:
-            reply = handled.reply
+            reply, content_type = handled.reply, handled.content_type
             if refusal is not None and handled.events:
                 self.router.failed += 1
                 reply = cbor.dumps(
                     {"ok": False, "error": {"code": "unavailable", "message": refusal}}
                 )
+                if content_type == JSON_CONTENT_TYPE:
+                    reply = jsonform.cbor_to_json(reply)
             for topic in handled.clear_retained:
                 link.publish_retained(topic, b"")
-            link.reply(command, reply)
+            link.reply(command, reply, content_type)
+
+    def _handle_command(self, command: IncomingCommand, now: float) -> Handled:
+        """One command in CBOR or JSON; a JSON ``response_topic`` is checked like v5's."""
+        request = self.router.decode(command.payload, command.content_type)
+        foreign = command.foreign_response_topic
+        if request.response_topic is not None and command.response_topic is None and not foreign:
+            # MQTT v3.1.1 clients name their reply topic in the JSON (the v5 property wins).
+            if self.topics.is_reply_topic(request.response_topic):
+                command.response_topic = request.response_topic
+            else:
+                foreign = True
+        if foreign:
+            return self.router.refuse(request, "forbidden", FOREIGN_REPLY_MESSAGE)
+        return self.router.handle(command.name, command.payload, now, request=request)
 
     def run(self) -> None:
         self.start()
@@ -335,27 +401,47 @@ def install_signal_handlers(agent: Agent) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
 
-def run(config: AgentConfig, *, announce: bool = True) -> int:
+def command_name() -> str:
+    """How to type ``edge-agent`` in this shell: bare when on $PATH, else its path."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "edge-agent":
+        found = shutil.which("edge-agent")
+        if found and os.path.realpath(found) == os.path.realpath(argv0):
+            return "edge-agent"
+        return os.path.relpath(argv0) if not argv0.startswith("/") else argv0
+    return "edge-agent" if shutil.which("edge-agent") else f"{sys.executable} -m drivers"
+
+
+def run(
+    config: AgentConfig, *, announce: bool = True, config_path: str | None = None
+) -> int:
     agent = Agent.build(config)
     install_signal_handlers(agent)
     mqtt = config.mqtt
     if mqtt.plaintext_warning:
         log.warning("%s", mqtt.plaintext_warning)
     if announce:
+        cli = command_name()
+        where = (f" --config {config_path}" if config_path else "") + (
+            f" --state-dir {config.state_dir}"
+        )
         tls = "TLS" if mqtt.tls is TlsMode.ON else "plaintext"
         broker = f"{mqtt.host}:{mqtt.port} ({tls})" if mqtt.enabled else "disabled"
-        print(
+        text = (
             f"edge-agent {VERSION}: device {config.device.serial_number}\n"
             f"  state directory : {config.state_dir.resolve()}\n"
             f"  outbox          : {agent.db.path.resolve()} ({len(agent.outbox)} queued)\n"
-            f"  broker          : {broker}; watch with: mosquitto_sub -h {mqtt.host} "
-            f"-p {mqtt.port} -t '{agent.topics.base}/#' -v\n"
-            f"  consent         : everything off by default; grant with: edge-agent consent "
-            f"grant cloud_events --state-dir {config.state_dir}\n"
+            f"  broker          : {broker}\n"
+            f"  watch events    : {cli} watch{where}\n"
+            f"  consent         : everything off by default; grant with: {cli} consent "
+            f"grant cloud_events{where}\n"
+            "  console         : one line per event recorded or held back (and why)\n"
             f"  features        : {', '.join(s.name for s in agent.services)}\n"
-            "  stop with Ctrl-C",
-            file=sys.stderr,
-            flush=True,
+            "  stop with Ctrl-C"
         )
+        if stderr_is_journal():
+            # journald reads a <N> priority at the start of each line (sd-daemon(3)).
+            text = "\n".join(f"<6>{line}" for line in text.split("\n"))
+        print(text, file=sys.stderr, flush=True)
     agent.run()
     return 0

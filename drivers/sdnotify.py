@@ -1,5 +1,8 @@
 """A small sd_notify(3) sender: READY=1, WATCHDOG=1, STATUS=..., STOPPING=1.
 
+The runtime keeps STATUS= current: broker connected or unreachable, the outbox
+depth and the upgrade state (``systemctl status edge-agent`` shows the line).
+
 It is a few lines of datagram code, so we keep it in-house rather than add a
 dependency.  Without ``$NOTIFY_SOCKET`` (not under systemd) it does nothing.
 """
@@ -15,6 +18,7 @@ class Notifier:
     def __init__(self, sock: socket.socket | None = None, address: str | bytes | None = None):
         self._sock = sock
         self._address = address
+        self._status: str | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Notifier:
@@ -47,6 +51,15 @@ class Notifier:
 
     def ready(self, status: str = "") -> bool:
         return self.notify(ready="1", **({"status": status} if status else {}))
+
+    def status(self, text: str) -> bool:
+        """STATUS=``text`` (``systemctl status`` shows it); sent only when it changed."""
+        if self._sock is None or text == self._status:
+            return False
+        sent = self.notify(status=text)
+        if sent:
+            self._status = text
+        return sent
 
     def watchdog(self) -> bool:
         return self.notify(watchdog="1")

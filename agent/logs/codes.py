@@ -71,6 +71,22 @@ def _build() -> dict[str, ErrorCode]:
 REGISTRY: dict[str, ErrorCode] = _build()
 
 
+_CODE_IN_TEXT = re.compile(r"\bEA-[A-Z]{2,8}-\d{3}\b")
+
+
+def message_id_of(code: str | None, text: str = "") -> str | None:
+    """journald's MESSAGE_ID for a coded log line: its ``error_code``, else a code it names.
+
+    Log calls attach a code with ``extra=code.extra()``; some name it in the text
+    (``"EA-DB-004 storage: ..."``).  None for a line with no known code.
+    """
+    if code is None:
+        found = _CODE_IN_TEXT.search(text[:200])
+        code = found.group(0) if found else None
+    entry = REGISTRY.get(code) if code else None
+    return entry.message_id if entry else None
+
+
 def lookup(code: str) -> ErrorCode:
     try:
         return REGISTRY[code]

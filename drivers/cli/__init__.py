@@ -33,6 +33,19 @@ EXIT_STATE_DIR = 73
 
 Handler = Callable[[argparse.Namespace], int]
 
+EPILOG = """\
+configuration: --config FILE, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml;
+the state directory is the configuration's state_dir unless --state-dir or
+$STATE_DIRECTORY names another.
+
+exit codes:
+  0    success
+  1    a peer, device or file failed (trying again may work); a check that failed
+  2    bad input: invalid configuration, argument or data
+  73   the state directory is unusable (read-only, a file, another user's)
+  130  interrupted (Ctrl-C)
+"""
+
 def command_modules() -> list[str]:
     package = sys.modules[__name__]
     return sorted(
@@ -47,9 +60,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     not import every tool's dependencies (OpenCV, zeroconf...) it never uses.
     """
     parser = argparse.ArgumentParser(
-        prog="edge-agent", description="Security camera / NVR edge agent"
+        prog="edge-agent",
+        description="Security camera / NVR edge agent",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the version and exit",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in [only] if only else command_modules():
@@ -58,30 +79,39 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _error(line: str) -> None:
+    """One line on stderr; with journald's ``<3>`` (error) priority when stderr is the journal."""
+    from drivers.logs.setup import stderr_is_journal  # lazy: --help stays light
+
+    print(f"<3>{line}" if stderr_is_journal() else line, file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     narrow = f"cmd_{arguments[0]}" if arguments else ""
-    parser = build_parser(narrow if narrow in {"cmd_run", "cmd_config"} else None)
+    parser = build_parser(
+        narrow if narrow in {"cmd_run", "cmd_config", "cmd_watch"} else None
+    )
     args = parser.parse_args(arguments)
     handler: Handler = args.func
     try:
         return handler(args)
     except KeyboardInterrupt:
-        print("edge-agent: interrupted", file=sys.stderr)
+        _error("edge-agent: interrupted")
         return 130
     except StateDirError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        _error(f"edge-agent: error: {exc}")
         return EXIT_STATE_DIR
     except BadDataError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        _error(f"edge-agent: error: {exc}")
         return EXIT_BAD_DATA
     except TransportError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        _error(f"edge-agent: error: {exc}")
         return EXIT_TRANSPORT
     except EdgeAgentError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        _error(f"edge-agent: error: {exc}")
         return EXIT_TRANSPORT
     except OSError as exc:
         # A file or device error no layer wrapped: still one line (it names the file).
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
+        _error(f"edge-agent: error: {exc}")
         return EXIT_TRANSPORT

@@ -64,9 +64,15 @@ def _show(args: argparse.Namespace) -> int:
         entries = audit.entries()
     finally:
         audit.close()
-    for entry in entries[-args.tail :] if args.tail else entries:
-        print(json.dumps({"index": entry.index, "at": entry.at, "kind": entry.kind,
-                          "detail": entry.detail, "mac": entry.hash.hex()}))
+    shown = [
+        {"index": e.index, "at": e.at, "kind": e.kind, "detail": e.detail, "mac": e.hash.hex()}
+        for e in (entries[-args.tail :] if args.tail else entries)
+    ]
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return 0
+    for entry in shown:
+        print(json.dumps(entry))
     return 0
 
 
@@ -90,4 +96,6 @@ def register(subparsers: Any) -> None:
     show = sub.add_parser("show", help="print entries as JSON lines")
     add_config_options(show)
     show.add_argument("--tail", type=int, default=0, help="only the last N entries")
+    show.add_argument("--json", action="store_true",
+                      help="one JSON array instead of JSON lines")
     show.set_defaults(func=_show)

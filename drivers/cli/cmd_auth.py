@@ -43,6 +43,10 @@ def _keygen(args: argparse.Namespace) -> int:
     key = keys.generate_key()
     out = pathlib.Path(args.out)
     keys.save_private_key(out, key)
+    if args.json:
+        print(json.dumps({"private_key_file": str(out), "public_key": keys.public_key_hex(key),
+                          "kid": keys.key_id_hex(key)}, sort_keys=True))
+        return 0
     print(f"wrote private key {out} (mode 0600; keep it secret)")
     print(f"public key {keys.public_key_hex(key)}")
     print(f"key id     {keys.key_id_hex(key)}")
@@ -122,7 +126,10 @@ def _reset(c: Composition, args: argparse.Namespace) -> int:
 
 @with_composition
 def _device_id(c: Composition, args: argparse.Namespace) -> int:
-    print(c.principals.device_id)
+    if args.json:
+        print(json.dumps({"device_id": c.principals.device_id}))
+    else:
+        print(c.principals.device_id)
     return 0
 
 
@@ -219,10 +226,12 @@ def register(subparsers: Any) -> None:
     sub.required = True
     keygen = sub.add_parser("keygen", help="create a command signing key (Ed25519, PKCS8 PEM)")
     keygen.add_argument("--out", required=True, help="private key file (never overwritten)")
+    keygen.add_argument("--json", action="store_true", help="print JSON")
     keygen.set_defaults(func=_keygen)
     enrol = sub.add_parser("enrol", help="trust a public key for a role (root on the device)")
     add_config_options(enrol)
-    enrol.add_argument("--role", required=True, choices=[r.value for r in Role])
+    enrol.add_argument("--role", required=True, choices=[r.value for r in Role],
+                       help="what the key may do (see README: Who may command the device)")
     enrol.add_argument("--public-key", required=True, help="64 hex digits, or a file (hex/PEM)")
     enrol.add_argument("--label", default="", help="a name for the key (at most 64 characters)")
     enrol.add_argument("--replace", action="store_true",
@@ -237,25 +246,29 @@ def register(subparsers: Any) -> None:
     reset.set_defaults(func=_reset)
     device_id = sub.add_parser("device-id", help="the id naming this device's MQTT topics")
     add_config_options(device_id)
+    device_id.add_argument("--json", action="store_true", help="print JSON")
     device_id.set_defaults(func=_device_id)
 
     remote = subparsers.add_parser("remote", help="send one signed command to a device over MQTT")
     remote.add_argument("--key", required=True, help="signing key (from `auth keygen`)")
     remote.add_argument("--device-id", required=True, help="from `auth device-id` or the app")
-    remote.add_argument("--host", default="127.0.0.1")
+    remote.add_argument("--host", default="127.0.0.1", help="the broker (default 127.0.0.1)")
     remote.add_argument("--port", type=int, default=None, help="default 8883 (TLS) or 1883")
-    remote.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True)
+    remote.add_argument("--tls", action=argparse.BooleanOptionalAction, default=True,
+                        help="TLS to the broker (default on)")
     remote.add_argument("--allow-plaintext", action="store_true",
                         help="--no-tls to a broker off this host")
-    remote.add_argument("--ca-file", default=None)
+    remote.add_argument("--ca-file", default=None, help="PEM CA bundle (default: system CAs)")
     remote.add_argument("--cert-file", default=None, help="client certificate (mutual TLS)")
     remote.add_argument("--client-key-file", default=None, help="its private key")
-    remote.add_argument("--username", default=None)
-    remote.add_argument("--password-file", default=None)
+    remote.add_argument("--username", default=None, help="broker user name")
+    remote.add_argument("--password-file", default=None, help="file holding its password")
     remote.add_argument("--prefix", default="edge", help="mqtt.topic_prefix of the device")
     remote.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
     remote.add_argument("--sealed", action="store_true",
                         help="ask for the reply sealed to a one-time key (always for data.export)")
+    remote.add_argument("--json", action="store_true",
+                        help="accepted for symmetry: the result is always JSON")
     remote.add_argument("name", metavar="COMMAND", help="e.g. consent.get")
     remote.add_argument("assignments", metavar="KEY=VALUE", nargs="*",
                         help="arguments: true/false, integers, JSON, @FILE or hex:.. for bytes")

@@ -11,6 +11,8 @@ from typing import Any
 from agent import config as agent_config
 from agent.atomicfile import write_atomic
 from agent.configschema import render_reference, to_mapping, to_toml
+from agent.errors import ConfigError
+from drivers.cli.common import CONFIG_ENV, DEFAULT_CONFIG, config_path
 
 REFERENCE_PATH = pathlib.Path("docs/config.md")
 
@@ -40,14 +42,23 @@ def _check(args: argparse.Namespace) -> int:
     cfg = agent_config.load_file(pathlib.Path(args.file))
     if cfg.mqtt.plaintext_warning:
         print(f"{args.file}: warning: {cfg.mqtt.plaintext_warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"file": args.file, "ok": True, "serial_number": cfg.device.serial_number,
+                          "state_dir": str(cfg.state_dir),
+                          "warnings": [w for w in (cfg.mqtt.plaintext_warning,) if w]},
+                         sort_keys=True))
+        return 0
     print(f"{args.file}: OK (device {cfg.device.serial_number}, state in {cfg.state_dir})")
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    path = pathlib.Path(args.config) if args.config else None
+    try:
+        path = config_path(args)
+    except ConfigError:
+        path = None  # nothing installed: the effective configuration is the built-in one
     cfg = agent_config.load(path)
-    if args.format == "toml":
+    if args.format == "toml" and not args.json:
         sys.stdout.write(to_toml(cfg))
     else:
         print(json.dumps(to_mapping(cfg), indent=2, sort_keys=True))
@@ -70,10 +81,13 @@ def register(subparsers: Any) -> None:
     sub.required = True
     check = sub.add_parser("check", help="validate a configuration file")
     check.add_argument("file", help="the TOML file to validate")
+    check.add_argument("--json", action="store_true", help="print the verdict as JSON")
     check.set_defaults(func=_check)
     show = sub.add_parser("show", help="print the effective configuration")
     show.add_argument(
-        "--config", default=None, help="configuration file (default: the built-in defaults)"
+        "--config", default=None, metavar="FILE",
+        help=f"configuration file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} if it exists, "
+        "else the built-in defaults)"
     )
     show.add_argument(
         "--format",
@@ -81,6 +95,7 @@ def register(subparsers: Any) -> None:
         default="json",
         help="json (default) or toml, which `config check` and `run --config` read back",
     )
+    show.add_argument("--json", action="store_true", help="the same as --format json")
     show.set_defaults(func=_show)
     reference = sub.add_parser(
         "reference", help="print the configuration reference (Markdown) generated from the schema"

@@ -69,6 +69,8 @@ def register(subparsers: Any) -> None:
     erase = sub.add_parser("erase", help="erase personal data (irreversible)")
     add_config_options(erase)
     erase.add_argument("--yes", action="store_true", help="confirm the erasure")
+    erase.add_argument("--json", action="store_true",
+                       help="accepted for symmetry: the result is always JSON")
     erase.add_argument("--account", action="store_true",
                        help="account cancellation: also Wi-Fi credentials and binding")
     erase.add_argument("--wifi", action="store_true", help="also erase Wi-Fi credentials")

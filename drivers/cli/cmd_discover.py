@@ -130,8 +130,12 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "discover", help="list cameras, the router and other agents on the LAN"
     )
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--state-dir", default=None)
+    parser.add_argument(
+        "--config", default=None, metavar="FILE",
+        help="TOML configuration (default: the built-in defaults, fit for a laptop)",
+    )
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="state directory (default: the configuration's)")
     parser.add_argument(
         "--timeout", type=float, default=None, help="seconds to listen (mDNS listens at least 1.5)"
     )

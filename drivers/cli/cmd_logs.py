@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import pathlib
 import re
 import sys
@@ -146,6 +147,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _codes(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps([{"code": c.code, "message_id": c.message_id, "summary": c.summary}
+                          for c in codes.REGISTRY.values()], indent=2))
+        return 0
     for code in codes.REGISTRY.values():
         print(f"{code.code:13} {code.message_id}  {code.summary}")
     return 0
@@ -155,7 +160,8 @@ def _add_query_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="epoch, ISO 8601 or age like 2h")
     parser.add_argument("--until", help="epoch, ISO 8601 or age like 10m")
     parser.add_argument("--tail", type=int, default=None, help="only the last N matching lines")
-    parser.add_argument("--level", default="DEBUG", choices=sorted(LEVELS, key=LEVELS.__getitem__))
+    parser.add_argument("--level", default="DEBUG", choices=sorted(LEVELS, key=LEVELS.__getitem__),
+                        help="only lines at this level or above (default DEBUG)")
     parser.add_argument("--grep", default=None, help="plain substring, case-insensitive")
     parser.add_argument("-o", "--output", default=None, help="file (default: stdout)")
 
@@ -170,8 +176,8 @@ def register(subparsers: Any) -> None:
     bundle.set_defaults(func=_bundle)
     pull = sub.add_parser("pull", help="fetch a bundle from a device over its serial console")
     pull.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
-    pull.add_argument("--baud", type=int, default=115200)
-    pull.add_argument("--timeout", type=float, default=10.0)
+    pull.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
+    pull.add_argument("--timeout", type=float, default=10.0, help="seconds per reply (default 10)")
     who = pull.add_mutually_exclusive_group(required=True)
     who.add_argument("--code", help="the device's verification code")
     who.add_argument("--token-file", help="file holding a technician token")
@@ -185,4 +191,5 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
     serve.set_defaults(func=_serve)
     listing = sub.add_parser("codes", help="list the stable error codes")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_codes)

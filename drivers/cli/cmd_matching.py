@@ -196,7 +196,7 @@ def register(subparsers: Any) -> None:
     enrol_subparsers.required = True
     face = _add(enrol_subparsers, "face", _enrol_face, "enrol a person from face photos")
     face.add_argument("name", metavar="NAME", help="local name of the person")
-    face.add_argument("images", metavar="IMAGES", nargs="+")
+    face.add_argument("images", metavar="IMAGES", nargs="+", help="photos of that person")
     face.add_argument("--label", default=None, help="display label sent with matches")
     face.add_argument(
         "--min-blur", type=float, default=None, help="skip blurrier photos (default: config)"
@@ -204,17 +204,17 @@ def register(subparsers: Any) -> None:
     plates_cli.register_enrol_plate(enrol_subparsers)
 
     match = _add(subparsers, "match", _match, "identify the face in a photo")
-    match.add_argument("image", metavar="IMAGE")
+    match.add_argument("image", metavar="IMAGE", help="a photo to match against the gallery")
 
     gallery = subparsers.add_parser("gallery", help="list or edit enrolled faces")
     gallery_subparsers = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
     gallery_subparsers.required = True
     listing = _add(gallery_subparsers, "list", _list, "list enrolled people")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     remove = _add(gallery_subparsers, "remove", _remove, "remove a person and their samples")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", help="the person to remove")
     rename = _add(gallery_subparsers, "rename", _rename, "rename or (un)label a person")
-    rename.add_argument("name", metavar="NAME")
-    rename.add_argument("--to", default=None, metavar="NEW_NAME")
+    rename.add_argument("name", metavar="NAME", help="the person to rename")
+    rename.add_argument("--to", default=None, metavar="NEW_NAME", help="the new local name")
     rename.add_argument("--label", default=None, help="display label ('' clears it)")
     plates_cli.register_gallery_plate(gallery_subparsers)

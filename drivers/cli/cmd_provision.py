@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import pathlib
+import json
 import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent import config as agent_config
-from agent.errors import DecodeError, DeviceIOError, NotFoundError, TooLargeError
+from agent.errors import ConfigError, DecodeError, DeviceIOError, NotFoundError, TooLargeError
 from agent.provisioning.binding import (
     Binding,
     build_binding_payload,
@@ -38,18 +37,13 @@ from agent.provisioning.binding import (
     parse_label,
 )
 from agent.provisioning.wifi import WifiCredentials
+from drivers.cli.common import add_config_options, add_json_option, is_sample_serial, load_config
 
 MAX_PASSPHRASE_FILE = 1024
 
 
 def _progress(message: str) -> None:
     print(f"edge-agent: {message}", file=sys.stderr, flush=True)
-
-
-def _load_config(args: argparse.Namespace) -> agent_config.AgentConfig:
-    path = pathlib.Path(args.config) if args.config else None
-    state_dir = pathlib.Path(args.state_dir) if args.state_dir else None
-    return agent_config.load(path, state_dir=state_dir)
 
 
 def read_passphrase(path: str | None, prompt: Callable[[str], str] | None = None) -> str:
@@ -96,12 +90,26 @@ def _credentials(args: argparse.Namespace, ssid: str) -> WifiCredentials:
 def _label(args: argparse.Namespace) -> int:
     from drivers.provisioning.store import load_or_create_binding
 
-    cfg = _load_config(args)
+    cfg = load_config(args)
+    if is_sample_serial(cfg.device.serial_number):
+        # A sticker with the sample serial and this device's real code would bind nothing.
+        raise ConfigError(
+            "device.serial_number",
+            f"{cfg.device.serial_number} is the sample serial number: set the device's own "
+            "under [device] in its configuration before printing a label",
+        )
     binding = load_or_create_binding(cfg.state_dir, cfg.device.serial_number)
     payload = label_payload(binding)
-    print(payload)
-    print(f"serial number: {binding.serial_number}", file=sys.stderr)
-    print(f"verification code: {binding.verification_code}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({
+            "payload": payload,
+            "serial_number": binding.serial_number,
+            "verification_code": binding.verification_code,
+        }, sort_keys=True))
+    else:
+        print(payload)
+        print(f"serial number: {binding.serial_number}", file=sys.stderr)
+        print(f"verification code: {binding.verification_code}", file=sys.stderr)
     if args.png:
         import cv2
 
@@ -226,8 +234,8 @@ def register(subparsers: Any) -> None:
     sub.required = True
 
     label = sub.add_parser("label", help="print the sticker payload (serial + code)")
-    label.add_argument("--config", default=None)
-    label.add_argument("--state-dir", default=None)
+    add_config_options(label)
+    add_json_option(label)
     label.add_argument("--png", default=None, help="also write the QR code as a PNG")
     label.set_defaults(func=_label)
 
@@ -269,6 +277,6 @@ def register(subparsers: Any) -> None:
 
     improv = sub.add_parser("improv", help="provision over Improv serial")
     improv.add_argument("--port", required=True, help="serial device or pyserial URL")
-    improv.add_argument("--baud", type=int, default=115200)
+    improv.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
     wifi_options(improv)
     improv.set_defaults(func=_improv)

@@ -5,18 +5,26 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from drivers.cli.common import add_config_options, load_config, setup_console_logging
+from drivers.cli.common import (
+    add_config_options,
+    config_path,
+    load_config,
+    setup_console_logging,
+)
 from drivers.runtime import run
 
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args)
     setup_console_logging(args.verbose)
-    return run(config)
+    path = config_path(args)
+    return run(config, config_path=str(path) if path is not None else None)
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("run", help="run the agent")
     add_config_options(parser)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at DEBUG on the console"
+    )
     parser.set_defaults(func=_run)

@@ -11,7 +11,6 @@ import time
 import uuid
 from typing import Any
 
-from agent import config as agent_config
 from agent.atomicfile import write_atomic
 from agent.errors import DecodeError, DeviceIOError, NotFoundError, PolicyError
 from agent.upgrade.algorithms import ALG_ED25519, ALG_EDDSA, ALG_ES256
@@ -27,6 +26,7 @@ from agent.upgrade.builder import (
 )
 from agent.upgrade.keys import key_from_bytes
 from agent.upgrade.machine import State
+from drivers.cli.common import add_config_options, load_config
 from drivers.upgrade.filesource import FileImageSource
 from drivers.upgrade.http import fetch_bounded, http_options
 from drivers.upgrade.installer import Installer
@@ -72,10 +72,7 @@ def _read(path: str, max_bytes: int) -> bytes:
 def _installer(
     args: argparse.Namespace, *, progress: bool = False, image: pathlib.Path | None = None
 ) -> Installer:
-    cfg = agent_config.load(
-        pathlib.Path(args.config) if args.config else None,
-        state_dir=pathlib.Path(args.state_dir) if args.state_dir else None,
-    )
+    cfg = load_config(args)
     installer, _ = build_installer(
         cfg,
         on_progress=ProgressBar() if progress else None,
@@ -206,8 +203,7 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--state-dir", default=None)
+    add_config_options(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -217,6 +213,8 @@ def register(subparsers: Any) -> None:
     check = sub.add_parser("check", help="verify a manifest against keys and policy")
     apply = sub.add_parser("apply", help="download and install into the inactive slot")
     status = sub.add_parser("status", help="print the upgrade state")
+    status.add_argument("--json", action="store_true",
+                        help="accepted for symmetry: the state is always JSON")
     for p in (check, apply, status):
         _common(p)
     for p in (check, apply):
@@ -233,20 +231,23 @@ def register(subparsers: Any) -> None:
     apply.set_defaults(func=_apply)
     status.set_defaults(func=_status)
     keygen = sub.add_parser("keygen", help="create a manifest signing key pair")
-    keygen.add_argument("--out", required=True)
-    keygen.add_argument("--public", default=None)
-    keygen.add_argument("--algorithm", choices=("ed25519", "es256"), default="ed25519")
+    keygen.add_argument("--out", required=True, help="private key file (never overwritten)")
+    keygen.add_argument("--public", default=None, help="also write the public key here")
+    keygen.add_argument("--algorithm", choices=("ed25519", "es256"), default="ed25519",
+                        help="signature algorithm (default ed25519)")
     keygen.set_defaults(func=_keygen)
     sign = sub.add_parser("sign", help="build and sign a manifest for an image")
     sign.add_argument("--key", action="append", required=True, help="signing key (repeatable)")
-    sign.add_argument("--image", required=True)
-    sign.add_argument("--sequence", type=int, required=True)
-    sign.add_argument("--uri", required=True)
-    sign.add_argument("--class-id", default=None)
-    sign.add_argument("--hardware-class", default=None)
-    sign.add_argument("--vendor-id", default=None)
-    sign.add_argument("--vendor-domain", default="edge-agent.example")
-    sign.add_argument("--version", default="")
+    sign.add_argument("--image", required=True, help="the image file to sign")
+    sign.add_argument("--sequence", type=int, required=True,
+                      help="manifest sequence number (must rise)")
+    sign.add_argument("--uri", required=True, help="where devices fetch the image")
+    sign.add_argument("--class-id", default=None, help="device class id (UUID)")
+    sign.add_argument("--hardware-class", default=None, help="hardware class name")
+    sign.add_argument("--vendor-id", default=None, help="vendor id (UUID)")
+    sign.add_argument("--vendor-domain", default="edge-agent.example",
+                      help="vendor domain the ids derive from")
+    sign.add_argument("--version", default="", help="version text of the image")
     sign.add_argument("--expires", type=int, default=None, help="expiry, epoch seconds")
     sign.add_argument("--precursor", default=None, help="image a delta applies to")
     sign.add_argument("--new-key", action="append", default=[], help="rotate to this public key")
@@ -258,5 +259,5 @@ def register(subparsers: Any) -> None:
         help="COSE algorithm: for an Ed25519 key EdDSA (-8, the default, read by every COSE "
         "library) or Ed25519 (-19, fully specified); ES256 (-7) for a P-256 key",
     )
-    sign.add_argument("--out", required=True)
+    sign.add_argument("--out", required=True, help="the signed manifest file")
     sign.set_defaults(func=_sign)

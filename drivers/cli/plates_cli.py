@@ -111,6 +111,6 @@ def register_gallery_plate(gallery_subparsers: Any) -> None:
     add_config_options(listing)
     listing.set_defaults(func=_list)
     remove = gallery_subparsers.add_parser("remove-plate", help="remove a plate")
-    remove.add_argument("text", metavar="TEXT")
+    remove.add_argument("text", metavar="TEXT", help="the plate to remove")
     add_config_options(remove)
     remove.set_defaults(func=_remove)

@@ -14,6 +14,14 @@ The console copy (stderr, which systemd hands to journald) goes through the
 same redactor as the store: :func:`redact_console` wraps the formatter of every
 console handler, and an unhandled exception's traceback reaches stderr only
 redacted.
+
+Under systemd (:func:`install_console_logging`): when stderr is the journal
+(``$JOURNAL_STREAM`` names stderr's device and inode) every console line goes
+over journald's native protocol to ``/run/systemd/journal/socket`` with its
+``PRIORITY`` and, for a coded event (:mod:`agent.logs.codes`), its fixed
+``MESSAGE_ID``; where that socket is missing or refuses a datagram, the line
+goes to stderr with the ``<N>`` priority prefix of sd-daemon(3) on each of its
+lines.  Anywhere else the console gets plain lines.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import logging
 import logging.handlers
 import os
 import pathlib
+import socket
+import struct
 import sys
 import threading
 import traceback
@@ -221,7 +231,10 @@ def install_logging(
         )
         if previous[0] is sys.__excepthook__:
             # Python's own hook would print the raw traceback to stderr (journald).
-            print(redactor(text), end="", file=sys.stderr, flush=True)
+            shown = redactor(text)
+            if stderr_is_journal():
+                shown = "".join(f"<2>{line}\n" for line in shown.splitlines())
+            print(shown, end="", file=sys.stderr, flush=True)
         else:
             previous[0](exc_type, exc, tb)
 
@@ -241,3 +254,145 @@ def install_logging(
     return LoggingHandle(
         store, redactor, handler, fault_file, previous, previous_level, unredact_console
     )
+
+
+# --- the console under systemd ---------------------------------------------------------------
+
+JOURNAL_SOCKET = pathlib.Path("/run/systemd/journal/socket")
+CONSOLE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# What journald shows without timestamps of ours (it stamps every entry itself).
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+SYSLOG_IDENTIFIER = "edge-agent"
+
+
+def syslog_priority(levelno: int) -> int:
+    """sd-daemon(3) / syslog(3) priority of a logging level."""
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def stderr_is_journal(
+    environ: dict[str, str] | os._Environ[str] | None = None, fd: int = 2
+) -> bool:
+    """True when ``$JOURNAL_STREAM`` is this fd (systemd.exec(5)), not an inherited value."""
+    env = os.environ if environ is None else environ
+    device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
+    if not device.isdigit() or not inode.isdigit():
+        return False
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return False
+    return (status.st_dev, status.st_ino) == (int(device), int(inode))
+
+
+class PriorityPrefixFormatter(logging.Formatter):
+    """Every line of a record prefixed with ``<N>`` (sd-daemon(3)): journald reads it."""
+
+    def __init__(self, fmt: str = JOURNAL_FORMAT) -> None:
+        super().__init__(fmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def journal_fields(fields: dict[str, str]) -> bytes:
+    """journald's native datagram: ``KEY=value``, or KEY, length (LE 64) and value if multi-line."""
+    out = bytearray()
+    for key, value in fields.items():
+        raw = value.encode("utf-8", "replace")
+        if b"\n" in raw:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(raw)) + raw + b"\n"
+        else:
+            out += key.encode() + b"=" + raw + b"\n"
+    return bytes(out)
+
+
+class JournalHandler(logging.Handler):
+    """One native-protocol datagram per record, with PRIORITY and MESSAGE_ID.
+
+    A datagram journald refuses (too large, socket gone) goes to stderr as
+    ``<N>``-prefixed lines instead: never lost, never a traceback.
+    """
+
+    def __init__(self, path: pathlib.Path = JOURNAL_SOCKET, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.fallback = PriorityPrefixFormatter()
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            fields = {
+                "MESSAGE": message,
+                "PRIORITY": str(syslog_priority(record.levelno)),
+                "SYSLOG_IDENTIFIER": SYSLOG_IDENTIFIER,
+                "LOGGER": record.name,
+                "CODE_FILE": record.pathname,
+                "CODE_LINE": str(record.lineno),
+                "CODE_FUNC": record.funcName,
+            }
+            code = getattr(record, "error_code", None)
+            message_id = getattr(record, "message_id", None) or codes.message_id_of(
+                code if isinstance(code, str) else None, record.getMessage()
+            )
+            if isinstance(message_id, str) and message_id:
+                fields["MESSAGE_ID"] = message_id
+            if isinstance(code, str):
+                fields["ERROR_CODE"] = code
+            try:
+                self.sock.sendto(journal_fields(fields), self.path)
+            except OSError:
+                prefix = f"<{fields['PRIORITY']}>"
+                text = "\n".join(prefix + line for line in message.split("\n"))
+                sys.stderr.write(text + "\n")
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        self.sock.close()
+        super().close()
+
+
+def console_handler(
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    journal_socket: pathlib.Path = JOURNAL_SOCKET,
+) -> logging.Handler:
+    """The console handler for this process: journal protocol, ``<N>`` lines, or plain."""
+    if stderr_is_journal(environ):
+        if journal_socket.is_socket():
+            return JournalHandler(journal_socket)
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(PriorityPrefixFormatter())
+        return handler
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(CONSOLE_FORMAT))
+    return handler
+
+
+def install_console_logging(
+    level: int,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+    journal_socket: pathlib.Path = JOURNAL_SOCKET,
+) -> logging.Handler:
+    """The root logger's console handler (``edge-agent run``); replaces an earlier one."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_edge_console", False)]:
+        root.removeHandler(old)
+        old.close()
+    handler = console_handler(environ, journal_socket)
+    handler._edge_console = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

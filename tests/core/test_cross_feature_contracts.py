@@ -21,7 +21,7 @@ def test_cli_withdrawal_erases_the_watch_list_and_is_audited(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = ["--state-dir", str(tmp_path)]
-    assert main(["consent", "grant", "plate_recognition", *state]) == 0
+    assert main(["consent", "grant", "--yes", "plate_recognition", *state]) == 0
     assert main(["enrol", "plate", "AB 123 CD", "--label", "Neighbour", *state]) == 0
     assert any(tmp_path.glob("plates.sqlite*"))
     assert main(["consent", "withdraw", "plate_recognition", *state]) == 0
@@ -71,7 +71,7 @@ def test_running_agent_without_camera_still_purges_gallery_and_plates_on_withdra
 
 def test_withdrawing_event_snapshots_erases_stored_snapshots(tmp_path: Path) -> None:
     state = ["--state-dir", str(tmp_path)]
-    assert main(["consent", "grant", "event_snapshots", *state]) == 0
+    assert main(["consent", "grant", "--yes", "event_snapshots", *state]) == 0
     (tmp_path / "snapshots").mkdir()
     (tmp_path / "snapshots" / "ev1.jpg").write_bytes(b"\xff\xd8JPEG")
     assert main(["consent", "withdraw", "event_snapshots", *state]) == 0

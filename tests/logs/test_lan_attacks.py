@@ -44,7 +44,8 @@ def _agent(tmp_path: pathlib.Path, extra: str = "") -> tuple[WatchedAgent, int]:
         f"[logs]\nlan_port = {port}\ntechnician_token_file = '{token}'\n" + extra,
     )
     # The endpoint serves bundles only with the owner's consent (as logs.upload does).
-    assert main(["consent", "grant", "troubleshooting_logs", "--state-dir", str(agent.state)]) == 0
+    grant = ["consent", "grant", "--yes", "troubleshooting_logs"]
+    assert main([*grant, "--state-dir", str(agent.state)]) == 0
     return agent, port
 
 

@@ -32,7 +32,8 @@ def get(port: int, token: str | None) -> tuple[int, bytes]:
 
 
 def consent(action: str, state: pathlib.Path) -> None:
-    assert main(["consent", action, "troubleshooting_logs", "--state-dir", str(state)]) == 0
+    yes = ["--yes"] if action == "grant" else []
+    assert main(["consent", action, "troubleshooting_logs", *yes, "--state-dir", str(state)]) == 0
 
 
 class LanAgent:

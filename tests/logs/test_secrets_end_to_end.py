@@ -202,7 +202,7 @@ def device(broker: Broker) -> Iterator[tuple[Device, int]]:
 
 def plant_before_start(dev: Device, s: Secrets) -> None:
     for purpose in ("troubleshooting_logs", "face_recognition", "plate_recognition"):
-        dev.cli("consent", "grant", purpose)
+        dev.cli("consent", "grant", "--yes", purpose)
     images = []
     for i in range(2):
         path = dev.root / f"face{i}.png"

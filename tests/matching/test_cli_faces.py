@@ -44,7 +44,7 @@ def test_enrol_match_list_rename_remove(
     # Without consent nothing is enrolled.
     assert main(["enrol", "face", "alice", *alice, *state]) == 2
     assert "not consented" in capsys.readouterr().err
-    assert main(["consent", "grant", "face_recognition", *state]) == 0
+    assert main(["consent", "grant", "--yes", "face_recognition", *state]) == 0
     assert main(["enrol", "face", "alice", *alice, *state]) == 0
     out = capsys.readouterr()
     assert "enrolled alice" in out.out and "4/4 images" in out.err
@@ -75,7 +75,7 @@ def test_withdrawn_consent_erases_the_gallery_on_next_use(
 ) -> None:
     state = ["--state-dir", str(tmp_path / "state"), *_low_memory(tmp_path)]
     photos = _photos(tmp_path, 1, 2, seed=3)
-    assert main(["consent", "grant", "face_recognition", *state]) == 0
+    assert main(["consent", "grant", "--yes", "face_recognition", *state]) == 0
     assert main(["enrol", "face", "carol", *photos, *state]) == 0
     assert (tmp_path / "state" / "faces").exists()
     assert main(["consent", "withdraw", "face_recognition", *state]) == 0

@@ -27,7 +27,7 @@ def cli(
 
 
 def test_enrol_list_remove_round_trip(cli: Callable[..., tuple[int, str, str]]) -> None:
-    assert cli("consent", "grant", "plate_recognition")[0] == 0
+    assert cli("consent", "grant", "--yes", "plate_recognition")[0] == 0
     code, out, _ = cli("enrol", "plate", "ab-123 x", "--label", "Van", "--list", "deny")
     assert code == 0
     assert "AB123X" in out and "deny" in out
@@ -67,7 +67,7 @@ def test_enrol_without_consent_exits_2(cli: Callable[..., tuple[int, str, str]])
 def test_bad_input_is_one_clear_line(
     cli: Callable[..., tuple[int, str, str]], argv: tuple[str, ...], message: str
 ) -> None:
-    assert cli("consent", "grant", "plate_recognition")[0] == 0
+    assert cli("consent", "grant", "--yes", "plate_recognition")[0] == 0
     code, _, err = cli(*argv)
     assert code == 2
     assert message in err
@@ -77,7 +77,7 @@ def test_bad_input_is_one_clear_line(
 def test_withdrawal_leaves_no_watch_list(
     cli: Callable[..., tuple[int, str, str]], tmp_path: pathlib.Path
 ) -> None:
-    cli("consent", "grant", "plate_recognition")
+    cli("consent", "grant", "--yes", "plate_recognition")
     assert cli("enrol", "plate", "AB123")[0] == 0
     assert (tmp_path / "plates.sqlite").exists()
     assert cli("consent", "withdraw", "plate_recognition")[0] == 0

@@ -197,7 +197,7 @@ def test_the_cli_writes_only_sealed_rows(
     def cli(*argv: str) -> int:
         return main([*argv, "--state-dir", str(tmp_path)])
 
-    assert cli("consent", "grant", "plate_recognition") == 0
+    assert cli("consent", "grant", "--yes", "plate_recognition") == 0
     assert cli("enrol", "plate", PLATE, "--label", LABEL, "--list", "deny") == 0
     capsys.readouterr()
     assert cli("gallery", "plates", "--json") == 0

@@ -301,7 +301,7 @@ def test_the_cli_writes_a_sealed_gallery_and_reads_it_back(
         path = tmp_path / f"face-{i}.png"
         cv2.imwrite(str(path), render_face(4, rng, 160, jitter=0.3))
         photos.append(str(path))
-    assert main(["consent", "grant", "face_recognition", *state]) == 0
+    assert main(["consent", "grant", "--yes", "face_recognition", *state]) == 0
     assert main(["enrol", "face", NAME, *photos, "--label", LABEL, *state]) == 0
     assert main(["gallery", "rename", NAME, "--label", "Second-Label-Q", *state]) == 0
     capsys.readouterr()

@@ -148,7 +148,7 @@ def test_withdrawal_destroys_the_key_and_the_files(tmp_path: pathlib.Path) -> No
     state = tmp_path / "state"
     layout = StateLayout(state)
     args = ["--state-dir", str(state)]
-    assert main(["consent", "grant", "event_snapshots", *args]) == 0
+    assert main(["consent", "grant", "--yes", "event_snapshots", *args]) == 0
     snaps = SealedSnapshots(layout.snapshots_dir, DataKeys(layout))
     snaps.store("ev1.jpg", JPEG)
     saved = (layout.snapshots_dir / "ev1.jpg").read_bytes()

@@ -158,7 +158,7 @@ class Device:
         return done
 
     def grant_all(self) -> None:
-        self.cli("consent", "grant", "all")
+        self.cli("consent", "grant", "--yes", "all")
 
     def enrol_face(self, markers: Markers) -> None:
         images = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import socket
@@ -27,20 +28,47 @@ from tests.provisioning.support import ImprovPeerDevice, make_config
 PASSPHRASE = "cli-Passphrase-0451"
 
 
+def _device_config(tmp_path: pathlib.Path, serial: str) -> list[str]:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[device]\nserial_number = "{serial}"\n')
+    return ["--config", str(config), "--state-dir", str(tmp_path)]
+
+
 def test_label_prints_payload_and_writes_png(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = tmp_path / "label.png"
-    assert main(["provision", "label", "--state-dir", str(tmp_path), "--png", str(png)]) == 0
+    options = _device_config(tmp_path, "EA-HUB-4711")
+    assert main(["provision", "label", *options, "--png", str(png)]) == 0
     payload = capsys.readouterr().out.strip()
     label = parse_label(payload)
-    assert label.serial_number == "EA-SAMPLE-0001"
+    assert label.serial_number == "EA-HUB-4711"
     image = cv2.imread(str(png))
     assert image is not None
     assert QrReader().read(np.asarray(image, dtype=np.uint8)) == payload
     # the code is stable across invocations
-    assert main(["provision", "label", "--state-dir", str(tmp_path)]) == 0
+    assert main(["provision", "label", *options]) == 0
     assert capsys.readouterr().out.strip() == payload
+    assert main(["provision", "label", *options, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["payload"] == payload
+    assert document["serial_number"] == "EA-HUB-4711"
+    assert document["verification_code"] == label.verification_code
+
+
+def test_label_refuses_the_sample_serial(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "label.png"
+    # The built-in defaults (no config file, a state directory of its own) carry the sample serial.
+    assert main(["provision", "label", "--state-dir", str(tmp_path), "--png", str(png)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "EA-SAMPLE-0001 is the sample serial number" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert not png.exists()
+    # Nothing about the device (no verification code) was created for it either.
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.fixture

@@ -338,7 +338,9 @@ def test_cli_binding_qr_text_binds_only_the_device_it_was_made_for(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     key_file, raw = _pem_file(tmp_path)
-    assert main(["provision", "label", "--state-dir", str(tmp_path)]) == 0
+    config = tmp_path / "agent.toml"
+    config.write_text('[device]\nserial_number = "EA-HUB-0007"\n')  # a label needs a real serial
+    assert main(["provision", "label", "--config", str(config), "--state-dir", str(tmp_path)]) == 0
     label = capsys.readouterr().out.strip()
     argv = ["provision", "binding-qr", "--label", label, "--account", ACCOUNT]
     assert main([*argv, "--owner-key", str(key_file)]) == 0
