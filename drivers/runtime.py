@@ -174,6 +174,8 @@ class Agent:
         """Say what becomes of ``event`` at the consent door (the minimiser's check)."""
         if event.type == "upgrade.state":
             self._upgrade_state = str(event.fields.get("state", self._upgrade_state))
+        if not self.config.logs.event_lines:
+            return  # logs.event_lines: make run's narration, not a device's log
         if event.type not in self.composition.schemas:
             event_log.info("%s held: no schema for this event type", event.type)
             return

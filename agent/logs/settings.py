@@ -44,6 +44,9 @@ class LogSettings:
             arrive.
         serial_write_timeout_seconds: A console peer that takes no byte of output for
             this long is dropped.
+        event_lines: Log one line per event: recorded, or held back and why (``make run``
+            turns it on; on a device it would fill the log store with one line per
+            motion frame).
     """
 
     # Total bytes of JSON-lines log on disk, over the live file and its backups.
@@ -89,6 +92,7 @@ class LogSettings:
     serial_write_timeout_seconds: float = dataclasses.field(
         default=5.0, metadata={"min": 0.5, "max": 300.0}
     )
+    event_lines: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

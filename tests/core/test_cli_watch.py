@@ -3,6 +3,7 @@ and ``edge-agent samples faces``."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pathlib
@@ -105,7 +106,10 @@ def test_payloads_decode_by_content_type_or_first_byte() -> None:
 def test_the_run_console_says_what_becomes_of_each_event(
     broker: Broker, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    agent = spine_agent(make_config(tmp_path / "state", broker.port))
+    config = make_config(tmp_path / "state", broker.port)
+    # On in make run (config/dev.toml); off by default, so a device's log is not one line per frame.
+    config = dataclasses.replace(config, logs=dataclasses.replace(config.logs, event_lines=True))
+    agent = spine_agent(config)
     caplog.set_level(logging.INFO, logger="edge_agent.events")
     try:
         agent.start()
@@ -147,3 +151,19 @@ def test_sample_faces_are_photos_the_matcher_enrols_and_recognises(
     assert main(["match", written["person5"][3], *options]) == 0
     assert capsys.readouterr().out.startswith("five ")
     assert main(["samples", "faces", str(photos), "--people", "9"]) == 2
+
+
+def test_a_device_logs_no_line_per_event_by_default(
+    broker: Broker, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = spine_agent(make_config(tmp_path / "state", broker.port))
+    caplog.set_level(logging.INFO, logger="edge_agent.events")
+    try:
+        agent.start()
+        agent.ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+        agent.emit(motion(1))
+        agent.step()
+        assert agent.outbox.stats()["last_seq"] >= 1  # the event was recorded
+    finally:
+        agent.shutdown()
+    assert not [r for r in caplog.records if r.name == "edge_agent.events"]

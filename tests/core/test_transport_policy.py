@@ -61,8 +61,8 @@ def test_tls_is_on_by_default_and_the_shipped_file_says_so() -> None:
 
 
 def test_dev_config_is_the_defaults_with_a_local_plaintext_broker() -> None:
-    """The defaults but a local plaintext broker, and the sample camera's drawn faces
-    matched with Haar + LBP (dlib's HOG, the default, is for real faces)."""
+    """The defaults but a local plaintext broker, a line per event, and the sample
+    camera's drawn faces matched with Haar + LBP (dlib's HOG is for real faces)."""
     dev = cfg.load_file(REPO / "config" / "dev.toml")
     assert (dev.mqtt.host, dev.mqtt.port, dev.mqtt.tls) == ("127.0.0.1", 1883, TlsMode.OFF)
     assert dev.mqtt.plaintext_warning is None
@@ -70,6 +70,7 @@ def test_dev_config_is_the_defaults_with_a_local_plaintext_broker() -> None:
     plain_default = dataclasses.replace(
         defaults,
         mqtt=dataclasses.replace(defaults.mqtt, port=1883, tls=TlsMode.OFF),
+        logs=dataclasses.replace(defaults.logs, event_lines=True),
         matching=dataclasses.replace(
             defaults.matching,
             face_detector=FaceDetectorKind.HAAR,
