@@ -136,8 +136,8 @@ def loads_untrusted(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
     except UnicodeDecodeError as exc:
         raise DecodeError(f"invalid JSON: not UTF-8 at byte {exc.start}") from None
     # A cheap bound first: no more brackets than the cap means no deeper nesting.
-    if text.count("[") + text.count("{") > max_depth:
-        _bracket_depth(text, max_depth)
+    if text.count("[") + text.count("{") > max_depth and json_depth(text) > max_depth:
+        raise DecodeError(f"invalid JSON: nested deeper than {max_depth}")
     try:
         value = json.loads(
             text,
@@ -158,9 +158,10 @@ def loads_untrusted(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
     return value
 
 
-def _bracket_depth(text: str, max_depth: int) -> None:
-    """Refuse deep nesting before the recursive parser sees it (strings skipped)."""
-    depth = 0
+def json_depth(text: str) -> int:
+    """Bracket nesting depth of JSON text (strings skipped), counted before a recursive
+    parser sees it: json.loads recurses once per level."""
+    depth = deepest = 0
     in_string = escaped = False
     for char in text:
         if in_string:
@@ -174,7 +175,7 @@ def _bracket_depth(text: str, max_depth: int) -> None:
             in_string = True
         elif char in "[{":
             depth += 1
-            if depth > max_depth:
-                raise DecodeError(f"invalid JSON: nested deeper than {max_depth}")
+            deepest = max(deepest, depth)
         elif char in "]}":
             depth -= 1
+    return deepest

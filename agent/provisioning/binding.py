@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agent.errors import DecodeError, PolicyError, TooLargeError, VerificationError
+from agent.jsonform import json_depth
 
 CODE_DIGITS = 8
 LABEL_SCHEME = "edge-agent:provision"
@@ -198,33 +199,11 @@ def build_binding_payload(
     return json.dumps(body, separators=(",", ":"))
 
 
-def _json_depth(text: str) -> int:
-    """Bracket nesting depth, counted before json.loads can recurse on it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
-
-
 def parse_binding_payload(text: str, now: float) -> BindingRequest:
     """Parse a binding QR; the proof is checked by :func:`verify_binding_proof`."""
     if len(text) > MAX_BINDING_TEXT:
         raise TooLargeError(f"binding payload longer than {MAX_BINDING_TEXT} characters")
-    if _json_depth(text) > MAX_JSON_DEPTH:
+    if json_depth(text) > MAX_JSON_DEPTH:
         raise TooLargeError("binding payload nested too deeply")
     try:
         data = json.loads(text)
