@@ -34,12 +34,14 @@ import os
 import pathlib
 import secrets
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from agent.atomicfile import read_optional, write_atomic
 from agent.errors import DeviceIOError
 from agent.layout import StateLayout
+from agent.randompool import random_bytes
 from agent.sealing import (
     KEY_BYTES,
     NONCE_BYTES,
@@ -58,6 +60,8 @@ log = logging.getLogger(__name__)
 WRAPPED_MAGIC = b"EAK1"
 MAX_KEY_FILE_BYTES = 256
 MAX_INTENT_BYTES = 64 * 1024
+# How long a key file once seen is taken to be still there (see DataKeys._still_there).
+KEY_RECHECK_SECONDS = 0.5
 
 
 class DeviceKey(Protocol):
@@ -157,12 +161,14 @@ class _KeyUse:
 
         self.key = key
         self.path = path
+        # When the key file was last seen on disk (monotonic); see KEY_RECHECK_SECONDS.
+        self.seen_at = -1e18
         self.header = header_bytes(key.domain, key.number)
         self._aead = AESGCM(key.secret)
         self._tagger: bytes | None = None
 
     def seal(self, plaintext: bytes, context: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = random_bytes(NONCE_BYTES)
         header = self.header
         return header + nonce + self._aead.encrypt(nonce, plaintext, header + context)
 
@@ -199,8 +205,15 @@ class DataKeys:
     used again by a process that had it in memory.
     """
 
-    def __init__(self, layout: StateLayout, device: DeviceKey | None = None) -> None:
+    def __init__(
+        self,
+        layout: StateLayout,
+        device: DeviceKey | None = None,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._layout = layout
+        self._monotonic = monotonic
         self._device = device if device is not None else FileDeviceKey(layout.device_key)
         self._lock = threading.RLock()
         self._keys: dict[tuple[str, int], _KeyUse] = {}
@@ -232,8 +245,7 @@ class DataKeys:
     def _current_use(self, domain: str) -> _KeyUse:
         with self._lock:
             cached = self._current.get(domain)
-            # One stat, not a directory listing, per use: this sits on the event path.
-            if cached is not None and os.path.exists(cached.path):
+            if cached is not None and self._still_there(cached):
                 return cached
             live = self.live_numbers(domain)
             if live:
@@ -250,7 +262,7 @@ class DataKeys:
     def _use(self, domain: str, number: int) -> _KeyUse:
         with self._lock:
             cached = self._keys.get((domain, number))
-            if cached is not None and os.path.exists(cached.path):
+            if cached is not None and self._still_there(cached):
                 return cached
             self._keys.pop((domain, number), None)
             path = self._layout.data_key(domain, number)
@@ -261,6 +273,23 @@ class DataKeys:
             use = _KeyUse(DataKey(domain, number, secret), str(path))
             self._keys[(domain, number)] = use
             return use
+
+    def _still_there(self, use: _KeyUse) -> bool:
+        """Whether the key file exists, looked at no more than every KEY_RECHECK_SECONDS.
+
+        A stat per sealed message was a tenth of the event path's cost.  This
+        process drops a key it destroys at once; a key another process (the CLI)
+        destroys may be used here for up to that long, which is harmless: what is
+        sealed under it meanwhile is unreadable, and the withdrawal or erasure that
+        destroyed it purges its rows in the same step.
+        """
+        now = self._monotonic()
+        if now - use.seen_at < KEY_RECHECK_SECONDS:
+            return True
+        if os.path.exists(use.path):
+            use.seen_at = now
+            return True
+        return False
 
     def seal(self, domain: str, plaintext: bytes, context: bytes = b"") -> bytes:
         return self._current_use(domain).seal(plaintext, context)

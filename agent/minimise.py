@@ -14,7 +14,6 @@ import base64
 import dataclasses
 import hashlib
 import hmac
-import os
 import pathlib
 from collections.abc import Callable, Mapping
 
@@ -23,6 +22,7 @@ from agent.errors import DecodeError, TooLargeError
 from agent.events import SCHEMA_VERSION, Event, SchemaCatalogue
 from agent.layout import StateLayout
 from agent.purposes import Purpose
+from agent.randompool import random_bytes
 
 PRECISION_SECONDS = {"second": 1, "minute": 60, "hour": 3600}
 
@@ -34,7 +34,7 @@ def load_or_create_secret(state_dir: pathlib.Path) -> bytes:
 
 def uuid4_text() -> str:
     """``str(uuid.uuid4())`` without building a UUID object (a third of the cost)."""
-    h = os.urandom(16).hex()
+    h = random_bytes(16).hex()
     # Version 4 in the 13th hex digit, the RFC 4122 variant (10xx) in the 17th.
     variant = "89ab"[int(h[16], 16) & 3]
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"

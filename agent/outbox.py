@@ -112,16 +112,24 @@ IMAGE_CONTEXT = b"outbox:image"
 
 
 def _pack_row(msg_id: str, topic: str, payload: bytes) -> bytes:
-    head = cbor.dumps([msg_id, topic])
-    return len(head).to_bytes(2, "big") + head + payload
+    """msg_id and topic (UTF-8, each after a 2-byte length), then the payload."""
+    ident, where = msg_id.encode(), topic.encode()
+    return (
+        len(ident).to_bytes(2, "big") + ident + len(where).to_bytes(2, "big") + where + payload
+    )
 
 
 def _unpack_row(inner: bytes) -> tuple[str, str, bytes]:
-    size = int.from_bytes(inner[:2], "big")
-    head = cbor.loads_untrusted(inner[2 : 2 + size], max_bytes=size)
-    if not (isinstance(head, list) and len(head) == 2 and all(isinstance(v, str) for v in head)):
+    try:
+        first = int.from_bytes(inner[:2], "big")
+        ident = inner[2 : 2 + first].decode()
+        second = int.from_bytes(inner[2 + first : 4 + first], "big")
+        where = inner[4 + first : 4 + first + second].decode()
+    except UnicodeDecodeError:
+        raise DecodeError("a sealed queued row's msg_id or topic is not UTF-8") from None
+    if len(inner) < 4 + first + second:
         raise DecodeError("a sealed queued row lacks its msg_id and topic")
-    return str(head[0]), str(head[1]), inner[2 + size :]
+    return ident, where, inner[4 + first + second :]
 
 
 def _blob(value: object) -> bytes:

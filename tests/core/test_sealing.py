@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.keystore import DataKeys, FileDeviceKey
+from agent.keystore import KEY_RECHECK_SECONDS, DataKeys, FileDeviceKey
 from agent.layout import StateLayout
 from agent.sealing import (
     DataKey,
@@ -89,9 +89,13 @@ def test_destroy_overwrites_in_place_and_numbers_are_never_reused(tmp_path: path
 
 def test_a_key_destroyed_by_another_process_is_not_used_from_cache(tmp_path: pathlib.Path) -> None:
     layout = StateLayout(tmp_path)
-    daemon, cli = DataKeys(layout), DataKeys(layout)
+    clock = [100.0]
+    daemon, cli = DataKeys(layout, monotonic=lambda: clock[0]), DataKeys(layout)
     blob = daemon.seal("cloud_events", b"event")
     cli.destroy("cloud_events")
+    # Looked at again once KEY_RECHECK_SECONDS have passed (one stat per message was
+    # a tenth of the event path), then never used again.
+    clock[0] += KEY_RECHECK_SECONDS
     with pytest.raises(KeyDestroyed):
         daemon.open(blob)
     assert read_header(daemon.seal("cloud_events", b"new")).number == 2
