@@ -150,6 +150,7 @@ def test_every_console_line_of_run_has_a_priority_under_the_journal(
     config = tmp_path / "agent.toml"
     config.write_text(
         f"[mqtt]\nport = {broker.port}\ntls = 'off'\n[runtime]\ntick_seconds = 0.05\n"
+        "[logs]\nevent_lines = true\n"
     )
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify_path = tmp_path / "notify"
