@@ -1,9 +1,16 @@
-"""The shared frame bus: one camera, several consumers (motion, faces, plates, QR).
+"""The shared frame bus: cameras publish, several consumers (motion, faces, plates, QR) take.
 
-The camera feature publishes each captured frame; every subscriber gets it
-through its own cheap ``offer`` (usually a :class:`LatestFrame`, which keeps only
-the newest), and does its work later in the main loop's tick, so a slow
+A camera feature publishes each captured frame with the name of the camera it
+came from (:data:`agent.camera.events.CAMERA_NAME` for the one camera of a
+plain device, the ``[[camera.sources]]`` name on a hub).  Every subscriber gets
+it through its own cheap ``offer`` (usually a :class:`LatestFrame`, which keeps
+only the newest), and does its work later in the main loop's tick, so a slow
 consumer drops frames instead of falling behind or stalling capture.
+
+Consumers whose events name the camera (faces, plates) subscribe with
+:meth:`FrameBus.subscribe_camera` and are offered ``(frame, camera)``; those
+that do not care where a frame came from (QR provisioning) keep
+:meth:`FrameBus.subscribe` and are offered the frame alone.
 Frames are opaque here: the core never looks inside them.
 """
 
@@ -12,6 +19,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from agent.camera.events import CAMERA_NAME
 
 Frame = TypeVar("Frame")
 
@@ -35,9 +44,14 @@ class LatestFrame(Generic[Frame]):
 
 class FrameBus(Generic[Frame]):
     def __init__(self) -> None:
-        self._subscribers: list[tuple[str, Callable[[Frame], object]]] = []
+        self._subscribers: list[tuple[str, Callable[[Frame, str], object]]] = []
 
     def subscribe(self, name: str, offer: Callable[[Frame], object]) -> None:
+        """``offer(frame)`` for every frame, whichever camera it came from."""
+        self.subscribe_camera(name, lambda frame, _camera: offer(frame))
+
+    def subscribe_camera(self, name: str, offer: Callable[[Frame, str], object]) -> None:
+        """``offer(frame, camera)`` for every frame, with the name of its camera."""
         if any(existing == name for existing, _ in self._subscribers):
             raise ValueError(f"frame consumer {name!r} subscribed twice")
         self._subscribers.append((name, offer))
@@ -46,6 +60,6 @@ class FrameBus(Generic[Frame]):
     def subscribers(self) -> list[str]:
         return [name for name, _ in self._subscribers]
 
-    def publish(self, frame: Frame) -> None:
+    def publish(self, frame: Frame, camera: str = CAMERA_NAME) -> None:
         for _, offer in self._subscribers:
-            offer(frame)
+            offer(frame, camera)

@@ -6,7 +6,8 @@ with the owner's credentials), opens it with OpenCV/FFmpeg and keeps only the
 newest frame in its :class:`~agent.camera.hub.CameraSlot` and its motion
 detector's :class:`~agent.framebus.LatestFrame`.  :class:`HubService` takes the
 frames round-robin on the main loop (``hub_frames_per_tick`` a pass) and
-publishes them on the frame bus for faces, plates and QR, so a slow pipeline
+publishes them on the frame bus, with the camera's name, for faces, plates and QR
+(``face.match`` and ``plate.match`` name the camera), so a slow pipeline
 drops frames instead of falling behind and no camera starves another.
 
 The owner's camera users and passwords are in
@@ -259,7 +260,7 @@ class HubService:
                 raise DeviceIOError(f"camera {capture.camera.name}: capture thread died")
         for name, frame in self.scheduler.take(self.frames_per_tick):
             self.published[name] += 1
-            self.bus.publish(frame)
+            self.bus.publish(frame, name)
         return ()
 
     def stop(self) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from agent.camera.events import CAMERA_NAME
 from agent.camera.motion import MotionDetector, MotionStateTopic
 from agent.errors import DeviceIOError, TransportError
 from agent.events import Event
@@ -70,7 +71,7 @@ class CameraService:
                 continue
             if frame is not None:
                 self.frames += 1
-                self.bus.publish(frame)
+                self.bus.publish(frame, CAMERA_NAME)
             self._stop.wait(max(0.0, self.interval - (self.clock.monotonic() - started)))
 
 

@@ -95,7 +95,7 @@ def build_faces(ctx: FeatureContext) -> Feature:
     from drivers.vision.pipeline import build_service
 
     service = build_service(ctx.config, ctx.consent.is_granted, audit=ctx.audit, keys=ctx.keys)
-    ctx.frames.subscribe("faces", service.offer_frame)
+    ctx.frames.subscribe_camera("faces", service.offer_frame)
     live = LiveFaceGallery(files, service)
     return Feature(
         "faces",
@@ -183,7 +183,7 @@ def build_plates(ctx: FeatureContext) -> Feature:
         ctx.config, is_granted=ctx.consent.is_granted, clock=ctx.clock, keys=ctx.keys,
         audit=ctx.audit,
     )
-    ctx.frames.subscribe("plates", service.offer_frame)
+    ctx.frames.subscribe_camera("plates", service.offer_frame)
     return Feature(
         "plates",
         services=(service,),

@@ -1,10 +1,14 @@
 """The face pipeline: frame -> detect -> track -> embed (once per track) -> match -> events.
 
-Frames arrive from the shared camera (the frame bus) into a bounded queue;
+Frames arrive from the cameras (the frame bus, with the name of the camera
+each came from) into a bounded queue;
 when the queue is full the *oldest* frame is dropped (and counted) so the
 pipeline always works on recent frames instead of falling behind.  ``tick``
 processes a bounded number of queued frames on the runtime's loop and returns
-the events they produced.
+the events they produced.  Each camera has its own tracks (a face seen by the
+front camera is not the same track as one at the same place in the back
+camera's picture); all of them match against the one gallery, and every
+``face.match`` names its camera.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from agent.errors import EdgeAgentError
 from agent.events import Event
 from agent.matching.faces import FaceRecogniser, FaceReport
 from agent.matching.quality import QualityGate
-from agent.matching.tracks import Box
+from agent.matching.tracks import Box, Tracker
 from agent.ports import AuditSink
 from agent.purposes import Purpose
 from drivers.vision.faces import (
@@ -52,22 +56,27 @@ class FrameQueue:
     """A bounded, thread-safe frame queue that drops the oldest frame when full."""
 
     def __init__(self, capacity: int) -> None:
-        self._frames: collections.deque[Image] = collections.deque(maxlen=capacity)
+        self._frames: collections.deque[tuple[str, Image]] = collections.deque(maxlen=capacity)
         self._lock = threading.Lock()
         self.dropped = 0
         self.accepted = 0
 
-    def offer(self, frame: Image) -> bool:
-        """Queue ``frame``; False if an older frame had to be dropped for it."""
+    def offer(self, frame: Image, camera: str = CAMERA_NAME) -> bool:
+        """Queue ``frame`` from ``camera``; False if an older frame had to be dropped for it."""
         with self._lock:
             full = len(self._frames) == self._frames.maxlen
             if full:
                 self.dropped += 1
-            self._frames.append(frame)
+            self._frames.append((camera, frame))
             self.accepted += 1
             return not full
 
     def take(self) -> Image | None:
+        taken = self.take_from()
+        return None if taken is None else taken[1]
+
+    def take_from(self) -> tuple[str, Image] | None:
+        """The oldest frame and the name of its camera."""
         with self._lock:
             return self._frames.popleft() if self._frames else None
 
@@ -116,6 +125,8 @@ class FaceService:
         )
         self.stats = PipelineStats()
         self._next_refresh = 0.0
+        # Per camera its own tracks, all on the one gallery (``recogniser`` is the first).
+        self._recognisers = {recogniser.camera: recogniser}
 
     # --- Service -----------------------------------------------------------
 
@@ -125,9 +136,26 @@ class FaceService:
     def stop(self) -> None:
         return None
 
-    def offer_frame(self, frame: Image) -> bool:
-        """Frames from a shared camera (drivers.camera); False when one was dropped."""
-        return self.queue.offer(frame)
+    def offer_frame(self, frame: Image, camera: str = CAMERA_NAME) -> bool:
+        """Frames from the cameras (drivers.camera); False when one was dropped."""
+        return self.queue.offer(frame, camera)
+
+    def recogniser_for(self, camera: str) -> FaceRecogniser:
+        """``camera``'s recogniser: its own tracks, the shared gallery and threshold."""
+        found = self._recognisers.get(camera)
+        if found is None:
+            first = self.recogniser
+            tracker = first.tracker
+            found = FaceRecogniser(
+                first.gallery,
+                first.is_granted,
+                threshold=first.threshold,
+                tracker=Tracker(tracker.frames, tracker.window, tracker.min_iou, tracker.ttl),
+                camera=camera,
+                audit=first.audit,
+            )
+            self._recognisers[camera] = found
+        return found
 
     def tick(self, now: float) -> Sequence[Event]:
         if now >= self._next_refresh:
@@ -139,11 +167,12 @@ class FaceService:
                 log.warning("face gallery reload failed: %s", exc)
         events: list[Event] = []
         for _ in range(self.frames_per_tick):
-            frame = self.queue.take()
-            if frame is None:
+            taken = self.queue.take_from()
+            if taken is None:
                 break
+            camera, frame = taken
             try:
-                events += [report.event for report in self.process(frame, now)]
+                events += [report.event for report in self.process(frame, now, camera)]
             except EdgeAgentError as exc:
                 log.warning("frame skipped: %s", exc)
         return events
@@ -152,7 +181,8 @@ class FaceService:
         return self.recogniser.gallery.export_personal_data()
 
     def erase_personal_data(self) -> int:
-        self.recogniser.clear_tracks()
+        for recogniser in self._recognisers.values():
+            recogniser.clear_tracks()
         return self.recogniser.gallery.erase_personal_data()
 
     def reseal_personal_data(self) -> int:
@@ -160,17 +190,19 @@ class FaceService:
 
     # --- work --------------------------------------------------------------
 
-    def process(self, frame: Image, now: float) -> list[FaceReport]:
-        """Run one frame through detection, quality gates and matching.
+    def process(self, frame: Image, now: float, camera: str | None = None) -> list[FaceReport]:
+        """Run one frame of ``camera`` (the first) through detection, quality gates, matching.
 
         With ``event_snapshots`` consented, an event about an enrolled person matched
         at ``snapshot_min_score`` or better carries the frame pixelated everywhere but
         that person's face; every other event (a stranger, a weaker match) carries none.
         """
         self.stats.frames += 1
-        if not self.recogniser.active:
+        recogniser = self.recogniser if camera is None else self.recogniser_for(camera)
+        if not recogniser.active:
             # Without consent no face is even detected, let alone embedded.
-            self.recogniser.observe([], [], now)
+            for each in self._recognisers.values():
+                each.observe([], [], now)
             return []
         boxes = self.detector.detect(frame)
         self.stats.faces += len(boxes)
@@ -183,11 +215,11 @@ class FaceService:
             self.stats.embedded += 1
             return self.embedder.embed(frame, box)
 
-        seen = self.recogniser.observe_tracks(boxes, embed, now)
+        seen = recogniser.observe_tracks(boxes, embed, now)
         if not seen.reports:
             return seen.reports
         self.stats.events += len(seen.reports)
-        if not self.recogniser.is_granted(Purpose.EVENT_SNAPSHOTS):
+        if not recogniser.is_granted(Purpose.EVENT_SNAPSHOTS):
             return seen.reports
         return [self._with_snapshot(frame, report) for report in seen.reports]
 

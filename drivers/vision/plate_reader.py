@@ -169,42 +169,63 @@ class PlateService:
         self.reader = reader
         self.worker = worker
         self.voter = voter or PlateVoter()
+        # Per camera its own plate tracks (``voter`` is the first camera's).
+        self.voters: dict[str, PlateVoter] = {}
+        # Without a worker: the newest frame and its camera (``latest``: of the first camera).
         self.latest: LatestFrame[npt.NDArray[np.uint8]] = LatestFrame()
+        self.latest_from: LatestFrame[tuple[npt.NDArray[np.uint8], str]] = LatestFrame()
 
     def start(self) -> None:
         self.core.refresh_if_changed()
         if self.worker is not None:
             self.worker.start()
 
-    def offer_frame(self, frame: npt.NDArray[np.uint8]) -> None:
+    def offer_frame(self, frame: npt.NDArray[np.uint8], camera: str = CAMERA_NAME) -> None:
         """The frame bus's callback (capture thread): cheap, never reads a plate itself."""
         if self.worker is not None:
-            self.worker.offer(frame)
+            self.worker.offer(frame, camera)
         else:
-            self.latest.offer(frame)
+            self.latest_from.offer((frame, camera))
+
+    def voter_for(self, camera: str) -> PlateVoter:
+        found = self.voters.get(camera)
+        if found is None:
+            first = self.voter
+            found = first if not self.voters else PlateVoter(first.vote_frames, first.forget_after)
+            self.voters[camera] = found
+        return found
 
     def tick(self, now: float) -> Sequence[Event]:
         # Picks up enrolments made meanwhile by ``edge-agent enrol plate``.
         self.core.refresh_if_changed()
         if self.worker is None:
-            frame = self.latest.take()
+            taken = self.latest_from.take()
+            frame, camera = (self.latest.take(), CAMERA_NAME) if taken is None else taken
             if frame is None:
                 return ()
-            return self.core.events(self.observe_image(frame), camera=CAMERA_NAME, now=now)
+            return self.core.events(self.observe_image(frame), camera=camera, now=now)
         granted = self.core.is_granted(PURPOSE)
         self.worker.active = granted
         if not granted:
             self.worker.forget()
-            self.voter.clear()
+            self._clear_voters()
             return ()
-        matches: list[PlateMatch] = []
-        for readings in self.worker.drain():
-            for text in self.voter.add(readings, now):
+        events: list[Event] = []
+        for camera, readings in self.worker.drain():
+            matches: list[PlateMatch] = []
+            for text in self.voter_for(camera).add(readings, now):
                 try:
                     matches += self.core.observe(text)
                 except DecodeError:
                     continue
-        return self.core.events(matches, camera=CAMERA_NAME, now=now) if matches else ()
+            if matches:
+                events += self.core.events(matches, camera=camera, now=now)
+        return tuple(events)
+
+    def _clear_voters(self) -> None:
+        self.voter.clear()
+        for voter in self.voters.values():
+            voter.clear()
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -232,7 +253,7 @@ class PlateService:
     def erase_personal_data(self) -> int:
         if self.worker is not None:
             self.worker.forget()
-        self.voter.clear()
+        self._clear_voters()
         return self.core.erase_personal_data()
 
     def reseal_personal_data(self) -> int:

@@ -4,10 +4,12 @@ OCR costs 60-600 ms per frame, far more than the main loop may spend in a
 tick, so it never runs there.  The frame bus calls :meth:`PlateWorker.offer`
 on the capture thread; that keeps a frame only when it is every N-th frame or
 the scene moved (a 80x60 grey thumbnail differs from the last one read by
-``motion_level`` on average), and only in a one-slot queue: a frame waiting
-while the reader is busy is replaced by the newer one (and counted as
-dropped).  The worker thread reads the frame and queues its located readings
-(bounded; the oldest go first) for the service's ``tick`` to vote on and match.
+``motion_level`` on average), and only in a one-slot queue per camera: a
+frame waiting while the reader is busy is replaced by the newer one of the
+same camera (and counted as dropped).  The worker thread reads the camera that
+has waited longest (a hub's cameras take turns) and queues its located
+readings with the camera's name (bounded; the oldest go first) for the
+service's ``tick`` to vote on and match.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from agent.camera.events import CAMERA_NAME
 from agent.errors import EdgeAgentError
 from agent.matching.plates_vote import LocatedReading
 
@@ -64,9 +67,11 @@ class PlateWorker:
         self.stats = WorkerStats()
         # Set by the service's tick (main thread): read nothing without consent.
         self.active = False
-        self._pending: Image | None = None
-        self._last_thumb: npt.NDArray[np.int16] | None = None
-        self._results: collections.deque[list[LocatedReading]] = collections.deque(
+        # Per camera its newest frame not read yet; the one waiting longest is read next.
+        self._pending: dict[str, Image] = {}
+        # Per camera the thumbnail of the frame read last.
+        self._thumbs: dict[str, npt.NDArray[np.int16]] = {}
+        self._results: collections.deque[tuple[str, list[LocatedReading]]] = collections.deque(
             maxlen=MAX_RESULTS
         )
         self._wake = threading.Condition()
@@ -75,26 +80,28 @@ class PlateWorker:
 
     # --- capture thread -----------------------------------------------------
 
-    def _wanted(self, frame: Image) -> bool:
+    def _wanted(self, frame: Image, camera: str) -> bool:
         self.stats.offered += 1
         if self.stats.offered % self.every_n_frames == 0:
             return True
         if self.motion_level <= 0:
             return False
         thumb = thumbnail(frame)
-        last = self._last_thumb
+        last = self._thumbs.get(camera)
         if thumb is None or last is None or last.shape != thumb.shape:
             return thumb is not None
         return float(np.mean(np.abs(thumb - last))) >= self.motion_level
 
-    def offer(self, frame: Image) -> None:
+    def offer(self, frame: Image, camera: str = CAMERA_NAME) -> None:
         """The frame bus's callback: cheap, never blocks on the reader."""
-        if not self.active or not isinstance(frame, np.ndarray) or not self._wanted(frame):
+        if not self.active or not isinstance(frame, np.ndarray):
+            return
+        if not self._wanted(frame, camera):
             return
         with self._wake:
-            if self._pending is not None:
-                self.stats.dropped += 1
-            self._pending = frame
+            if camera in self._pending:
+                self.stats.dropped += 1  # replaced in place: the camera keeps its turn
+            self._pending[camera] = frame
             self.stats.sampled += 1
             self._wake.notify()
 
@@ -110,7 +117,7 @@ class PlateWorker:
     def stop(self, timeout: float = 5.0) -> None:
         with self._wake:
             self._stop = True
-            self._pending = None
+            self._pending.clear()
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -119,18 +126,19 @@ class PlateWorker:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while self._pending is None and not self._stop:
+                while not self._pending and not self._stop:
                     self._wake.wait()
                 if self._stop:
                     return
-                frame, self._pending = self._pending, None
-            if frame is None:
-                continue
-            self._last_thumb = thumbnail(frame)
-            self.read_now(frame)
+                camera = next(iter(self._pending))
+                frame = self._pending.pop(camera)
+            self.read_now(frame, camera)
 
-    def read_now(self, frame: Image) -> list[LocatedReading]:
-        """Read one frame on the calling thread and queue its readings."""
+    def read_now(self, frame: Image, camera: str = CAMERA_NAME) -> list[LocatedReading]:
+        """Read one frame of ``camera`` on the calling thread and queue its readings."""
+        thumb = thumbnail(frame)
+        if thumb is not None:
+            self._thumbs[camera] = thumb
         try:
             found = self.locator.locate(frame)
         except EdgeAgentError as exc:
@@ -139,12 +147,12 @@ class PlateWorker:
             return []
         self.stats.read += 1
         if found:
-            self._results.append(found)
+            self._results.append((camera, found))
         return found
 
-    def drain(self) -> list[list[LocatedReading]]:
-        """Readings queued since the last call, one list per frame, oldest first."""
-        taken: list[list[LocatedReading]] = []
+    def drain(self) -> list[tuple[str, list[LocatedReading]]]:
+        """Readings queued since the last call, one list per frame with its camera, oldest first."""
+        taken: list[tuple[str, list[LocatedReading]]] = []
         while True:
             try:
                 taken.append(self._results.popleft())
@@ -155,4 +163,4 @@ class PlateWorker:
         """Drop queued readings (consent withdrawn, data erased)."""
         self._results.clear()
         with self._wake:
-            self._pending = None
+            self._pending.clear()
