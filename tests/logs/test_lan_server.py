@@ -72,7 +72,10 @@ class LanAgent:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        code = self.proc.wait(30)
+        # Drain stderr while waiting: an undrained pipe that fills blocks the agent's
+        # own logging and with it the shutdown.
+        self.proc.communicate(timeout=30)
+        code = self.proc.returncode
         self.proc = None
         return code
 
