@@ -8,7 +8,7 @@ from agent.purposes import Purpose
 FACE_MATCH = schema(
     "face.match",
     Purpose.FACE_RECOGNITION,
-    ("score", "label", "known", "track_id", "camera"),
+    ("score", "confidence", "label", "known", "track_id", "camera"),
     ("person_id",),
     image=True,
 )

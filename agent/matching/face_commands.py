@@ -41,7 +41,7 @@ def face_commands(
 
     def list_(args: CommandArgs) -> CommandResult:
         _only(args, set())
-        return gallery().export_personal_data()
+        return gallery().listing()
 
     def remove(args: CommandArgs) -> CommandResult:
         _only(args, {"name"})

@@ -10,7 +10,9 @@ embedding so far, so the DNN cost scales with people in view, not with fps.
 Nothing is matched or enrolled unless ``face_recognition`` is granted;
 its withdrawal erases the gallery.  Events carry the identity's stable id as
 the ``person_id`` identifier (the minimiser replaces it by a pseudonym) and
-the display label only when the owner set one.
+the display label only when the owner set one.  Beside the raw cosine
+``score`` they carry ``confidence``, the embedder's fixed calibration of that
+score (:mod:`agent.matching.calibration`): 0.5 near the default threshold.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import numpy.typing as npt
 
 from agent.errors import ConsentRequiredError
 from agent.events import Event
+from agent.matching.calibration import Calibration
+from agent.matching.crops import EnrolmentCrop
 from agent.matching.gallery import Gallery, Match
 from agent.matching.store import IdentityRecord
 from agent.matching.tracks import Box, Tracker
@@ -31,6 +35,9 @@ from agent.purposes import Purpose
 
 IsGranted = Callable[[Purpose], bool]
 Vector = npt.NDArray[np.float32]
+# Without an embedder's fitted calibration: 0.5 at the threshold, 0.05 / 0.95 at
+# 0.05 below / above it.
+DEFAULT_SLOPE = 58.9
 # A track is embedded again once its face box has this many times the area of
 # the one its embedding came from.
 REEMBED_GROWTH = 1.5
@@ -65,8 +72,10 @@ class FaceRecogniser:
         tracker: Tracker,
         camera: str,
         audit: AuditSink | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.gallery = gallery
+        self.calibration = calibration or Calibration(DEFAULT_SLOPE, threshold)
         self.is_granted = is_granted
         self.threshold = threshold
         self.tracker = tracker
@@ -90,9 +99,10 @@ class FaceRecogniser:
         samples: npt.NDArray[np.floating],
         now: float,
         label: str | None = None,
+        crops: Sequence[EnrolmentCrop] | None = None,
     ) -> IdentityRecord:
         self.require_consent()
-        record = self.gallery.enrol(name, samples, label)
+        record = self.gallery.enrol(name, samples, label, crops)
         if self.audit is not None:
             self.audit.record("face.enrol", {"id": record.id, "samples": len(samples)}, now)
         return record
@@ -175,6 +185,7 @@ class FaceRecogniser:
     def _report(self, match: Match, box: Box, track_id: int, now: float) -> FaceReport:
         fields: dict[str, object] = {
             "score": round(match.score, 4),
+            "confidence": round(self.calibration.confidence(match.score), 4),
             "known": match.known,
             "track_id": track_id,
             "camera": self.camera,

@@ -7,6 +7,11 @@ identity keeps several L2-normalised samples; its *template* is the
 coordinate-wise trimmed mean of its samples, re-normalised, so one bad
 enrolment photo cannot drag it far.  Identification compares a query with the
 templates and reports "unknown" below a threshold.
+
+With ``keep_crops`` (``matching.keep_enrolment_crops``) enrolment also keeps
+each sample's face crop, sealed (:mod:`agent.matching.crops`), so that
+:meth:`Gallery.reembed` can rebuild every identity's vectors with another
+embedder.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
@@ -22,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.errors import BadDataError, NotFoundError, PolicyError
+from agent.matching.crops import CropFiles, EnrolmentCrop
 from agent.matching.search import F32, TopK, l2_normalise, top_k
 from agent.matching.settings import GalleryStorage
 from agent.matching.store import IdentityRecord, VectorStore
@@ -31,6 +37,10 @@ if TYPE_CHECKING:
     from agent.keystore import DataKeys
 
 MAX_NAME_CHARS = 64
+KEPT_CROPS = (
+    "enrolment face crops are kept (matching.keep_enrolment_crops) so that a change of face"
+    " model can re-embed everyone: each identity's crops are listed under it as image files"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +84,10 @@ class Gallery:
         max_identities: int = 10_000,
         executor: Executor | None = None,
         workers: int = 1,
+        keep_crops: bool = False,
     ) -> None:
         self.store = store
+        self.keep_crops = keep_crops
         self.trim = trim
         self.max_samples = max_samples_per_identity
         self.max_identities = max_identities
@@ -98,6 +110,7 @@ class Gallery:
         workers: int = 1,
         keys: DataKeys | None = None,
         embedder: str = "",
+        keep_crops: bool = False,
     ) -> Gallery:
         """The gallery in ``directory``, sealed under ``keys`` (None: in clear, for tests)."""
         return cls(
@@ -107,7 +120,13 @@ class Gallery:
             max_identities=max_identities,
             executor=executor,
             workers=workers,
+            keep_crops=keep_crops,
         )
+
+    @property
+    def crops(self) -> CropFiles:
+        """The kept enrolment crops, sealed like the rest of the gallery."""
+        return CropFiles(self.store.directory, self.store.sealer)
 
     @property
     def dim(self) -> int:
@@ -135,9 +154,16 @@ class Gallery:
         raise NotFoundError(f"no identity number {number}")
 
     def enrol(
-        self, name: str, samples: npt.NDArray[np.floating], label: str | None = None
+        self,
+        name: str,
+        samples: npt.NDArray[np.floating],
+        label: str | None = None,
+        crops: Sequence[EnrolmentCrop] | None = None,
     ) -> IdentityRecord:
-        """Add ``samples`` to identity ``name``, creating it (with ``label``) if new."""
+        """Add ``samples`` to identity ``name``, creating it (with ``label``) if new.
+
+        ``crops``: the face crop of each sample, kept only if :attr:`keep_crops`.
+        """
         name = _check_name(name)
         rows = l2_normalise(np.atleast_2d(samples))
         if rows.shape[1] != self.dim:
@@ -164,8 +190,14 @@ class Gallery:
             raise PolicyError(
                 f"{name!r} would have {have + rows.shape[0]} samples (limit {self.max_samples})"
             )
+        if crops is not None and len(crops) != rows.shape[0]:
+            raise BadDataError(f"{len(crops)} crops for {rows.shape[0]} samples")
         committed = manifest.copy()
         try:
+            if self.keep_crops and crops is not None:
+                # A new identity's number may name leftovers of a crashed enrolment: replaced.
+                kept = [] if created else self.crops.read(record.number)
+                self.crops.write(record.number, kept + list(crops))
             self.store.append(rows, record.number)
             if created:
                 manifest.identities.append(record)
@@ -189,6 +221,7 @@ class Gallery:
             self.store.manifest = committed
             raise
         self._templates = None
+        self.crops.remove(record.number)
         keys = self.store.sealer.keys
         if keys is not None:
             # The old manifest still names them in freed blocks, sealed under the live key.
@@ -278,30 +311,104 @@ class Gallery:
 
     # --- personal data -----------------------------------------------------
 
-    def export_personal_data(self) -> Mapping[str, object]:
+    def listing(self) -> Mapping[str, object]:
+        """Who is enrolled, with sample (and kept crop) counts: no image, no vector."""
         counts = self.sample_counts()
-        return {
-            "identities": [
-                {
-                    "id": r.id,
-                    "name": r.name,
-                    "label": r.label,
-                    "samples": counts.get(r.number, 0),
-                }
-                for r in self.identities()
-            ]
-        }
+        kept = self.crops.numbers()
+        identities: list[dict[str, object]] = []
+        for r in self.identities():
+            item: dict[str, object] = {
+                "id": r.id,
+                "name": r.name,
+                "label": r.label,
+                "samples": counts.get(r.number, 0),
+            }
+            if r.number in kept:
+                item["crops"] = len(self.crops.read(r.number))
+            identities.append(item)
+        return {"identities": identities}
+
+    def export_personal_data(self) -> Mapping[str, object]:
+        """:meth:`listing` with the kept crops themselves (bytes: image files of the export)."""
+        counts = self.sample_counts()
+        kept = self.crops.numbers()
+        identities: list[dict[str, object]] = []
+        for r in self.identities():
+            item: dict[str, object] = {
+                "id": r.id,
+                "name": r.name,
+                "label": r.label,
+                "samples": counts.get(r.number, 0),
+            }
+            if r.number in kept:
+                item["crops"] = [
+                    {"name": f"{r.id}-{k}.jpg", "content": c.image, "face_box": list(c.box)}
+                    for k, c in enumerate(self.crops.read(r.number), start=1)
+                ]
+            identities.append(item)
+        section: dict[str, object] = {"identities": identities}
+        if kept:
+            section["face_crops"] = KEPT_CROPS
+        return section
 
     def reseal_personal_data(self) -> int:
         """Seal every file under the newest ``face_recognition`` key (a key rotation)."""
         self.refresh()
-        return self.store.reseal()
+        return self.store.reseal() + self.crops.reseal()
+
+    # --- another embedder ----------------------------------------------------
+
+    def reembed(
+        self,
+        embed: Callable[[EnrolmentCrop], npt.NDArray[np.float32] | None],
+        embedder: str,
+    ) -> Reembedded:
+        """Rebuild every identity's vectors from its kept crops with ``embed``, atomically.
+
+        Identities without crops (or whose crops no longer show a usable face)
+        keep their id, name and label but no samples: they must enrol again.
+        Nothing changes (BadDataError) if no crop gives a vector at all.
+        """
+        self.refresh()
+        kept = self.crops.numbers()
+        owners: list[int] = []
+        rows: list[npt.NDArray[np.float32]] = []
+        done: list[tuple[IdentityRecord, int]] = []
+        missing: list[IdentityRecord] = []
+        for record in self.identities():
+            vectors = []
+            if record.number in kept:
+                vectors = [v for v in map(embed, self.crops.read(record.number)) if v is not None]
+            if vectors:
+                rows += vectors
+                owners += [record.number] * len(vectors)
+                done.append((record, len(vectors)))
+            else:
+                missing.append(record)
+        if not rows:
+            raise BadDataError(
+                "no kept enrolment crop gives a face to re-embed: everyone must re-enrol"
+            )
+        self.store.replace(
+            np.asarray(owners, dtype=np.int32), l2_normalise(np.stack(rows)), embedder,
+            self.identities(),
+        )
+        self._templates = None
+        return Reembedded(done, missing)
 
     def erase_personal_data(self) -> int:
         count = len(self.store.manifest.identities)
         self.store.erase()
         self._templates = None
         return count
+
+
+@dataclasses.dataclass(frozen=True)
+class Reembedded:
+    """What :meth:`Gallery.reembed` did: (identity, samples) re-embedded, and who must re-enrol."""
+
+    done: list[tuple[IdentityRecord, int]]
+    missing: list[IdentityRecord]
 
 
 def counts_by_name(gallery: Gallery) -> Sequence[tuple[IdentityRecord, int]]:

@@ -74,6 +74,33 @@ class Sealer:
         return header.domain != DOMAIN or not live or header.number != live[-1]
 
 
+class EmbedderMismatch(DecodeError):
+    """The gallery holds vectors of another embedder than the configured one."""
+
+    def __init__(
+        self, stored: str, configured: str, identities: int = 0, with_crops: int = 0
+    ) -> None:
+        if with_crops:
+            kept = (
+                f"{with_crops} of {identities} enrolled people have kept enrolment crops:"
+                " `edge-agent gallery reembed` re-embeds them with the new embedder"
+                + (" and lists who must re-enrol" if with_crops < identities else "")
+            )
+        else:
+            kept = (
+                "no enrolment crops were kept (matching.keep_enrolment_crops), so everyone must"
+                " re-enrol (`edge-agent gallery list`, `edge-agent gallery remove NAME` for each,"
+                " then `edge-agent enrol face NAME IMAGES...`)"
+            )
+        super().__init__(
+            f"the face gallery holds vectors of the {stored!r} embedder but matching.face_embedder"
+            f" is now {configured!r}: its vectors cannot be compared. {kept[0].upper()}{kept[1:]};"
+            f" or set face_embedder back to {stored!r}"
+        )
+        self.stored = stored
+        self.configured = configured
+
+
 @dataclasses.dataclass(frozen=True)
 class IdentityRecord:
     number: int

@@ -71,6 +71,18 @@ class MatchingSettings:
             impostor pairs and 0.93 none, with every genuine pair still accepted;
             with 48 px faces impostors reach 0.944 (0.93: 0.16% accepted, 99.5% of
             genuine pairs).  Hence the default 0.93; 0.90 finds more at some risk.
+            ``face.match`` events carry the raw cosine ``score`` and ``confidence``, a
+            probability in [0, 1] that the face is the person named, from a fixed logistic
+            mapping of the score per embedder (not of this setting): for dlib fitted to the
+            same bench pairs (faces >= 48 px, equal priors), 0.5 at score 0.919, 0.83 at
+            0.93, 0.99 at 0.95, 0.003 at 0.88; for LBP and SFace (no meaningful fit) 0.5 at
+            their own default threshold.  ``make bench`` prints the fit to redo it.
+        keep_enrolment_crops: Keep each enrolment photo's face crop (with a margin, JPEG),
+            sealed under the ``face_recognition`` key beside the gallery, so that a change of
+            ``face_embedder`` can re-embed everyone (``edge-agent gallery reembed``) instead
+            of asking them to enrol again.  Off by default: matching needs only the vectors
+            (minimum necessary data), and a crop is a face image.  Kept crops are exported
+            by ``edge-agent data export`` and erased with the gallery.
         template_trim (fraction): Fraction of samples dropped at each end, per
             component, when averaging an identity's template.
         max_samples_per_identity (samples): Face samples kept per enrolled identity.
@@ -131,6 +143,9 @@ class MatchingSettings:
     face_threshold: float | None = dataclasses.field(
         default=None, metadata={"min": -1.0, "max": 1.0}
     )
+    # Keep enrolment face crops (sealed) so a new embedder can re-embed everyone; off:
+    # minimum necessary data (a crop is a face image, the vectors alone suffice to match).
+    keep_enrolment_crops: bool = False
     # Fraction of samples dropped at each end, per component, for an identity's template.
     template_trim: float = dataclasses.field(default=0.2, metadata={"min": 0.0, "max": 0.45})
     max_samples_per_identity: int = dataclasses.field(

@@ -42,6 +42,7 @@ import numpy.typing as npt
 from agent.atomicfile import shred, write_atomic
 from agent.errors import DecodeError, DeviceIOError
 from agent.matching import lbp
+from agent.matching.crops import CropFiles
 from agent.matching.gallery_manifest import (
     FORMAT_VERSION,
     HEADER_PROBE_BYTES,
@@ -49,6 +50,7 @@ from agent.matching.gallery_manifest import (
     MANIFEST,
     MANIFEST_CONTEXT,
     ROWS_CONTEXT,
+    EmbedderMismatch,
     IdentityRecord,
     Manifest,
     Sealer,
@@ -61,7 +63,7 @@ from agent.sealing import KeyDestroyed
 if TYPE_CHECKING:
     from agent.keystore import DataKeys
 
-__all__ = ["MANIFEST", "IdentityRecord", "Manifest", "VectorStore"]
+__all__ = ["MANIFEST", "EmbedderMismatch", "IdentityRecord", "Manifest", "VectorStore"]
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +96,6 @@ def _read(path: pathlib.Path, max_bytes: int) -> bytes:
 # Galleries written before the embedder was recorded: LBP made lbp.DIM-d vectors,
 # the only 128-d embedder was SFace.
 LEGACY_EMBEDDERS = {lbp.DIM: "lbp", 128: "sface"}
-
-
-class EmbedderMismatch(DecodeError):
-    """The gallery holds vectors of another embedder than the configured one."""
-
-    def __init__(self, stored: str, configured: str) -> None:
-        super().__init__(
-            f"the face gallery holds vectors of the {stored!r} embedder but matching.face_embedder"
-            f" is now {configured!r}: its vectors cannot be compared. Re-enrol everyone"
-            " (`edge-agent gallery list`, `edge-agent gallery remove NAME` for each, then"
-            " `edge-agent enrol face NAME IMAGES...`) or set face_embedder back"
-            f" to {stored!r}"
-        )
-        self.stored = stored
-        self.configured = configured
 
 
 class VectorStore:
@@ -169,7 +156,13 @@ class VectorStore:
             if manifest.count == 0 and not manifest.identities:
                 # Everyone was removed: nothing to lose, start over for this embedder.
                 return cls(directory, Manifest(dim=dim, storage=storage, embedder=embedder), sealer)
-            raise EmbedderMismatch(stored or f"{manifest.dim}-d", embedder or f"{dim}-d")
+            kept = CropFiles(directory, sealer).numbers()
+            raise EmbedderMismatch(
+                stored or f"{manifest.dim}-d",
+                embedder or f"{dim}-d",
+                len(manifest.identities),
+                sum(r.number in kept for r in manifest.identities),
+            )
         if embedder:
             manifest.embedder = embedder  # recorded with the next write of a legacy gallery
         store = cls(directory, manifest, sealer)
@@ -428,6 +421,35 @@ class VectorStore:
             self.manifest.storage = new_storage
             self.manifest.count = int(chosen.shape[0])
             self._set_arrays(owners, vectors, scales)
+            self._new_generation()
+            self.commit()
+        except BaseException:
+            self.manifest = old_manifest
+            self._set_arrays(*old_arrays)
+            raise
+
+    def replace(
+        self,
+        owners: npt.NDArray[np.int32],
+        rows: npt.NDArray[np.float32],
+        embedder: str,
+        identities: list[IdentityRecord],
+    ) -> None:
+        """Every row replaced by ``rows`` (any dimension), as a new generation, committed here."""
+        old_manifest = self.manifest.copy()
+        old_arrays = (self._owners, self._vectors, self._scales)
+        try:
+            self.manifest.dim = int(rows.shape[1])
+            self.manifest.embedder = embedder
+            self.manifest.identities = list(identities)
+            self.manifest.count = int(rows.shape[0])
+            owners_new, vectors, scales = self._empty(self.manifest.storage, rows.shape[0])
+            owners_new[:] = owners
+            if scales is not None:
+                vectors[:], scales[:] = quantise_rows(rows)
+            else:
+                vectors[:] = rows
+            self._set_arrays(owners_new, vectors, scales)
             self._new_generation()
             self.commit()
         except BaseException:

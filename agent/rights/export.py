@@ -209,7 +209,8 @@ def enrolment_dates(section: object, trail: Iterable[AuditEntry]) -> object:
                                "enrolments": found})
         else:
             identities.append(identity)
-    return {**section, "identities": identities, "face_crops": GALLERY_KEEPS_NO_CROPS}
+    crops = section.get("face_crops", GALLERY_KEEPS_NO_CROPS)
+    return {**section, "identities": identities, "face_crops": crops}
 
 
 def identifiers(document: Mapping[str, object]) -> set[str]:

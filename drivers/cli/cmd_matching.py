@@ -4,6 +4,9 @@
 * ``edge-agent match IMAGE``: who is in a photo
 * ``edge-agent gallery list [--json]``, ``gallery remove NAME``,
   ``gallery rename NAME [--to NEW] [--label TEXT]``
+* ``edge-agent gallery reembed [--yes]``: after a change of ``matching.face_embedder``,
+  rebuild every identity's vectors from its kept enrolment crops
+  (``matching.keep_enrolment_crops``); who has none is named and must re-enrol
 
 Enrolment and matching need the ``face_recognition`` consent; listing and
 removal always work so the owner can see and delete their data (also a gallery
@@ -109,8 +112,9 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
     # lazy: heavy (numpy/cv2)
     import numpy as np
 
+    from agent.matching.crops import EnrolmentCrop
     from agent.matching.quality import QualityGate
-    from drivers.vision.faces import crop, grey, main_face_box, read_image
+    from drivers.vision.faces import crop, enrolment_crop, grey, main_face_box, read_image
 
     recogniser, embedder, detector = _recogniser(c, args)
     settings = c.config.matching
@@ -118,6 +122,8 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
     gate = QualityGate(settings.min_face_area, min_blur)
     paths = [pathlib.Path(p) for p in args.images]
     samples: list[npt.NDArray[np.float32]] = []
+    crops: list[EnrolmentCrop] = []
+    keep = settings.keep_enrolment_crops
     skipped = 0
     for done, path in enumerate(paths, start=1):
         try:
@@ -127,6 +133,8 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
             if problem is not None:
                 raise BadDataError(f"{path}: face too {problem}")
             samples.append(embedder.embed(image, box))
+            if keep:
+                crops.append(enrolment_crop(image, box))
         except BadDataError as exc:
             skipped += 1
             print(f"edge-agent: skipped {exc}", file=sys.stderr)
@@ -134,8 +142,11 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
             print(f"enrol: {done}/{len(paths)} images", file=sys.stderr, flush=True)
     if not samples:
         raise BadDataError("no usable face image")
-    record = recogniser.enrol(args.name, np.stack(samples), c.clock.now(), label=args.label)
-    print(f"enrolled {record.name} ({record.id}): {len(samples)} samples, {skipped} skipped")
+    record = recogniser.enrol(
+        args.name, np.stack(samples), c.clock.now(), label=args.label, crops=crops if keep else None
+    )
+    kept = f", {len(crops)} face crops kept (sealed)" if keep else ""
+    print(f"enrolled {record.name} ({record.id}): {len(samples)} samples, {skipped} skipped{kept}")
     return 0
 
 
@@ -158,11 +169,12 @@ def _list(c: Composition, args: argparse.Namespace) -> int:
     gallery = _stored_gallery(c, args)
     rows = counts_by_name(gallery)
     if args.json:
-        print(json.dumps(gallery.export_personal_data(), indent=2))
+        print(json.dumps(gallery.listing(), indent=2))
         return 0
     for record, samples in rows:
         label = f"  label={record.label}" if record.label else ""
-        print(f"{record.name:24} {record.id}  samples={samples}{label}")
+        redo = "  (no samples: needs re-enrolment)" if samples == 0 else ""
+        print(f"{record.name:24} {record.id}  samples={samples}{label}{redo}")
     if not rows:
         print("no faces enrolled")
     return 0
@@ -179,6 +191,51 @@ def _remove(c: Composition, args: argparse.Namespace) -> int:
 def _rename(c: Composition, args: argparse.Namespace) -> int:
     record = _stored_gallery(c, args).rename(args.name, args.to, args.label)
     print(f"{record.name} ({record.id}) label={record.label or '-'}")
+    return 0
+
+
+def _must_reenrol(names: list[str]) -> str:
+    return (
+        f"no enrolment crops kept for {', '.join(names)}: they must re-enrol"
+        " (`edge-agent enrol face NAME IMAGES...`) or be removed (`edge-agent gallery remove NAME`)"
+    )
+
+
+@with_composition
+def _reembed(c: Composition, args: argparse.Namespace) -> int:
+    # lazy: heavy (numpy/cv2/dlib)
+    from agent.errors import ConsentRequiredError, PolicyError
+    from drivers.vision.faces import build_detector, build_embedder, embed_crop
+
+    gallery = _stored_gallery(c, args)
+    if not _is_granted(c, args)(Purpose.FACE_RECOGNITION):
+        raise ConsentRequiredError(Purpose.FACE_RECOGNITION.value)
+    kept = gallery.crops.numbers()
+    missing = [r.name for r in gallery.identities() if r.number not in kept]
+    if not gallery.identities():
+        print("no faces enrolled: nothing to re-embed")
+        return 0
+    if missing and not args.yes:
+        raise PolicyError(
+            _must_reenrol(missing) + "; `edge-agent gallery reembed --yes` re-embeds the others"
+            " and keeps these names with no samples until they enrol again"
+        )
+    embedder = build_embedder(c.config.matching)
+    detector = build_detector(c.config.matching)
+    done = gallery.reembed(lambda crop: embed_crop(crop, detector, embedder), embedder.name)
+    c.audit.record(
+        "face.reembed",
+        {
+            "embedder": embedder.name,
+            "identities": len(done.done),
+            "without_crops": len(done.missing),
+        },
+        c.clock.now(),
+    )
+    for record, samples in done.done:
+        print(f"re-embedded {record.name} ({record.id}): {samples} samples ({embedder.name})")
+    if done.missing:
+        print(_must_reenrol([r.name for r in done.missing]))
     return 0
 
 
@@ -217,4 +274,15 @@ def register(subparsers: Any) -> None:
     rename.add_argument("name", metavar="NAME", help="the person to rename")
     rename.add_argument("--to", default=None, metavar="NEW_NAME", help="the new local name")
     rename.add_argument("--label", default=None, help="display label ('' clears it)")
+    reembed = _add(
+        gallery_subparsers,
+        "reembed",
+        _reembed,
+        "re-embed everyone from kept enrolment crops with the configured face embedder",
+    )
+    reembed.add_argument(
+        "--yes",
+        action="store_true",
+        help="go ahead even if some people have no kept crops (they keep no samples)",
+    )
     plates_cli.register_gallery_plate(gallery_subparsers)

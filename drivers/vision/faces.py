@@ -19,6 +19,8 @@ import numpy.typing as npt
 
 from agent.errors import BadDataError, DecodeError
 from agent.matching import lbp
+from agent.matching.calibration import Calibration
+from agent.matching.crops import EnrolmentCrop
 from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind, MatchingSettings
 from agent.matching.tracks import Box
 from drivers.vision.dlib_faces import DlibEmbedder, FaceModelError, HogDetector, MmodDetector
@@ -31,6 +33,20 @@ SFACE_THRESHOLD = 0.363  # OpenCV's published cosine threshold for SFace.
 LBP_SNAPSHOT_THRESHOLD = 0.92
 SFACE_SNAPSHOT_THRESHOLD = 0.5
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
+# Confidence (agent.matching.calibration), where no fit means anything: even odds at
+# the embedder's own threshold, 0.05 / 0.95 at 0.05 below / above it (LBP) or ~0.1
+# (SFace, a wider score range).  LBP hardly separates real faces: `make bench`
+# ("confidence fit (lbp)", faces >= 48 px) finds genuine pairs at a median of 0.46
+# and impostors at 0.39, a fit of slope 38 and midpoint 0.43, far from the 0.85
+# its threshold was set at on the sample camera's drawn faces.  SFace: no model
+# ships in a package to fit on.
+LBP_CALIBRATION = Calibration(slope=58.9, midpoint=lbp.DEFAULT_THRESHOLD)
+SFACE_CALIBRATION = Calibration(slope=30.0, midpoint=SFACE_THRESHOLD)
+# Kept enrolment crops (matching.keep_enrolment_crops): the face with half its
+# size of margin on each side (detectors need context), at most this wide, JPEG.
+CROP_MARGIN = 0.5
+CROP_MAX_FACE_PX = 256
+CROP_JPEG_QUALITY = 95
 
 
 def grey(image: Image) -> Image:
@@ -116,6 +132,7 @@ class LbpEmbedder:
     name = "lbp"
     dim = lbp.DIM
     default_threshold = lbp.DEFAULT_THRESHOLD
+    calibration = LBP_CALIBRATION
     snapshot_threshold = LBP_SNAPSHOT_THRESHOLD
 
     # Detector boxes include hair, ears and background; the inner part is the face.
@@ -139,6 +156,7 @@ class SFaceEmbedder:
     name = "sface"
     dim = 128
     default_threshold = SFACE_THRESHOLD
+    calibration = SFACE_CALIBRATION
     snapshot_threshold = SFACE_SNAPSHOT_THRESHOLD
 
     def __init__(self, model: pathlib.Path) -> None:
@@ -209,3 +227,56 @@ def main_face_box(detector: FaceDetectorImpl, image: Image) -> Box:
     """The largest detected face, or the whole image when none is found (a face photo)."""
     boxes = detector.detect(image)
     return max(boxes, key=lambda b: b.area) if boxes else whole_image_box(image)
+
+
+def enrolment_crop(image: Image, box: Box) -> EnrolmentCrop:
+    """The face in ``box`` with a margin, JPEG-encoded, and its box inside the crop."""
+    margin = round(max(box.w, box.h) * CROP_MARGIN)
+    h, w = image.shape[:2]
+    x0, y0 = max(0, box.x - margin), max(0, box.y - margin)
+    x1, y1 = min(w, box.x + box.w + margin), min(h, box.y + box.h + margin)
+    part = crop(image, Box(x0, y0, x1 - x0, y1 - y0))
+    scale = min(1.0, CROP_MAX_FACE_PX / max(box.w, box.h, 1))
+    if scale < 1.0:
+        part = np.asarray(
+            cv2.resize(part, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), np.uint8
+        )
+    ok, data = cv2.imencode(".jpg", part, [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY])
+    if not ok:
+        raise DecodeError("could not encode the enrolment crop")
+    inner = (
+        round((box.x - x0) * scale),
+        round((box.y - y0) * scale),
+        max(1, round(box.w * scale)),
+        max(1, round(box.h * scale)),
+    )
+    return EnrolmentCrop(np.asarray(data).tobytes(), inner)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    x0, y0 = max(a.x, b.x), max(a.y, b.y)
+    x1, y1 = min(a.x + a.w, b.x + b.w), min(a.y + a.h, b.y + b.h)
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / max(1, a.w * a.h + b.w * b.h - inter)
+
+
+def embed_crop(
+    kept: EnrolmentCrop, detector: FaceDetectorImpl, embedder: FaceEmbedderImpl
+) -> npt.NDArray[np.float32] | None:
+    """A kept crop embedded as enrolment would: the configured detector's box, then the embedder.
+
+    The detector's face overlapping the stored box is used (so the new
+    embedder's alignment sees the box it expects), else the stored box; None
+    if the crop is not a decodable image or the face cannot be embedded.
+    """
+    decoded = cv2.imdecode(np.frombuffer(kept.image, np.uint8), cv2.IMREAD_COLOR)
+    if decoded is None:
+        return None
+    image = np.asarray(decoded, dtype=np.uint8)
+    stored = Box(*kept.box, 1.0)
+    found = [b for b in detector.detect(image) if _overlap(b, stored) >= 0.3]
+    box = max(found, key=lambda b: _overlap(b, stored)) if found else stored
+    try:
+        return embedder.embed(image, box)
+    except BadDataError:
+        return None

@@ -62,6 +62,7 @@ def open_face_gallery(
         workers=settings.blas_threads,
         keys=keys,
         embedder=embedder,
+        keep_crops=settings.keep_enrolment_crops,
     )
 
 
@@ -84,4 +85,5 @@ def build_recogniser(
         tracker=Tracker(settings.consensus_frames, settings.consensus_window),
         camera=camera,
         audit=audit,
+        calibration=embedder.calibration,
     )

@@ -6,7 +6,9 @@ their data gets each identity's name, label, id and sample count, read through
 the gallery itself, never the vector files.  Erasure still shreds every file of
 the directory (:class:`FileHolder`); the key was destroyed before, so what the
 file system kept of older copies is unreadable.  A key rotation reseals the
-files.  numpy loads only when there is a gallery to export or reseal.
+files.  Enrolment crops, kept only with ``matching.keep_enrolment_crops``, are
+exported as image files under their identity.  numpy loads only when there
+is a gallery to export or reseal.
 """
 
 from __future__ import annotations
@@ -58,4 +60,4 @@ class StoredFaces(FileHolder):
 
     def reseal_personal_data(self) -> int:
         gallery = self._open()
-        return 0 if gallery is None else gallery.store.reseal()
+        return 0 if gallery is None else gallery.reseal_personal_data()

@@ -10,7 +10,8 @@ at full resolution) and degraded like a camera stream (defocus, noise, JPEG 80).
 
 Rows: detector recall and false positives, identification rate of second
 photos at each embedder's default threshold, TAR at FAR 1% over all
-cross-photo pairs, the score distributions behind the default threshold, and
+cross-photo pairs, the score distributions behind the default threshold, the
+logistic fit behind each embedder's event confidence (agent.matching.calibration), and
 frames/s of each stage at 640x480 with 4 faces.  Peer: Haar + LBP in the same run.
 """
 
@@ -26,6 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agent.matching.calibration import fit_logistic
 from agent.matching.tracks import Box
 from drivers.vision.dlib_faces import DlibEmbedder, HogDetector, MmodDetector
 from drivers.vision.faces import HaarDetector, LbpEmbedder
@@ -227,9 +229,11 @@ def _verification(report: Any, embedders: dict[str, Any], faces: dict[str, np.nd
     people = len(set(IDENTITY[name] for name in faces))
     found = {}
     dlib_samples: list[tuple[str, str, int, np.ndarray]] = []
+    lbp_samples: list[tuple[str, str, int, np.ndarray]] = []
     for name in ("dlib", "lbp"):
         samples = _embed_all(embedders[name], faces, refs)
         dlib_samples = samples if name == "dlib" else dlib_samples
+        lbp_samples = samples if name == "lbp" else lbp_samples
         genuine, impostor = _pairs(samples, floor=48)
         at_far = float(np.quantile(impostor, 0.99))
         found[name] = (float(np.mean(genuine > at_far)), at_far, genuine, impostor)
@@ -252,12 +256,32 @@ def _verification(report: Any, embedders: dict[str, Any], faces: dict[str, np.nd
                    "TAR / FAR", f"{np.mean(genuine >= threshold):.3f} / {far:.4f}",
                    goal="FAR <= 0.001" if floor >= GATE_PX else "",
                    met=(far <= 0.001) if floor >= GATE_PX else None)
+    _confidence_fit(report, embedders, dlib_samples, lbp_samples)
     genuine, impostor = _pairs(dlib_samples, GATE_PX)
     calibrated = math.ceil(float(impostor.max()) * 100) / 100
     report.row(AREA, f"calibrated threshold: above every impostor >= {GATE_PX} px (to 0.01)",
                f"{calibrated:.2f} (TAR {np.mean(genuine >= calibrated):.3f})",
                peer=f"default {threshold}", goal="default == calibrated",
                met=abs(calibrated - threshold) < 1e-9)
+
+
+CONFIDENCE_FLOOR = 48  # the fit counts pairs of faces at least this wide (they overlap)
+
+
+def _confidence_fit(report: Any, embedders: dict[str, Any],
+                    dlib_samples: list[tuple[str, str, int, np.ndarray]],
+                    lbp_samples: list[tuple[str, str, int, np.ndarray]]) -> None:
+    """The logistic fit behind each embedder's ``calibration`` (agent.matching.calibration)."""
+    for name, samples in (("dlib", dlib_samples), ("lbp", lbp_samples)):
+        genuine, impostor = _pairs(samples, CONFIDENCE_FLOOR)
+        fit = fit_logistic(genuine, impostor)
+        shipped = embedders[name].calibration
+        print(f"   confidence fit ({name}, faces >= {CONFIDENCE_FLOOR} px): "
+              f"Calibration(slope={fit.slope:.1f}, midpoint={fit.midpoint:.4f})", flush=True)
+        report.row(AREA, f"confidence fit ({name}, faces >= {CONFIDENCE_FLOOR} px, {len(genuine)}"
+                   f" genuine / {len(impostor)} impostor pairs): slope, midpoint",
+                   f"{fit.slope:.1f}, {fit.midpoint:.4f}",
+                   peer=f"shipped {shipped.slope:.1f}, {shipped.midpoint:.4f}")
 
 
 def _speed(report: Any, detectors: dict[str, Any], embedders: dict[str, Any],
