@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import pathlib
-import shutil
 import signal
-import sqlite3
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -42,7 +38,6 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from agent import cbor
-from agent.consent import ConsentLedger
 from agent.database import Database
 from agent.layout import StateLayout
 from agent.minimise import OutgoingMessage
@@ -51,7 +46,7 @@ from agent.purposes import Purpose
 from agent.sequence import HighWater
 from tests.bench.run import Report
 from tests.support.agent_harness import device_base
-from tests.support.broker import Broker, free_port
+from tests.support.broker import Broker
 from tests.support.durability import (
     AgentRun,
     Reply,
@@ -59,6 +54,7 @@ from tests.support.durability import (
     agent_toml,
     delivered_tags,
     fill,
+    kill_busy_agent_and_cut_wal,
     prepare_state,
     small_tmpfs,
     status_events,
@@ -66,10 +62,9 @@ from tests.support.durability import (
 )
 from tests.support.mqtt import Collector
 from tests.support.owner import Signer
-from tests.support.process import REPO, spawn_agent
+from tests.support.process import spawn_agent
 
 KIB = 1024
-WAL_HEADER = 32
 KILL_ROUNDS = 5
 BURST = 24
 QUEUED = 300
@@ -328,34 +323,10 @@ def corruption(broker: Broker, work: pathlib.Path) -> Outcome:
 def wal_cut(broker: Broker, work: pathlib.Path) -> Outcome:
     """SIGKILL a busy agent, cut its write-ahead log in half, restart."""
     state = work / "state"
-    layout = StateLayout(state)
-    ledger = ConsentLedger.open(state)
-    ledger.grant(Purpose.CLOUD_EVENTS, time.time(), source="bench")
-    ledger.db.close()
-    base = device_base(state)
-    emitter = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tests.support.emitter", str(state), str(free_port())),
-            *("3000", "200", json.dumps({"wal_max_bytes": 4 * 1024 * 1024})),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+    committed, _ = kill_busy_agent_and_cut_wal(
+        state, total=3000, kill_after=2000, scratch=work / "scratch"
     )
-    assert emitter.stdout is not None
-    for line in emitter.stdout:
-        if line.startswith("emitted") and int(line.split()[1]) >= 2000:
-            break
-    os.kill(emitter.pid, signal.SIGKILL)
-    emitter.wait()
-    committed = HighWater(layout.outbox_high_water).value
-    # Cut the WAL in half; if that happens to keep every commit, cut it to its header.
-    wal = layout.database_wal
-    with open(wal, "r+b") as handle:
-        handle.truncate(wal.stat().st_size // 2)
-    if surviving_seq(layout, work / "scratch") >= committed:
-        with open(wal, "r+b") as handle:
-            handle.truncate(WAL_HEADER)
+    base = device_base(state)
     config = work / "agent.toml"
     agent_toml(config, broker.port)
     events = Collector(broker.host, broker.port, f"{base}/events/#")
@@ -370,19 +341,6 @@ def wal_cut(broker: Broker, work: pathlib.Path) -> Outcome:
     reported = len(reported_lost(events))
     return seq_outcome(events, committed, f"{reported} reported lost by the device (EA-DB-003)")
 
-
-def surviving_seq(layout: StateLayout, scratch: pathlib.Path) -> int:
-    """What the database will say after the cut: asked of a copy, never the original."""
-    scratch.mkdir(exist_ok=True)
-    copy = scratch / layout.database.name
-    shutil.copy(layout.database, copy)
-    shutil.copy(layout.database_wal, copy.with_name(copy.name + "-wal"))
-    conn = sqlite3.connect(copy)
-    try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        conn.close()
 
 
 @contextlib.contextmanager

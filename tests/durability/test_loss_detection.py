@@ -11,45 +11,21 @@ number either delivered or reported lost.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from agent.consent import ConsentLedger
-from agent.layout import StateLayout
-from agent.purposes import Purpose
-from agent.sequence import HighWater
 from tests.support.agent_harness import device_base
-from tests.support.broker import Broker, free_port
-from tests.support.durability import AgentRun, Requester, agent_toml, status_events
+from tests.support.broker import Broker
+from tests.support.durability import (
+    AgentRun,
+    Requester,
+    agent_toml,
+    kill_busy_agent_and_cut_wal,
+    status_events,
+)
 from tests.support.mqtt import Collector
 from tests.support.owner import Signer
-from tests.support.process import REPO
-
-WAL_HEADER = 32
-
-
-def surviving_seq(layout: StateLayout, scratch: Path) -> int:
-    """What the database will say after the cut: open a copy (never the original)."""
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir()
-    copy = scratch / layout.database.name
-    shutil.copy(layout.database, copy)
-    shutil.copy(layout.database_wal, copy.with_name(copy.name + "-wal"))
-    conn = sqlite3.connect(copy)
-    try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        conn.close()
 
 
 @pytest.mark.slow
@@ -57,37 +33,11 @@ def test_cut_wal_after_sigkill_is_reported_as_lost_with_its_count(
     broker: Broker, tmp_path: Path
 ) -> None:
     state = tmp_path / "state"
-    layout = StateLayout(state)
-    ledger = ConsentLedger.open(state)
-    ledger.grant(Purpose.CLOUD_EVENTS, time.time(), source="test")
-    ledger.db.close()
-    base = device_base(state)
-    emitter = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tests.support.emitter", str(state), str(free_port())),
-            *("5000", "200", json.dumps({"wal_max_bytes": 4 * 1024 * 1024})),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+    recorded, survived = kill_busy_agent_and_cut_wal(
+        state, total=5000, kill_after=3000, scratch=tmp_path / "scratch"
     )
-    assert emitter.stdout is not None
-    for line in emitter.stdout:
-        if line.startswith("emitted") and int(line.split()[1]) >= 3000:
-            break
-    os.kill(emitter.pid, signal.SIGKILL)
-    emitter.wait()
-    recorded = HighWater(layout.outbox_high_water).value
     assert recorded >= 3000
-    # Cut the WAL in half; if that happens to keep every commit, cut it to its header.
-    wal = layout.database_wal
-    with open(wal, "r+b") as handle:
-        handle.truncate(wal.stat().st_size // 2)
-    survived = surviving_seq(layout, tmp_path / "scratch")
-    if survived >= recorded:
-        with open(wal, "r+b") as handle:
-            handle.truncate(WAL_HEADER)
-        survived = surviving_seq(layout, tmp_path / "scratch")
+    base = device_base(state)
     expected_lost = recorded - survived
     assert expected_lost > 0
 

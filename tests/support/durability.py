@@ -9,8 +9,12 @@ promised.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pathlib
+import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -27,8 +31,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from agent.consent import ConsentLedger
+from agent.layout import StateLayout
 from agent.purposes import Purpose
+from agent.sequence import HighWater
 from tests.support.agent_harness import device_base
+from tests.support.broker import free_port
 from tests.support.mqtt import Collector
 from tests.support.owner import Signer
 from tests.support.process import REPO, spawn_agent
@@ -253,3 +260,63 @@ def fill(path: pathlib.Path, leave: int = 0) -> int:
     finally:
         os.close(fd)
     return written
+
+
+# --- a cut write-ahead log (loss detection) ------------------------------------------
+
+WAL_HEADER = 32
+
+
+def surviving_seq(layout: StateLayout, scratch: pathlib.Path) -> int:
+    """What the database will say after the cut: open a copy (never the original)."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    copy = scratch / layout.database.name
+    shutil.copy(layout.database, copy)
+    shutil.copy(layout.database_wal, copy.with_name(copy.name + "-wal"))
+    conn = sqlite3.connect(copy)
+    try:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def kill_busy_agent_and_cut_wal(
+    state: pathlib.Path, *, total: int, kill_after: int, scratch: pathlib.Path
+) -> tuple[int, int]:
+    """Grant cloud_events, SIGKILL an emitter child after ``kill_after`` events, cut its WAL.
+
+    Returns (the sequence the high-water file recorded, the sequence the cut
+    database still has).  The WAL is cut in half; if that happens to keep every
+    commit, to its header.
+    """
+    layout = StateLayout(state)
+    ledger = ConsentLedger.open(state)
+    ledger.grant(Purpose.CLOUD_EVENTS, time.time(), source="test")
+    ledger.db.close()
+    emitter = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "tests.support.emitter", str(state), str(free_port())),
+            *(str(total), "200", json.dumps({"wal_max_bytes": 4 * 1024 * 1024})),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert emitter.stdout is not None
+    for line in emitter.stdout:
+        if line.startswith("emitted") and int(line.split()[1]) >= kill_after:
+            break
+    os.kill(emitter.pid, signal.SIGKILL)
+    emitter.wait()
+    recorded = HighWater(layout.outbox_high_water).value
+    wal = layout.database_wal
+    with open(wal, "r+b") as handle:
+        handle.truncate(wal.stat().st_size // 2)
+    survived = surviving_seq(layout, scratch)
+    if survived >= recorded:
+        with open(wal, "r+b") as handle:
+            handle.truncate(WAL_HEADER)
+        survived = surviving_seq(layout, scratch)
+    return recorded, survived
