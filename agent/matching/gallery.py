@@ -311,8 +311,11 @@ class Gallery:
 
     # --- personal data -----------------------------------------------------
 
-    def listing(self) -> Mapping[str, object]:
-        """Who is enrolled, with sample (and kept crop) counts: no image, no vector."""
+    def _identity_items(
+        self, crops: Callable[[IdentityRecord], object]
+    ) -> tuple[list[dict[str, object]], bool]:
+        """One item per identity (id, names, sample count), with ``crops(record)`` for those
+        whose enrolment crops are kept; and whether any are."""
         counts = self.sample_counts()
         kept = self.crops.numbers()
         identities: list[dict[str, object]] = []
@@ -324,28 +327,23 @@ class Gallery:
                 "samples": counts.get(r.number, 0),
             }
             if r.number in kept:
-                item["crops"] = len(self.crops.read(r.number))
+                item["crops"] = crops(r)
             identities.append(item)
+        return identities, bool(kept)
+
+    def listing(self) -> Mapping[str, object]:
+        """Who is enrolled, with sample (and kept crop) counts: no image, no vector."""
+        identities, _ = self._identity_items(lambda r: len(self.crops.read(r.number)))
         return {"identities": identities}
 
     def export_personal_data(self) -> Mapping[str, object]:
         """:meth:`listing` with the kept crops themselves (bytes: image files of the export)."""
-        counts = self.sample_counts()
-        kept = self.crops.numbers()
-        identities: list[dict[str, object]] = []
-        for r in self.identities():
-            item: dict[str, object] = {
-                "id": r.id,
-                "name": r.name,
-                "label": r.label,
-                "samples": counts.get(r.number, 0),
-            }
-            if r.number in kept:
-                item["crops"] = [
-                    {"name": f"{r.id}-{k}.jpg", "content": c.image, "face_box": list(c.box)}
-                    for k, c in enumerate(self.crops.read(r.number), start=1)
-                ]
-            identities.append(item)
+        identities, kept = self._identity_items(
+            lambda r: [
+                {"name": f"{r.id}-{k}.jpg", "content": c.image, "face_box": list(c.box)}
+                for k, c in enumerate(self.crops.read(r.number), start=1)
+            ]
+        )
         section: dict[str, object] = {"identities": identities}
         if kept:
             section["face_crops"] = KEPT_CROPS
