@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import os
 import pathlib
-import signal
 import subprocess
 import tempfile
 import threading
@@ -49,7 +48,7 @@ from tests.support.agent_harness import device_base
 from tests.support.broker import Broker
 from tests.support.durability import (
     AgentRun,
-    Reply,
+    KillOnFirstOk,
     Requester,
     agent_toml,
     delivered_tags,
@@ -144,48 +143,25 @@ def tag_outcome(requester: Requester, collector: Collector, note: str) -> Outcom
 # --- the faults ---------------------------------------------------------------------------
 
 
-def exited(run: AgentRun) -> Callable[[], bool]:
-    return lambda: run.proc.poll() is not None
 
 
 def kill_on_first_ok(broker: Broker, work: pathlib.Path) -> Outcome:
     """SIGKILL the instant the first ``ok`` of a burst of commands arrives; restart."""
-    owner = Signer()
-    state = work / "state"
-    base = prepare_state(state, owner)
-    config = work / "agent.toml"
-    agent_toml(config, broker.port)
-    events = Collector(broker.host, broker.port, f"{base}/events/#")
-    current: dict[str, AgentRun] = {}
-    burst = {"prefix": ""}
-
-    def kill_now(reply: Reply) -> None:
-        run = current.get("run")
-        if run is not None and burst["prefix"] and reply.tag.startswith(burst["prefix"]):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(run.pid, signal.SIGKILL)
-
-    requester = Requester(broker.host, broker.port, base, owner, on_ok=kill_now)
+    rig = KillOnFirstOk(broker.host, broker.port, work)
+    requester, events = rig.requester, rig.events
     try:
-        current["run"] = run = AgentRun(config, state)
+        run = rig.start()
         for rnd in range(KILL_ROUNDS):
             if requester.status() is None:
                 raise RuntimeError(f"the agent did not answer: {run.text()[-2000:]}")
-            burst["prefix"] = f"r{rnd}-"
-            for k in range(BURST):
-                requester.observe(f"r{rnd}-{k}")
-            if not wait_for(exited(run), 30):
+            if not rig.burst(f"r{rnd}-", BURST):
                 raise RuntimeError("no ok reply came")
-            run.kill()
-            burst["prefix"] = ""
-            current["run"] = run = AgentRun(config, state)
+            run = rig.start()
         events.wait_for(lambda c: requester.accepted() <= delivered_tags(c), 60)
         requester.status()
         run.stop()
     finally:
-        current["run"].kill()
-        requester.close()
-        events.close()
+        rig.close()
     return tag_outcome(requester, events, f"{KILL_ROUNDS} rounds of {BURST} commands")
 
 

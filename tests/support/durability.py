@@ -320,3 +320,53 @@ def kill_busy_agent_and_cut_wal(
             handle.truncate(WAL_HEADER)
         survived = surviving_seq(layout, scratch)
     return recorded, survived
+
+
+# --- SIGKILL on the first ok reply (commit before acknowledge) ------------------------
+
+
+class KillOnFirstOk:
+    """A real agent that a burst of signed commands kills the instant its first ok arrives.
+
+    The kill comes from the MQTT thread on the first ok of the current burst (a late
+    reply of the round before must not kill the next process).
+    """
+
+    def __init__(self, broker_host: str, broker_port: int, work: pathlib.Path) -> None:
+        owner = Signer()
+        self.state = work / "state"
+        base = prepare_state(self.state, owner)
+        self.config = work / "agent.toml"
+        agent_toml(self.config, broker_port)
+        self.events = Collector(broker_host, broker_port, f"{base}/events/#")
+        self._prefix = ""
+        self.run: AgentRun | None = None
+        self.requester = Requester(broker_host, broker_port, base, owner, on_ok=self._kill_now)
+
+    def _kill_now(self, reply: Reply) -> None:
+        run = self.run
+        if run is not None and self._prefix and reply.tag.startswith(self._prefix):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run.pid, signal.SIGKILL)
+
+    def start(self) -> AgentRun:
+        self.run = AgentRun(self.config, self.state)
+        return self.run
+
+    def burst(self, prefix: str, size: int) -> bool:
+        """Send ``size`` commands tagged ``prefix<k>``; True once the ok killed the agent."""
+        assert self.run is not None
+        self._prefix = prefix
+        for k in range(size):
+            self.requester.observe(f"{prefix}{k}")
+        run = self.run
+        killed = wait_for(lambda: run.proc.poll() is not None, 30)
+        run.kill()
+        self._prefix = ""
+        return killed
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.kill()
+        self.requester.close()
+        self.events.close()
