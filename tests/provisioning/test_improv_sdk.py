@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -61,6 +62,14 @@ def _errors(answer: dict[str, object]) -> list[object]:
     return [e["value"] for e in events if e["type"] == "error"]
 
 
+HOME: dict[str, Any] = {"ssid": "Home", "password": "correct horse battery"}
+
+
+def _provision_home(sdk: SdkSession) -> None:
+    assert sdk.request("initialize")["ok"]
+    assert sdk.request("provision", **HOME)["ok"]
+
+
 def test_sdk_provisions_an_unprovisioned_device(
     tmp_path: pathlib.Path, pty: tuple[int, str], radio: RadioDouble
 ) -> None:
@@ -76,7 +85,7 @@ def test_sdk_provisions_an_unprovisioned_device(
             scan = sdk.request("scan")
             assert [n["name"] for n in scan["networks"]] == ["Cafe", "Home"]
             assert [n["secured"] for n in scan["networks"]] == [False, True]
-            done = sdk.request("provision", ssid="Home", password="correct horse battery")
+            done = sdk.request("provision", **HOME)
             assert done["ok"], done
             assert (done["state"], done["nextUrl"]) == (PROVISIONED, URL)
             states = [e["value"] for e in done["events"] if e["type"] == "state"]
@@ -98,8 +107,7 @@ def test_sdk_reconnects_to_a_provisioned_device_after_a_restart(
     first = _service(tmp_path, port, radio)
     try:
         with SdkSession(master) as sdk:
-            assert sdk.request("initialize")["ok"]
-            assert sdk.request("provision", ssid="Home", password="correct horse battery")["ok"]
+            _provision_home(sdk)
     finally:
         first.stop()
     again = _service(tmp_path, port, radio)
@@ -121,8 +129,7 @@ def test_sdk_credentials_are_refused_once_provisioned_until_the_owner_reopens(
     service = _service(tmp_path, port, radio)
     try:
         with SdkSession(master) as sdk:
-            assert sdk.request("initialize")["ok"]
-            assert sdk.request("provision", ssid="Home", password="correct horse battery")["ok"]
+            _provision_home(sdk)
             refused = sdk.request("provision", ssid="Cafe", password="")
             assert not refused["ok"] and refused["message"] == NOT_AUTHORIZED
             assert _errors(refused) == [0, 4]
@@ -136,7 +143,7 @@ def test_sdk_credentials_are_refused_once_provisioned_until_the_owner_reopens(
             assert radio.connect_calls[-1] == WifiCredentials("Cafe")
             # Success closes the window again: a third network is refused.
             wait_for(lambda: service.status()["window"] == "succeeded")
-            third = sdk.request("provision", ssid="Home", password="correct horse battery")
+            third = sdk.request("provision", **HOME)
             assert not third["ok"] and third["message"] == NOT_AUTHORIZED
     finally:
         service.stop()
@@ -154,7 +161,7 @@ def test_sdk_sees_unable_to_connect_for_a_wrong_key(
             failed = sdk.request("provision", ssid="Home", password="wrong passphrase")
             assert not failed["ok"] and failed["message"] == "UNABLE_TO_CONNECT"
             assert failed["state"] == READY
-            assert sdk.request("provision", ssid="Home", password="correct horse battery")["ok"]
+            assert sdk.request("provision", **HOME)["ok"]
     finally:
         service.stop()
     assert service.provisioned
@@ -175,7 +182,7 @@ def test_sdk_with_a_button_needs_a_press_before_credentials(
         with SdkSession(master) as sdk:
             opened = sdk.request("initialize")
             assert opened["ok"] and opened["state"] == AUTHORIZATION_REQUIRED
-            refused = sdk.request("provision", ssid="Home", password="correct horse battery")
+            refused = sdk.request("provision", **HOME)
             assert not refused["ok"] and refused["message"] == NOT_AUTHORIZED
             assert radio.connect_calls == []
             # gpio-keys reports the press as input_event records; a release is ignored.
@@ -185,7 +192,7 @@ def test_sdk_with_a_button_needs_a_press_before_credentials(
             finally:
                 os.close(writer)
             wait_for(lambda: sdk.request("state")["state"] == READY, timeout=10)
-            done = sdk.request("provision", ssid="Home", password="correct horse battery")
+            done = sdk.request("provision", **HOME)
             assert done["ok"] and done["nextUrl"] == URL
     finally:
         service.stop()
