@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -21,6 +20,8 @@ import zipfile
 
 import cv2
 import numpy as np
+
+from tests.support.pypi_files import pip_download
 
 SKIMAGE = "scikit-image==0.26.0"
 CACHE = pathlib.Path(sys.prefix) / "test-data" / "scikit-image-0.26.0"
@@ -66,17 +67,11 @@ def _digest(data: bytes) -> str:
 
 def _fetch(target: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-             "--disable-pip-version-check", "-q", "-d", scratch, SKIMAGE],
-            capture_output=True, text=True, timeout=300, check=False,
-        )
-        wheels = list(pathlib.Path(scratch).glob("scikit_image-*.whl"))
-        if done.returncode != 0 or not wheels:
-            raise RuntimeError(f"cannot fetch {SKIMAGE} from PyPI: {done.stderr[-500:]}")
+        wheel = pip_download(SKIMAGE, pathlib.Path(scratch), binary=True,
+                             pattern="scikit_image-*.whl")
         unpacked = pathlib.Path(scratch) / "photos"
         unpacked.mkdir()
-        with zipfile.ZipFile(wheels[0]) as archive:
+        with zipfile.ZipFile(wheel) as archive:
             for name in (*FACE_PHOTOS, *NO_FACE_PHOTOS):
                 (unpacked / name).write_bytes(archive.read(f"skimage/data/{name}"))
         try:
@@ -88,17 +83,11 @@ def _fetch(target: pathlib.Path) -> None:
 
 def _fetch_insightface(target: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--disable-pip-version-check", "-q", "-d", scratch, INSIGHTFACE],
-            capture_output=True, text=True, timeout=300, check=False,
-        )
-        sdists = list(pathlib.Path(scratch).glob("insightface-*.tar.gz"))
-        if done.returncode != 0 or not sdists:
-            raise RuntimeError(f"cannot fetch {INSIGHTFACE} from PyPI: {done.stderr[-500:]}")
+        sdist = pip_download(INSIGHTFACE, pathlib.Path(scratch), binary=False,
+                             pattern="insightface-*.tar.gz")
         unpacked = pathlib.Path(scratch) / "photos"
         unpacked.mkdir()
-        with tarfile.open(sdists[0]) as archive:
+        with tarfile.open(sdist) as archive:
             for name in GROUP_PHOTOS:
                 member = archive.extractfile(f"insightface-2.1/insightface/data/images/{name}")
                 if member is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pathlib
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -21,6 +20,8 @@ import tempfile
 import cv2
 import numpy as np
 import pytest
+
+from tests.support.pypi_files import pip_download
 
 SDIST = "face_recognition-1.3.0.tar.gz"
 SDIST_SHA256 = "5e5efdd1686aa566af0d3cc1313b131e4b197657a8ffd03669e6d3fad92705ec"
@@ -31,15 +32,11 @@ CACHE = pathlib.Path(sys.prefix) / "test-data" / "face_recognition-1.3.0"
 
 def _fetch(target: pathlib.Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        done = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "--disable-pip-version-check", "-q", "-d", scratch, "face_recognition==1.3.0"],
-            capture_output=True, text=True, timeout=300, check=False,
-        )
-        sdist = pathlib.Path(scratch) / SDIST
-        if done.returncode != 0 or not sdist.is_file():
-            pytest.fail(f"cannot fetch the face photos ({SDIST} from PyPI): {done.stderr[-500:]}",
-                        pytrace=False)
+        try:
+            sdist = pip_download("face_recognition==1.3.0", pathlib.Path(scratch), binary=False,
+                                 pattern=SDIST)
+        except RuntimeError as exc:
+            pytest.fail(f"cannot fetch the face photos: {exc}", pytrace=False)
         digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
         if digest != SDIST_SHA256:
             pytest.fail(f"{SDIST} has SHA-256 {digest}, expected {SDIST_SHA256}", pytrace=False)
