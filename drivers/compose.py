@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -61,6 +60,7 @@ from drivers.statedir import ensure_state_dir
 from drivers.storage import salvage_database
 from drivers.upgrade.feature import build_upgrade
 from drivers.vision.feature import build_faces, build_plates
+from drivers.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Composition:
     keys: DataKeys
     pump: Pump | None = None
     link: MqttLink | None = None
-    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    wake: Wakeup = dataclasses.field(default_factory=Wakeup)
 
     @property
     def services(self) -> list[Service]:
@@ -161,6 +161,7 @@ class Composition:
             self.link.close()
         self.audit.close()
         self.db.close()
+        self.wake.close()
 
 
 def prepare_state_dir(layout: StateLayout) -> None:
@@ -207,7 +208,7 @@ def compose(
     # A part of the loop silent for two watchdog periods is wedged.
     interval = watchdog_interval(environ) or 30.0
     liveness = Liveness(max_silence=interval * config.runtime.watchdog_fraction * 2)
-    wake = threading.Event()
+    wake = Wakeup()
     pump: Pump | None = None
     link: MqttLink | None = None
     if mode is Mode.DAEMON:

@@ -19,7 +19,6 @@ import collections
 import logging
 import random
 import ssl
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +33,7 @@ from agent.jsonform import CBOR_CONTENT_TYPE, JSON_CONTENT_TYPE, cbor_to_json
 from agent.pump import Pump
 from agent.topics import Topics
 from drivers.mqttwire import EventProperties
+from drivers.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class MqttLink:
         settings: MqttSettings,
         topics: Topics,
         pump: Pump,
-        wake: threading.Event,
+        wake: Wakeup,
         *,
         client_id: str,
     ) -> None:

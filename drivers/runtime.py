@@ -16,7 +16,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from types import FrameType
 
@@ -117,7 +116,10 @@ class Agent:
         self.watchdog = WatchdogGate(
             self.liveness, interval * config.runtime.watchdog_fraction if interval else None
         )
-        self._stop = threading.Event()
+        # Plain values, no Event: a signal handler sets them on the main thread, which
+        # may be inside any lock at that moment (see drivers/wakeup.py).
+        self._stop = False
+        self._stop_signal: int | None = None
         # (connection, base topic, versions) the retained messages were last published for.
         self._retained_for: object = None
         self._upgrade_state = "idle"
@@ -213,13 +215,15 @@ class Agent:
             self.wake.set()
         return accepted
 
-    def request_stop(self) -> None:
-        self._stop.set()
+    def request_stop(self, signum: int | None = None) -> None:
+        """Safe from a signal handler: no locks, no logging (the loop reports it)."""
+        self._stop_signal = signum
+        self._stop = True
         self.wake.set()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop
 
     def start(self) -> None:
         self.ledger.reapply_withdrawals()
@@ -361,11 +365,13 @@ class Agent:
     def run(self) -> None:
         self.start()
         try:
-            while not self._stop.is_set():
+            while not self._stop:
                 self.wake.wait(self.config.runtime.tick_seconds)
                 self.wake.clear()
                 self.step()
         finally:
+            if self._stop_signal is not None:
+                log.info("signal %d: stopping", self._stop_signal)
             self.shutdown()
 
     def shutdown(self) -> None:
@@ -396,8 +402,8 @@ class Agent:
 
 def install_signal_handlers(agent: Agent) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        agent.request_stop()
+        # Runs on the main thread between any two bytecodes: it must not log or lock.
+        agent.request_stop(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
