@@ -11,10 +11,12 @@ from drivers.cli.common import (
     load_config,
     setup_console_logging,
 )
-from drivers.runtime import run
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: heavy (the composition root and every feature's drivers; --help skips them)
+    from drivers.runtime import run
+
     config = load_config(args)
     setup_console_logging(args.verbose)
     path = config_path(args)

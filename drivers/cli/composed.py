@@ -6,15 +6,21 @@ import argparse
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from agent.feature import Mode
 from drivers.cli.common import load_config
-from drivers.compose import Composition, compose
+
+if TYPE_CHECKING:
+    from drivers.compose import Composition
 
 
 @contextlib.contextmanager
 def composed(args: argparse.Namespace) -> Iterator[Composition]:
     """The CLI-mode composition for ``--config``/``--state-dir``; closed on exit."""
+    # lazy: heavy (every feature's drivers: half a second that --help must not pay)
+    from drivers.compose import compose
+
     composition = compose(load_config(args), Mode.CLI)
     try:
         yield composition

@@ -1,4 +1,5 @@
-"""`edge-agent --help`, `config check` and `--version` load no numpy, cv2 or cryptography.
+"""`edge-agent --help`, `config check` and `--version` load no numpy, cv2, cryptography
+or composition root (every feature's drivers).
 
 ``--help`` builds the full parser, so it imports every ``drivers/cli/cmd_*.py``:
 a heavy import added at the top of any of them fails here.  The heavy modules
@@ -28,6 +29,7 @@ except SystemExit as exc:
     code = exc.code
 sys.stdout.flush()
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "cv2", "cryptography"})
+heavy += ["drivers.compose"] if "drivers.compose" in sys.modules else []
 print("\\nSTARTUP " + json.dumps({"code": code, "heavy": heavy}))
 """
 
