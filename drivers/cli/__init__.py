@@ -12,6 +12,9 @@ traceback:
   is unusable (a file, read-only, another user's).  Restarting cannot help, so
   ``systemd/edge-agent.service`` lists it in ``RestartPreventExitStatus=``.
 * 130: interrupted.
+
+Under ``--json`` a failure also prints an error document on stdout
+(:mod:`drivers.cli.output`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ EPILOG = """\
 configuration: --config FILE, else $EDGE_AGENT_CONFIG, else /etc/edge-agent/agent.toml;
 the state directory is the configuration's state_dir unless --state-dir or
 $STATE_DIRECTORY names another.
+
+--json: every command that prints data takes it (one JSON document; JSON Lines, one
+object per event, for long-running commands).  On failure it still prints the one
+line on stderr and adds {"ok": false, "error": {"code", "message", "exit_code"}} on
+stdout.
 
 exit codes:
   0    success
@@ -86,6 +94,19 @@ def _error(line: str) -> None:
     print(f"<3>{line}" if stderr_is_journal() else line, file=sys.stderr)
 
 
+def _fail(error: BaseException, exit_code: int, as_json: bool) -> int:
+    """The one stderr line; under ``--json`` also the error document on stdout."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    message = "interrupted" if interrupted else str(error)
+    _error("edge-agent: interrupted" if interrupted else f"edge-agent: error: {message}")
+    if as_json:
+        from drivers.cli.output import dumps, error_document
+
+        # One line: also the last line of a long-running command's JSON Lines.
+        print(dumps(error_document(error, message, exit_code)), flush=True)
+    return exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     narrow = f"cmd_{arguments[0]}" if arguments else ""
@@ -94,24 +115,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(arguments)
     handler: Handler = args.func
+    as_json = bool(getattr(args, "json", False))
     try:
         return handler(args)
-    except KeyboardInterrupt:
-        _error("edge-agent: interrupted")
-        return 130
+    except KeyboardInterrupt as exc:
+        return _fail(exc, 130, as_json)
     except StateDirError as exc:
-        _error(f"edge-agent: error: {exc}")
-        return EXIT_STATE_DIR
+        return _fail(exc, EXIT_STATE_DIR, as_json)
     except BadDataError as exc:
-        _error(f"edge-agent: error: {exc}")
-        return EXIT_BAD_DATA
+        return _fail(exc, EXIT_BAD_DATA, as_json)
     except TransportError as exc:
-        _error(f"edge-agent: error: {exc}")
-        return EXIT_TRANSPORT
+        return _fail(exc, EXIT_TRANSPORT, as_json)
     except EdgeAgentError as exc:
-        _error(f"edge-agent: error: {exc}")
-        return EXIT_TRANSPORT
+        return _fail(exc, EXIT_TRANSPORT, as_json)
+    except ModuleNotFoundError as exc:
+        # A light install (no vision extra) asked for a command that reads images.
+        from drivers.cli.common import missing_extra
+
+        missing = missing_extra(exc)
+        if missing is None:
+            raise
+        return _fail(missing, EXIT_TRANSPORT, as_json)
     except OSError as exc:
         # A file or device error no layer wrapped: still one line (it names the file).
-        _error(f"edge-agent: error: {exc}")
-        return EXIT_TRANSPORT
+        return _fail(exc, EXIT_TRANSPORT, as_json)

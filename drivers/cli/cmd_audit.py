@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from typing import Any
 
 from agent.audit import AuditLog, Verdict
@@ -37,8 +38,15 @@ def _verify(args: argparse.Namespace) -> int:
         result = audit.verify(head, args.index)
     finally:
         audit.close()
+    problem = (
+        f"audit log {result.verdict.value} at index {result.first_bad_index}: {result.reason}"
+    )
     if args.json:
+        if not result.ok:
+            # The verdict is the document; the failure still gets its one line.
+            print(f"edge-agent: error: {problem}", file=sys.stderr)
         print(json.dumps({
+            "ok": result.ok,
             "verdict": result.verdict.value,
             "entries": result.entries,
             "first_bad_index": result.first_bad_index,
@@ -48,9 +56,7 @@ def _verify(args: argparse.Namespace) -> int:
         }, sort_keys=True))
         return 0 if result.ok else 2
     if result.verdict is not Verdict.INTACT:
-        raise VerificationError(
-            f"audit log {result.verdict.value} at index {result.first_bad_index}: {result.reason}"
-        )
+        raise VerificationError(problem)
     print(
         f"audit log intact: {result.entries} entries, head index {result.entries - 1} "
         f"mac {result.head.hex()}"

@@ -10,9 +10,10 @@ from typing import Any
 
 from agent import config as agent_config
 from agent.atomicfile import write_atomic
-from agent.configschema import render_reference, to_mapping, to_toml
+from agent.configschema import reference, render_reference, to_mapping, to_toml
 from agent.errors import ConfigError
-from drivers.cli.common import CONFIG_ENV, DEFAULT_CONFIG, config_path
+from drivers.cli.common import CONFIG_ENV, DEFAULT_CONFIG, add_json_option, config_path
+from drivers.cli.output import dumps, print_json
 
 REFERENCE_PATH = pathlib.Path("docs/config.md")
 
@@ -65,7 +66,31 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def reference_keys() -> list[dict[str, object]]:
+    """Every key of the schema as the reference documents it (``reference --json``)."""
+    return [
+        {
+            "key": key.key,
+            "section": section,
+            "type": key.type,
+            "default": key.default,
+            "unit": key.unit or None,
+            "bounds": key.bounds or None,
+            "description": key.description,
+        }
+        for section, _, keys in reference(agent_config.AgentConfig)
+        for key in keys
+    ]
+
+
 def _reference(args: argparse.Namespace) -> int:
+    if args.json:
+        if args.output is None:
+            print_json(reference_keys())
+            return 0
+        write_atomic(pathlib.Path(args.output), (dumps(reference_keys(), indent=2) + "\n").encode())
+        print(f"wrote {args.output}", file=sys.stderr)
+        return 0
     text = reference_text()
     if args.output is None:
         sys.stdout.write(text)
@@ -105,5 +130,9 @@ def register(subparsers: Any) -> None:
         default=None,
         metavar="FILE",
         help=f"write it to FILE (the repository's copy is {REFERENCE_PATH}) instead of stdout",
+    )
+    add_json_option(
+        reference, "print every key as JSON (key, section, type, default, unit, bounds, "
+        "description) instead of Markdown",
     )
     reference.set_defaults(func=_reference)

@@ -1,6 +1,8 @@
 """``edge-agent data export|erase``: the owner's access and erasure rights, on the device.
 
-``export`` writes the zip archive described in ``docs/export-format.md``.
+``export`` writes the zip archive described in ``docs/export-format.md``; with
+``--json`` stdout gets one JSON document: the export document itself, or with ``-o``
+what was written there.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from typing import Any
 
 from agent.errors import PolicyError
 from agent.ports import Outcome
-from drivers.cli.common import add_config_options
+from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import composed
+from drivers.cli.output import print_json
 from drivers.rights.feature import build_rights_handlers
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.json and not args.output:
+        args.format = "json"  # stdout holds one JSON document: the export document itself
     with composed(args) as c:
         # The handler the daemon serves, without the cap an MQTT reply needs.
         export = build_rights_handlers(
@@ -28,13 +33,18 @@ def _export(args: argparse.Namespace) -> int:
     assert not isinstance(reply, Outcome)
     data = reply["data"]
     raw = data if isinstance(data, bytes) else str(data).encode("utf-8")
-    if args.output:
+    complete = bool(reply.get("complete"))
+    if args.json and args.output:
+        pathlib.Path(args.output).write_bytes(raw)
+        print_json({"file": args.output, "format": args.format, "bytes": len(raw),
+                    "complete": complete})
+    elif args.output:
         pathlib.Path(args.output).write_bytes(raw)
         print(f"exported {len(raw)} bytes to {args.output} (format: docs/export-format.md)",
               file=sys.stderr)
     else:
         sys.stdout.buffer.write(raw)
-    return 0 if reply.get("complete") else 1
+    return 0 if complete else 1
 
 
 def _erase(args: argparse.Namespace) -> int:
@@ -65,6 +75,10 @@ def register(subparsers: Any) -> None:
         help="zip: export.json and the files it names (default); json: the document alone",
     )
     export.add_argument("-o", "--output", default=None, help="file (default: stdout)")
+    add_json_option(
+        export, "one JSON document on stdout: the export document (--format json), or with -o "
+        "what was written (file, format, bytes, complete)",
+    )
     export.set_defaults(func=_export)
     erase = sub.add_parser("erase", help="erase personal data (irreversible)")
     add_config_options(erase)

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent import config as agent_config
 from agent.errors import BadDataError, ConfigError, TransportError
+from drivers.cli.common import CONFIG_ENV, DEFAULT_CONFIG, config_path
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -38,7 +39,10 @@ def _discover(args: argparse.Namespace) -> int:
     from drivers.discovery.clients import default_gateway, probe_cameras, search_upnp
     from drivers.discovery.mdns_zc import browse
 
-    path = pathlib.Path(args.config) if args.config else None
+    try:
+        path = config_path(args)
+    except ConfigError:
+        path = None  # nothing installed: a technician's laptop, the built-in defaults suit
     state_dir = pathlib.Path(args.state_dir) if args.state_dir else None
     settings = agent_config.load(path, state_dir=state_dir).discovery
     timeout = args.timeout if args.timeout is not None else settings.default_timeout_seconds
@@ -132,7 +136,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--config", default=None, metavar="FILE",
-        help="TOML configuration (default: the built-in defaults, fit for a laptop)",
+        help=f"TOML configuration (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG} if it exists, "
+        "else the built-in defaults, fit for a laptop)",
     )
     parser.add_argument("--state-dir", default=None, metavar="DIR",
                         help="state directory (default: the configuration's)")

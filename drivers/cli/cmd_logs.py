@@ -2,6 +2,11 @@
 
 ``bundle`` runs on the device and reads the local store; ``pull`` runs on the
 technician's laptop and fetches a bundle over the device's serial console.
+
+A bundle is JSON Lines (a header, then the redacted records).  With ``--json``,
+``bundle`` and ``pull`` print one document instead: the bundle's facts and, without
+``-o``, its lines as ``bundle``; ``serve --json`` prints JSON Lines, one object per
+pull it answers.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ import pathlib
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError, DecodeError
 from agent.logs import codes
 from agent.logs.bundle import BundleQuery
 from agent.logs.jsonlog import LEVELS
-from drivers.cli.common import add_config_options
+from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import composed
+from drivers.cli.output import JSON_LINES_HELP, JsonLines, print_json
 from drivers.clock import SystemClock
 from drivers.logs.feature import auth_limiter, build_serial_log_service, bundle_provider
 from drivers.logs.serial_link import SerialChannel, TechnicianClient
@@ -28,6 +35,7 @@ from drivers.logs.store import LogStore
 
 if TYPE_CHECKING:
     from agent.keystore import DataKeys
+    from agent.ports import AuditSink
     from drivers.compose import Composition
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -86,6 +94,32 @@ def _write(data: bytes, output: str | None) -> None:
         sys.stdout.buffer.flush()
 
 
+def _lines(data: bytes) -> list[object]:
+    """A bundle's lines, parsed; a line that is not JSON (a hostile device's) stays text."""
+    parsed: list[object] = []
+    for raw in data.decode("utf-8", "replace").splitlines():
+        if raw.strip():
+            try:
+                parsed.append(json.loads(raw))
+            except ValueError:
+                parsed.append(raw)
+    return parsed
+
+
+def _deliver(data: bytes, args: argparse.Namespace, **facts: object) -> None:
+    """The bundle to -o or stdout; under --json a document of facts (and the lines)."""
+    if not args.json:
+        _write(data, args.output)
+        return
+    document: dict[str, object] = {"bytes": len(data), **facts}
+    if args.output:
+        pathlib.Path(args.output).write_bytes(data)
+        document["file"] = args.output
+    else:
+        document["bundle"] = _lines(data)
+    print_json(document)
+
+
 def _bundle(args: argparse.Namespace) -> int:
     with composed(args) as c:
         config = c.config
@@ -100,7 +134,8 @@ def _bundle(args: argparse.Namespace) -> int:
     if bundle.truncated:
         print(f"bundle truncated: {bundle.dropped_lines} older lines dropped "
               f"(cap {config.logs.max_bundle_bytes} bytes)", file=sys.stderr)
-    _write(bundle.data, args.output)
+    _deliver(bundle.data, args, lines=bundle.lines, truncated=bundle.truncated,
+             dropped_lines=bundle.dropped_lines)
     return 0
 
 
@@ -120,20 +155,41 @@ def _pull(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     finally:
         channel.close()
-    _write(data, args.output)
+    _deliver(data, args, port=args.port)
     return 0
+
+
+class _Announced:
+    """The audit sink; under ``serve --json`` each record is also an event on stdout."""
+
+    def __init__(self, audit: AuditSink, lines: JsonLines | None) -> None:
+        self._audit = audit
+        self._lines = lines
+        self.records = 0
+
+    def record(self, kind: str, detail: Mapping[str, object], now: float) -> None:
+        self._audit.record(kind, detail, now)
+        self.records += 1
+        if self._lines is not None:
+            self._lines.event(kind, at=now, detail=dict(detail))
 
 
 def _serve(args: argparse.Namespace) -> int:
     with composed(args) as c:
         config = c.config
         store = LogStore(c.layout.root, config.logs, keys=_keys(c))
+        lines = JsonLines() if args.json else None
+        audit = _Announced(c.audit, lines)
         service = build_serial_log_service(
-            config, store, c.redactor, auth_limiter(config, c.clock), audit=c.audit, port=args.port
+            config, store, c.redactor, auth_limiter(config, c.clock), audit=audit, port=args.port
         )
         if service is None:
             raise ConfigError("logs.serial_port", "no serial port configured; pass --port")
-        print(f"serving log pulls on {args.port or config.logs.serial_port}", file=sys.stderr)
+        port = args.port or config.logs.serial_port
+        if lines is not None:
+            lines.event("serving", port=port)
+        else:
+            print(f"serving log pulls on {port}", file=sys.stderr)
         deadline = c.clock.monotonic() + args.duration if args.duration else None
         service.start()
         try:
@@ -143,6 +199,8 @@ def _serve(args: argparse.Namespace) -> int:
                     time.sleep(0.01)
         finally:
             service.stop()
+    if lines is not None:
+        lines.result(port=port, pulls=audit.records, dropped_peers=service.dropped_peers)
     return 0
 
 
@@ -173,6 +231,8 @@ def register(subparsers: Any) -> None:
     bundle = sub.add_parser("bundle", help="write a redacted log bundle from this device")
     add_config_options(bundle)
     _add_query_options(bundle)
+    add_json_option(bundle, "print one JSON document: the bundle's facts and, without -o, "
+                    "its lines (parsed) as bundle")
     bundle.set_defaults(func=_bundle)
     pull = sub.add_parser("pull", help="fetch a bundle from a device over its serial console")
     pull.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
@@ -182,6 +242,8 @@ def register(subparsers: Any) -> None:
     who.add_argument("--code", help="the device's verification code")
     who.add_argument("--token-file", help="file holding a technician token")
     _add_query_options(pull)
+    add_json_option(pull, "print one JSON document: the bundle's size and, without -o, "
+                    "its lines (parsed) as bundle")
     pull.set_defaults(func=_pull)
     serve = sub.add_parser(
         "serve", help="answer technician pulls on a serial port (when the agent is down)"
@@ -189,6 +251,7 @@ def register(subparsers: Any) -> None:
     add_config_options(serve)
     serve.add_argument("--port", default=None, help="default: logs.serial_port")
     serve.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    add_json_option(serve, JSON_LINES_HELP)
     serve.set_defaults(func=_serve)
     listing = sub.add_parser("codes", help="list the stable error codes")
     listing.add_argument("--json", action="store_true", help="print JSON")

@@ -1,7 +1,7 @@
 """Face gallery commands.
 
 * ``edge-agent enrol face NAME IMAGES... [--label TEXT]``: add samples of a person
-* ``edge-agent match IMAGE``: who is in a photo
+* ``edge-agent match IMAGE``: who is in a photo (exit code 3: nobody enrolled)
 * ``edge-agent gallery list [--json]``, ``gallery remove NAME``,
   ``gallery rename NAME [--to NEW] [--label TEXT]``
 * ``edge-agent gallery reembed [--yes]``: after a change of ``matching.face_embedder``,
@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 from agent.errors import BadDataError
 from agent.purposes import Purpose
 from drivers.cli import plates_cli
-from drivers.cli.common import add_config_options
+from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import with_composition
+from drivers.cli.output import print_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from drivers.vision.faces import FaceDetectorImpl, FaceEmbedderImpl
 
 PROGRESS_EVERY = 25
+# `match`: the photo shows nobody enrolled (0 = someone known; 1, 2, 73 as everywhere).
+EXIT_UNKNOWN = 3
 
 
 def _is_granted(c: Composition, args: argparse.Namespace) -> Callable[[Purpose], bool]:
@@ -145,6 +148,10 @@ def _enrol_face(c: Composition, args: argparse.Namespace) -> int:
     record = recogniser.enrol(
         args.name, np.stack(samples), c.clock.now(), label=args.label, crops=crops if keep else None
     )
+    if args.json:
+        print_json({"name": record.name, "id": record.id, "samples": len(samples),
+                    "skipped": skipped, "crops_kept": len(crops)})
+        return 0
     kept = f", {len(crops)} face crops kept (sealed)" if keep else ""
     print(f"enrolled {record.name} ({record.id}): {len(samples)} samples, {skipped} skipped{kept}")
     return 0
@@ -155,9 +162,18 @@ def _match(c: Composition, args: argparse.Namespace) -> int:
     recogniser, embedder, detector = _recogniser(c, args)
     vector = embed_photo(pathlib.Path(args.image), embedder, detector)
     match = recogniser.identify(vector)
+    if args.json:
+        known = match.identity is not None
+        print_json({
+            "known": known,
+            "name": match.identity.name if match.identity is not None else None,
+            "id": match.identity.id if match.identity is not None else None,
+            "score": round(float(match.score), 6),
+        })
+        return 0 if known else EXIT_UNKNOWN
     if match.identity is None:
         print(f"unknown (best score {match.score:.3f})")
-        return 3
+        return EXIT_UNKNOWN
     print(f"{match.identity.name} ({match.identity.id}) score {match.score:.3f}")
     return 0
 
@@ -183,6 +199,9 @@ def _list(c: Composition, args: argparse.Namespace) -> int:
 @with_composition
 def _remove(c: Composition, args: argparse.Namespace) -> int:
     record = _stored_gallery(c, args).remove(args.name)
+    if args.json:
+        print_json({"removed": {"name": record.name, "id": record.id}})
+        return 0
     print(f"removed {record.name} ({record.id})")
     return 0
 
@@ -190,6 +209,9 @@ def _remove(c: Composition, args: argparse.Namespace) -> int:
 @with_composition
 def _rename(c: Composition, args: argparse.Namespace) -> int:
     record = _stored_gallery(c, args).rename(args.name, args.to, args.label)
+    if args.json:
+        print_json({"name": record.name, "id": record.id, "label": record.label or None})
+        return 0
     print(f"{record.name} ({record.id}) label={record.label or '-'}")
     return 0
 
@@ -213,6 +235,9 @@ def _reembed(c: Composition, args: argparse.Namespace) -> int:
     kept = gallery.crops.numbers()
     missing = [r.name for r in gallery.identities() if r.number not in kept]
     if not gallery.identities():
+        if args.json:
+            print_json({"embedder": None, "reembedded": [], "without_crops": []})
+            return 0
         print("no faces enrolled: nothing to re-embed")
         return 0
     if missing and not args.yes:
@@ -232,6 +257,15 @@ def _reembed(c: Composition, args: argparse.Namespace) -> int:
         },
         c.clock.now(),
     )
+    if args.json:
+        print_json({
+            "embedder": embedder.name,
+            "reembedded": [
+                {"name": r.name, "id": r.id, "samples": n} for r, n in done.done
+            ],
+            "without_crops": [r.name for r in done.missing],
+        })
+        return 0
     for record, samples in done.done:
         print(f"re-embedded {record.name} ({record.id}): {samples} samples ({embedder.name})")
     if done.missing:
@@ -239,9 +273,12 @@ def _reembed(c: Composition, args: argparse.Namespace) -> int:
     return 0
 
 
-def _add(sub: Any, name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+def _add(
+    sub: Any, name: str, func: Any, help_text: str, **extra: Any
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, **extra)
     add_config_options(parser)
+    add_json_option(parser)
     parser.add_argument("--assume-consent", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(func=func)
     return parser
@@ -260,14 +297,17 @@ def register(subparsers: Any) -> None:
     )
     plates_cli.register_enrol_plate(enrol_subparsers)
 
-    match = _add(subparsers, "match", _match, "identify the face in a photo")
+    match = _add(
+        subparsers, "match", _match, "identify the face in a photo",
+        epilog=f"exit codes: 0 someone enrolled, {EXIT_UNKNOWN} nobody enrolled (unknown face); "
+        "1, 2, 73 and 130 as for every command (edge-agent --help)",
+    )
     match.add_argument("image", metavar="IMAGE", help="a photo to match against the gallery")
 
     gallery = subparsers.add_parser("gallery", help="list or edit enrolled faces")
     gallery_subparsers = gallery.add_subparsers(dest="gallery_command", metavar="ACTION")
     gallery_subparsers.required = True
-    listing = _add(gallery_subparsers, "list", _list, "list enrolled people")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    _add(gallery_subparsers, "list", _list, "list enrolled people")
     remove = _add(gallery_subparsers, "remove", _remove, "remove a person and their samples")
     remove.add_argument("name", metavar="NAME", help="the person to remove")
     rename = _add(gallery_subparsers, "rename", _rename, "rename or (un)label a person")

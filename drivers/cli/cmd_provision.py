@@ -13,7 +13,9 @@ file holding it (PEM SubjectPublicKeyInfo as ``openssl pkey -pubout`` writes
 it, hex, or the 32 raw bytes).
 
 The passphrase comes from ``--passphrase-file`` or an interactive prompt,
-never from argv (it would show in ``ps``).  Progress goes to stderr.
+never from argv (it would show in ``ps``).  Progress goes to stderr; with
+``--json`` ``lan`` and ``improv`` print it as JSON Lines on stdout instead
+(``{"event": "progress", "message": ...}``, then ``{"event": "result", "ok": true, ...}``).
 """
 
 from __future__ import annotations
@@ -38,12 +40,21 @@ from agent.provisioning.binding import (
 )
 from agent.provisioning.wifi import WifiCredentials
 from drivers.cli.common import add_config_options, add_json_option, is_sample_serial, load_config
+from drivers.cli.output import JSON_LINES_HELP, JsonLines, print_json
 
 MAX_PASSPHRASE_FILE = 1024
 
 
 def _progress(message: str) -> None:
     print(f"edge-agent: {message}", file=sys.stderr, flush=True)
+
+
+def _stream(args: argparse.Namespace) -> tuple[JsonLines | None, Callable[[str], None]]:
+    """(JSON Lines or None, progress): under --json progress is an event on stdout."""
+    if not args.json:
+        return None, _progress
+    lines = JsonLines()
+    return lines, lambda message: lines.event("progress", message=message)
 
 
 def read_passphrase(path: str | None, prompt: Callable[[str], str] | None = None) -> str:
@@ -144,24 +155,33 @@ def _lan(args: argparse.Namespace) -> int:
     from drivers.provisioning.lan_client import LanClient
 
     owner = _owner(args)
+    lines, progress = _stream(args)
     client = LanClient(args.device)
     info = client.info()
     code, serial = _device_code(args, info)
-    _progress(f"device {serial}, window {info.get('window')}")
+    progress(f"device {serial}, window {info.get('window')}")
     ssid = args.ssid
     if ssid is None:
-        _progress("asking the device for the networks it sees")
+        progress("asking the device for the networks it sees")
         networks = client.networks()
         ssid = choose_ssid([str(n["ssid"]) for n in networks])
     credentials = _credentials(args, ssid)
-    _progress("proving the verification code (SPAKE2)")
+    progress("proving the verification code (SPAKE2)")
     pake = client.authenticate(code, serial)
-    _progress("device verified")
+    progress("device verified")
+    device_id = None
     if owner is not None:
         # Before the Wi-Fi: a successful connection closes the provisioning window.
         device_id = client.bind(pake, *owner)
-        print(f"bound: {owner[0]} (device id {device_id})")
-    status = client.provision(pake, credentials, wait=args.wait, progress=_progress)
+        if lines is not None:
+            lines.event("bound", account=owner[0], device_id=device_id)
+        else:
+            print(f"bound: {owner[0]} (device id {device_id})")
+    status = client.provision(pake, credentials, wait=args.wait, progress=progress)
+    if lines is not None:
+        lines.result(serial_number=serial, ssid=credentials.ssid,
+                     ip_address=status.get("ip_address"), device_id=device_id)
+        return 0
     print(f"connected: {credentials.ssid} ({status.get('ip_address', 'no address')})")
     return 0
 
@@ -178,6 +198,9 @@ def _bind(args: argparse.Namespace) -> int:
     pake = client.authenticate(code, serial)
     _progress("device verified")
     device_id = client.bind(pake, account, owner_key)
+    if args.json:
+        print_json({"account": account, "device_id": device_id, "serial_number": serial})
+        return 0
     print(f"bound: {account} (device id {device_id})")
     return 0
 
@@ -196,7 +219,6 @@ def _binding_qr(args: argparse.Namespace) -> int:
     payload = build_binding_payload(
         device, check_account(args.account), token, exp, read_owner_key(args.owner_key)
     )
-    print(payload)
     if args.png:
         import cv2
 
@@ -205,25 +227,33 @@ def _binding_qr(args: argparse.Namespace) -> int:
         if not cv2.imwrite(args.png, render_qr(payload)):
             raise DeviceIOError(f"cannot write {args.png}")
         _progress(f"binding QR written to {args.png}")
+    if args.json:
+        print_json({"payload": payload, "expires_at": exp, "png": args.png})
+    else:
+        print(payload)
     return 0
 
 
 def _improv(args: argparse.Namespace) -> int:
     from drivers.provisioning.improv_serial import ImprovClient, open_port
 
+    lines, progress = _stream(args)
     port = open_port(args.port, args.baud)
     try:
         client = ImprovClient(port)
         state = client.current_state()
-        _progress(f"device state: {state.name.lower()}")
+        progress(f"device state: {state.name.lower()}")
         ssid = args.ssid
         if ssid is None:
-            _progress("asking the device for the networks it sees")
+            progress("asking the device for the networks it sees")
             ssid = choose_ssid([name for name, _, _ in client.scan()])
         credentials = _credentials(args, ssid)
-        url = client.send_wifi(credentials, timeout=args.wait, progress=_progress)
+        url = client.send_wifi(credentials, timeout=args.wait, progress=progress)
     finally:
         port.close()
+    if lines is not None:
+        lines.result(ssid=credentials.ssid, url=url or None)
+        return 0
     print(f"connected: {credentials.ssid}" + (f" ({url})" if url else ""))
     return 0
 
@@ -256,12 +286,14 @@ def register(subparsers: Any) -> None:
     wifi_options(lan)
     lan.add_argument("--bind", default=None, metavar="ACCOUNT", help="also bind this account")
     lan.add_argument("--owner-key", default=None, metavar="KEY", help=key_help)
+    add_json_option(lan, JSON_LINES_HELP)
     lan.set_defaults(func=_lan)
 
     bind = sub.add_parser("bind", help="bind the owner over the LAN API")
     device_options(bind)
     bind.add_argument("--account", required=True, help="the owner's account")
     bind.add_argument("--owner-key", required=True, metavar="KEY", help=key_help)
+    add_json_option(bind)
     bind.set_defaults(func=_bind)
 
     qr = sub.add_parser("binding-qr", help="print a binding QR's text (as the owner's app)")
@@ -273,10 +305,12 @@ def register(subparsers: Any) -> None:
     qr.add_argument("--token", default=None, help="single-use token (default: a random one)")
     qr.add_argument("--ttl", type=int, default=600, help="seconds the QR stays valid")
     qr.add_argument("--png", default=None, help="also write the QR code as a PNG")
+    add_json_option(qr)
     qr.set_defaults(func=_binding_qr)
 
     improv = sub.add_parser("improv", help="provision over Improv serial")
     improv.add_argument("--port", required=True, help="serial device or pyserial URL")
     improv.add_argument("--baud", type=int, default=115200, help="serial speed (default 115200)")
     wifi_options(improv)
+    add_json_option(improv, JSON_LINES_HELP)
     improv.set_defaults(func=_improv)

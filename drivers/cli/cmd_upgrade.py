@@ -26,7 +26,8 @@ from agent.upgrade.builder import (
 )
 from agent.upgrade.keys import key_from_bytes
 from agent.upgrade.machine import State
-from drivers.cli.common import add_config_options, load_config
+from drivers.cli.common import add_config_options, add_json_option, load_config
+from drivers.cli.output import print_json
 from drivers.upgrade.filesource import FileImageSource
 from drivers.upgrade.http import fetch_bounded, http_options
 from drivers.upgrade.installer import Installer
@@ -94,6 +95,17 @@ def _envelope(args: argparse.Namespace, installer: Installer) -> bytes:
 def _check(args: argparse.Namespace) -> int:
     installer = _installer(args)
     manifest = installer.verify(_envelope(args, installer)).manifest
+    if args.json:
+        print_json({
+            "installable": True,
+            "sequence": manifest.sequence,
+            "software_version": manifest.software_version or None,
+            "image_size": manifest.image_size,
+            "image_digest": manifest.image_digest.hex() if manifest.image_digest else None,
+            "uri": manifest.uri,
+            "expires_at": manifest.expires_at,
+        })
+        return 0
     print(
         f"installable: sequence {manifest.sequence}, version {manifest.software_version or '-'}, "
         f"{manifest.image_size} bytes from {manifest.uri}"
@@ -121,6 +133,10 @@ def _apply(args: argparse.Namespace) -> int:
     record, _ = installer.resume()
     if not record.busy:
         record = installer.install(_envelope(args, installer), force=args.force)
+    if args.json:
+        print_json({"state": record.state.value, "sequence": record.sequence,
+                    "version": record.version or None, "target_slot": record.target_slot})
+        return 0
     print(f"upgrade {record.state.value}: sequence {record.sequence} in slot {record.target_slot}")
     return 0
 
@@ -144,6 +160,10 @@ def _keygen(args: argparse.Namespace) -> int:
     write_atomic(pub, public_key_pem(key))
     pub.chmod(0o644)
     kid = key_from_bytes(public_key_pem(key)).key_id.hex()
+    if args.json:
+        print_json({"private_key_file": str(out), "public_key_file": str(pub), "kid": kid,
+                    "algorithm": args.algorithm})
+        return 0
     print(f"private key {out}, public key {pub}, key id {kid}")
     return 0
 
@@ -198,6 +218,11 @@ def _sign(args: argparse.Namespace) -> int:
     algorithm = SIGN_ALGORITHMS[args.alg] if args.alg else None
     envelope = sign_envelope(build_manifest(spec), signers, algorithm=algorithm)
     write_atomic(pathlib.Path(args.out), envelope)
+    if args.json:
+        print_json({"file": args.out, "sequence": args.sequence, "image_size": size,
+                    "image_digest": digest.hex(), "class_id": str(klass),
+                    "vendor_id": str(vendor), "bytes": len(envelope)})
+        return 0
     print(f"{args.out}: sequence {args.sequence}, {size} bytes, class {klass}", file=sys.stderr)
     return 0
 
@@ -211,7 +236,9 @@ def register(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="upgrade_command", metavar="ACTION")
     sub.required = True
     check = sub.add_parser("check", help="verify a manifest against keys and policy")
+    add_json_option(check)
     apply = sub.add_parser("apply", help="download and install into the inactive slot")
+    add_json_option(apply)
     status = sub.add_parser("status", help="print the upgrade state")
     status.add_argument("--json", action="store_true",
                         help="accepted for symmetry: the state is always JSON")
@@ -235,6 +262,7 @@ def register(subparsers: Any) -> None:
     keygen.add_argument("--public", default=None, help="also write the public key here")
     keygen.add_argument("--algorithm", choices=("ed25519", "es256"), default="ed25519",
                         help="signature algorithm (default ed25519)")
+    add_json_option(keygen)
     keygen.set_defaults(func=_keygen)
     sign = sub.add_parser("sign", help="build and sign a manifest for an image")
     sign.add_argument("--key", action="append", required=True, help="signing key (repeatable)")
@@ -260,4 +288,5 @@ def register(subparsers: Any) -> None:
         "library) or Ed25519 (-19, fully specified); ES256 (-7) for a P-256 key",
     )
     sign.add_argument("--out", required=True, help="the signed manifest file")
+    add_json_option(sign)
     sign.set_defaults(func=_sign)

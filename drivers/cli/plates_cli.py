@@ -16,8 +16,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from drivers.cli.common import add_config_options
+from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import with_composition
+from drivers.cli.output import print_json
 
 if TYPE_CHECKING:
     from agent.matching.plates_service import PlateRecognition
@@ -55,6 +56,9 @@ def _enrol(c: Composition, args: argparse.Namespace) -> int:
         plate_format=args.format,
         now=c.clock.now(),
     )
+    if args.json:
+        print_json(entry.as_dict())
+        return 0
     label = f" ({entry.label})" if entry.label else ""
     print(f"enrolled plate {entry.plate} on the {entry.list.value} list{label}")
     return 0
@@ -81,6 +85,9 @@ def _list(c: Composition, args: argparse.Namespace) -> int:
 @with_composition
 def _remove(c: Composition, args: argparse.Namespace) -> int:
     entry = _core(c).remove(args.text, now=c.clock.now())
+    if args.json:
+        print_json({"removed": entry.as_dict()})
+        return 0
     print(f"removed plate {entry.plate}")
     return 0
 
@@ -102,6 +109,7 @@ def register_enrol_plate(enrol_subparsers: Any) -> None:
         help="plate format, e.g. '[A-Z]{1,3}\\d{1,4}'; readings must fit it to match",
     )
     add_config_options(parser)
+    add_json_option(parser)
     parser.set_defaults(func=_enrol)
 
 
@@ -113,4 +121,5 @@ def register_gallery_plate(gallery_subparsers: Any) -> None:
     remove = gallery_subparsers.add_parser("remove-plate", help="remove a plate")
     remove.add_argument("text", metavar="TEXT", help="the plate to remove")
     add_config_options(remove)
+    add_json_option(remove)
     remove.set_defaults(func=_remove)

@@ -18,7 +18,9 @@ import pytest
 
 from agent import __version__
 from drivers.cli import EXIT_BAD_DATA, EXIT_OK, EXIT_STATE_DIR, EXIT_TRANSPORT, build_parser, main
+from drivers.cli.cmd_matching import EXIT_UNKNOWN
 from drivers.cli.common import DEFAULT_CONFIG
+from drivers.cli.output import ERROR_CODES
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EDGE_AGENT = [sys.executable, "-m", "drivers"]
@@ -61,24 +63,26 @@ def test_every_option_and_argument_of_every_command_has_help() -> None:
     assert missing == [], "options without help text:\n" + "\n".join(missing)
 
 
-# Commands that print data a script may want: each takes --json.
-DATA_COMMANDS = {
-    ("audit", "verify"), ("audit", "show"), ("auth", "list"), ("auth", "device-id"),
-    ("auth", "keygen"), ("config", "check"), ("config", "show"), ("consent", "show"),
-    ("consent", "grant"), ("consent", "withdraw"), ("consent", "history"), ("data", "erase"),
-    ("discover",), ("gallery", "list"), ("gallery", "plates"), ("logs", "codes"),
-    ("provision", "label"), ("remote",), ("upgrade", "status"), ("watch",),
+# Every command takes --json (tests/core/test_cli_json.py runs each) except these, which
+# print no data a script could want.  Keep it short: a new command is on neither list
+# until someone decides, and then the test below fails.
+WITHOUT_JSON = {
+    ("run",),  # the daemon: it logs (journald priorities), it prints no result
 }
 
 
 def test_every_command_that_prints_data_takes_json() -> None:
     leaves = {path[1:]: parser for path, parser in _leaves()}
-    assert set(leaves) >= DATA_COMMANDS, DATA_COMMANDS - set(leaves)
-    without = [
-        " ".join(path) for path in sorted(DATA_COMMANDS)
-        if not any("--json" in a.option_strings for a in leaves[path]._actions)
-    ]
-    assert without == []
+    assert set(leaves) >= WITHOUT_JSON, WITHOUT_JSON - set(leaves)
+    without = {
+        path for path, parser in leaves.items()
+        if not any("--json" in a.option_strings for a in parser._actions)
+    }
+    assert sorted(without - WITHOUT_JSON) == [], "data-printing commands without --json"
+    assert without == WITHOUT_JSON, "on the allow-list but takes --json: drop it from the list"
+    for path, parser in leaves.items():
+        if path not in WITHOUT_JSON:
+            assert "--json" in parser.format_help(), path  # and --help says so
 
 
 def test_version_and_help_with_the_exit_codes() -> None:
@@ -94,6 +98,12 @@ def test_version_and_help_with_the_exit_codes() -> None:
         assert f"\n  {code} " in helped.stdout, code
         assert f"| {code} |" in readme, f"README's exit code table lacks {code}"
     assert str(DEFAULT_CONFIG) in helped.stdout and "EDGE_AGENT_CONFIG" in helped.stdout
+    assert '{"ok": false, "error"' in helped.stdout  # what --json prints on failure
+    for code in set(ERROR_CODES.values()):
+        assert f"`{code}`" in readme, f"README does not list the --json error code {code}"
+    # The one command with an exit code of its own documents it in its --help.
+    match = dict((path[1:], p) for path, p in _leaves())[("match",)].format_help()
+    assert f"{EXIT_UNKNOWN} nobody enrolled" in " ".join(match.split())
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -118,6 +128,40 @@ def test_a_missing_default_configuration_is_one_line_naming_path_and_fix(
         assert "EDGE_AGENT_CONFIG" in lines[0]
         # Nothing was created on the built-in sample's behalf.
         assert list(tmp_path.iterdir()) == []
+    # Under --json the same line, and the error document on stdout.
+    result = subprocess.run([*EDGE_AGENT, "consent", "show", "--json"], capture_output=True,
+                            text=True, cwd=tmp_path, env=_env(PYTHONPATH=str(ROOT)), timeout=60)
+    assert result.returncode == EXIT_BAD_DATA
+    assert len(result.stderr.strip().splitlines()) == 1
+    document = json.loads(result.stdout)
+    assert document["ok"] is False and document["error"]["code"] == "config"
+    assert document["error"]["exit_code"] == EXIT_BAD_DATA
+    assert result.stderr.strip() == f"edge-agent: error: {document['error']['message']}"
+
+
+def test_a_state_dir_alone_still_reads_the_default_configuration(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The installed configuration (here a real file standing in for /etc/edge-agent/agent.toml)
+    # is read although only --state-dir was given; the state directory is the one named.
+    installed = tmp_path / "etc-agent.toml"
+    installed.write_text(f'state_dir = "{tmp_path / "unused"}"\n'
+                         '[device]\nserial_number = "EA-HUB-0777"\n')
+    monkeypatch.setattr("drivers.cli.common.DEFAULT_CONFIG", installed)
+    monkeypatch.delenv("EDGE_AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    state = tmp_path / "named"
+    assert main(["provision", "label", "--state-dir", str(state), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["serial_number"] == "EA-HUB-0777"
+    assert (state / "provisioning").is_dir() and not (tmp_path / "unused").exists()
+    # $EDGE_AGENT_CONFIG wins over the installed file, --config over both.
+    other = tmp_path / "env.toml"
+    other.write_text('[device]\nserial_number = "EA-HUB-0888"\n')
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", str(other))
+    assert main(["config", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"]["serial_number"] == "EA-HUB-0888"
+    assert main(["config", "show", "--config", str(installed), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["device"]["serial_number"] == "EA-HUB-0777"
 
 
 def test_the_configuration_comes_from_edge_agent_config_and_gives_the_state_dir(
