@@ -55,6 +55,7 @@ ATTEMPTS: dict[str, dict[str, object]] = {
     "auth.list": {},
     "auth.unbind": {},
     "onvif.set_credentials": {"username": "mallory", "password": "mallory-pass"},
+    "device.sealing_key": {},
 }
 
 
@@ -74,7 +75,9 @@ class Rig:
             (str(p.relative_to(self.state)), p.stat().st_size)
             for p in self.state.rglob("*")
             if p.is_file()
-            and not p.name.startswith(("agent.sqlite", "audit"))
+            # The outbox (its sequence file too) moves with every event the camera
+            # makes; an atomic write in progress shows as a dot-file for a moment.
+            and not p.name.startswith(("agent.sqlite", "audit", "outbox-seq", "."))
             and "logs" not in p.parts
             and "snapshots" not in p.parts
         )

@@ -55,7 +55,7 @@ def tool(name: str) -> str:
         (str(p) for p in (pathlib.Path("/usr/sbin", name), pathlib.Path("/sbin", name))
          if p.is_file()), None)
     if found is None:
-        package = {"mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs"}.get(name, "mount")
+        package = {"mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "dumpe2fs": "e2fsprogs"}.get(name, "mount")
         raise RuntimeError(f"{name} is not installed: `make test` installs {package} (apt-get)")
     return found
 
@@ -119,6 +119,16 @@ class LoopDisk:
                                    f"{done.stderr.strip()}")
             self.mounted = False
         self.detach()
+        # A process that entered a new mount namespace while the disk was mounted (ip
+        # netns exec, unshare) keeps the file system alive there: our umount then only
+        # drops our view, the journal is never checkpointed and the image is not final.
+        done = _run(["dumpe2fs", "-h", str(self.image)])
+        if "needs_recovery" in done.stdout:
+            raise RuntimeError(
+                "the image was not cleanly unmounted: another mount namespace still holds "
+                "the file system (a process started while it was mounted), so a scan of "
+                "the image would not see its final state"
+            )
 
     def detach(self) -> None:
         if self.device is not None:
