@@ -308,6 +308,20 @@ class CameraSettings:
         hub_frames_per_tick (frames): Frames the hub hands the pipeline per main-loop
             pass, one camera after the other; a camera's frame not taken before its
             next one is dropped (and counted).
+        adopt_discovered: NVR hub mode for cameras found on the LAN: a camera that
+            answers WS-Discovery (on ``[discovery] interface_address``) becomes a source
+            named after its ONVIF scopes, listed by ``camera.list`` as pending until the
+            owner sets its credentials (``camera.set_credentials``); only then is it
+            captured. On, the device is a hub even with no ``sources`` (``source`` and
+            ``uri`` unused). Off: only ``sources``.
+        adopt_max_cameras (cameras): Most cameras adopted; past it a camera that
+            vanished before the owner gave it credentials makes room, else a new one
+            is refused (and counted).
+        adopt_probe_seconds: Time between the hub's WS-Discovery searches (a Hello
+            heard on the LAN brings the next one forward).
+        adopt_missing_probes (probes): Searches in a row an adopted camera may miss
+            before its capture stops (a Bye stops it at once); it keeps its name.
+        adopt_transport: How RTP travels from adopted cameras: ``"tcp"`` or ``"udp"``.
     """
 
     # Off: no capture, no motion, no faces, no QR provisioning (and no OpenCV in memory).
@@ -323,6 +337,14 @@ class CameraSettings:
     )
     sources: tuple[HubCamera, ...] = ()
     hub_frames_per_tick: int = dataclasses.field(default=4, metadata={"min": 1, "max": 64})
+    # Off by default: a camera on the LAN is captured only once the owner configured it.
+    adopt_discovered: bool = False
+    adopt_max_cameras: int = dataclasses.field(default=16, metadata={"min": 1, "max": 64})
+    adopt_probe_seconds: float = dataclasses.field(
+        default=60.0, metadata={"min": 1, "max": 86400}
+    )
+    adopt_missing_probes: int = dataclasses.field(default=3, metadata={"min": 1, "max": 100})
+    adopt_transport: str = dataclasses.field(default="tcp", metadata={"check": _rtp_transport})
 
     def __post_init__(self) -> None:
         names = [source.name for source in self.sources]

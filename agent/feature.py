@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
+from agent.auth.authoriser import CallerSlot
 from agent.auth.principals import PrincipalStore
 from agent.auth.roles import Role
 from agent.config import AgentConfig
@@ -76,6 +77,9 @@ class FeatureContext:
     healthy: Callable[[], bool] = lambda: False
     # Messages waiting in the outbox (Home Assistant's outbox depth sensor).
     queue_depth: Callable[[], int] = lambda: 0
+    # Who gave the command being handled, and the signed command itself (what
+    # sealed parameters are bound to); the router fills it around each handler.
+    callers: CallerSlot = dataclasses.field(default_factory=CallerSlot)
 
     @property
     def daemon(self) -> bool:

@@ -115,6 +115,11 @@ class StateLayout:
         return self.keys_dir / f"{domain}.destroyed"
 
     @property
+    def sealing_key(self) -> pathlib.Path:
+        """The device's X25519 key for sealed command parameters, wrapped by the device key."""
+        return self.keys_dir / "sealing-x25519.wrapped"
+
+    @property
     def key_rotation_requests(self) -> pathlib.Path:
         """Domains to rotate because one item was removed (its old copies die with the key)."""
         return self.keys_dir / "rotate.json"
@@ -254,6 +259,11 @@ class StateLayout:
     def upgrade_hawkbit_action(self) -> pathlib.Path:
         """The hawkBit action being worked on and the feedback already sent for it."""
         return self.upgrade_dir / "hawkbit-action.json"
+
+    @property
+    def adopted_cameras(self) -> pathlib.Path:
+        """Cameras the hub adopted from WS-Discovery: endpoint, address, stable name."""
+        return self.root / "adopted-cameras.json"
 
     @property
     def camera_credentials(self) -> pathlib.Path:

@@ -56,6 +56,7 @@ from drivers.mqtt import MqttLink, client_id_for
 from drivers.provisioning.feature import build_provisioning
 from drivers.rights.feature import build_rights
 from drivers.sdnotify import watchdog_interval
+from drivers.sealedparams import build_sealed_params
 from drivers.statedir import ensure_state_dir
 from drivers.storage import salvage_database
 from drivers.upgrade.feature import build_upgrade
@@ -69,6 +70,7 @@ FeatureBuilder = Callable[[FeatureContext], Feature]
 # Logs first, so what the other features log while they start is captured (redacted).
 DEFAULT_BUILDERS: tuple[FeatureBuilder, ...] = (
     build_logs,
+    build_sealed_params,
     build_camera,
     build_faces,
     build_plates,
@@ -229,6 +231,7 @@ def compose(
 
     secrets = KnownSecrets([config.device.serial_number], clock)
     redactor = Redactor(secrets)
+    callers = CallerSlot()
     ctx = FeatureContext(
         config=config,
         mode=mode,
@@ -242,8 +245,8 @@ def compose(
         redactor=redactor,
         principals=principals,
         keys=keys,
+        callers=callers,
     )
-    callers = CallerSlot()
     features: list[Feature] = []
     try:
         for build in builders:

@@ -17,7 +17,7 @@ import cbor2
 
 from agent import cbor
 from agent.auth import cose
-from agent.auth.envelope import REPLY_KEY, decode_body
+from agent.auth.envelope import REPLY_KEY, CommandBody, decode_body
 from agent.auth.principals import Principal, PrincipalStore
 from agent.auth.roles import CommandPolicy
 from agent.errors import BadDataError, DecodeError, PolicyError
@@ -40,6 +40,9 @@ class UnauthorizedError(PolicyError):
 @dataclasses.dataclass(frozen=True)
 class Caller:
     principal: Principal | None = None
+    # The signed command as checked (device, name, counter, time): what sealed
+    # parameters are bound to (agent.sealedparams).  None for a public command.
+    command: CommandBody | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def description(self) -> str:
@@ -129,7 +132,9 @@ class Authoriser:
             raise DecodeError("reply_key must be a 32-byte X25519 public key")
         if not self.store.advance_counter(principal.kid, body.counter):
             raise self._refuse(name, principal, "it is a replay (counter not above the last)", now)
-        return Authorised(Caller(principal), body.args, reply_key)
+        # The caller keeps the signed fields, not the arguments (they may hold a secret).
+        signed = dataclasses.replace(body, args={})
+        return Authorised(Caller(principal, signed), body.args, reply_key)
 
     def _refuse(
         self, name: str, principal: Principal | None, reason: str, now: float

@@ -82,6 +82,24 @@ class FairScheduler(Generic[Frame]):
             raise ValueError(f"camera names must be unique: {names}")
         self._next = 0
 
+    def add(self, slot: CameraSlot[Frame]) -> None:
+        """A camera joins at run time (an adopted one); it gets its turn after the others."""
+        if any(s.name == slot.name for s in self.slots):
+            raise ValueError(f"camera names must be unique: {slot.name!r} is taken")
+        self.slots.append(slot)
+
+    def remove(self, name: str) -> CameraSlot[Frame] | None:
+        """A camera leaves at run time; the round-robin resumes where it was."""
+        index = next((i for i, s in enumerate(self.slots) if s.name == name), None)
+        if index is None:
+            return None
+        slot = self.slots.pop(index)
+        if index < self._next:
+            self._next -= 1
+        if self._next >= len(self.slots):
+            self._next = 0
+        return slot
+
     def take(self, limit: int) -> list[tuple[str, Frame]]:
         """At most ``limit`` frames, no camera a second time before every other had its turn."""
         taken: list[tuple[str, Frame]] = []
@@ -101,7 +119,7 @@ class FairScheduler(Generic[Frame]):
     def stats(self) -> dict[str, dict[str, int]]:
         return {
             s.name: {"captured": s.captured, "dropped": s.dropped, "scheduled": s.scheduled}
-            for s in self.slots
+            for s in list(self.slots)
         }
 
 

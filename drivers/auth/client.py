@@ -26,6 +26,10 @@ by CorrelationData.  A confidential command -- ``data.export`` always, any
 other with ``sealed=True`` -- carries an ephemeral X25519 ``reply_key``: the
 device encrypts the result to it (COSE_Encrypt), so whoever else reads the
 reply topic sees only ciphertext, and the key is forgotten after the call.
+Secret *arguments* (a camera's password: :data:`SEALED_ARGUMENTS`) go the other
+way, sealed to the device's X25519 sealing key (``args["sealed"]``, a
+COSE_Encrypt0 bound to the command, device, counter and time: see
+:mod:`agent.sealedparams`); pass ``sealing_key=`` read on the device to pin it.
 
 Failures come as the agent's error tree: a refusal by the device or bad bytes
 are :class:`~agent.errors.BadDataError` (retrying cannot help), a broker or
@@ -69,6 +73,7 @@ from agent.errors import (
     TransportError,
     VerificationError,
 )
+from agent.sealedparams import SEALED, Binding, seal_params, sealing_kid
 
 # The key helpers live in drivers.auth.keys; re-exported so one import serves a tool.
 from drivers.auth.keys import (
@@ -102,7 +107,14 @@ __all__ = [
 
 CONTENT_TYPE = "application/cbor"
 # Results that may only travel sealed (the device refuses them without a reply key).
-CONFIDENTIAL_COMMANDS = frozenset({"data.export"})
+CONFIDENTIAL_COMMANDS = frozenset({"data.export", "onvif.set_credentials"})
+# Arguments that travel only sealed to the device's key (agent.sealedparams): the
+# device refuses them in clear.  ``call(seal=...)`` seals others too.
+SEALED_ARGUMENTS: Mapping[str, frozenset[str]] = {
+    "camera.set_credentials": frozenset({"password"}),
+    "onvif.set_credentials": frozenset({"password"}),
+}
+SEALING_KEY_COMMAND = "device.sealing_key"
 # Answered without a signature; signing them would only burn a counter (and an
 # untrusted key's signature is refused even here).
 PUBLIC_COMMANDS = frozenset({"status"})
@@ -207,6 +219,7 @@ class CommandClient:
         max_reply_bytes: int = MAX_REPLY_BYTES,
         clock: Callable[[], float] = time.time,
         payload_format: str = "cbor",
+        sealing_key: bytes | None = None,
     ) -> None:
         if payload_format not in ("cbor", "json"):
             raise DecodeError(f"payload_format must be 'cbor' or 'json', not {payload_format!r}")
@@ -229,6 +242,11 @@ class CommandClient:
         self.max_reply_bytes = max_reply_bytes
         self._key = signing_key
         self._clock = clock
+        # The device's sealing key: pinned by the caller (read on the device), else
+        # fetched once with the owner-signed device.sealing_key (agent.sealedparams).
+        if sealing_key is not None and len(sealing_key) != 32:
+            raise DecodeError("the sealing key is a raw 32-byte X25519 public key")
+        self.sealing_key = sealing_key
         self.base = f"{prefix}/{device_id}"
         # One topic per client, random: no other client's replies land in it by accident.
         self.reply_topic = f"{self.base}/reply/client-{secrets.token_hex(8)}"
@@ -346,8 +364,12 @@ class CommandClient:
         timeout: float = 10.0,
         *,
         sealed: bool = False,
+        seal: frozenset[str] = frozenset(),
     ) -> dict[str, object]:
         """Send ``name`` signed, wait for the reply and return its result.
+
+        The arguments :data:`SEALED_ARGUMENTS` names for ``name``, and those in
+        ``seal``, go encrypted to the device's sealing key (``args["sealed"]``).
 
         Raises :class:`CommandRefusedError` / :class:`DeviceFailedError` for
         an error reply, :class:`~agent.errors.DeviceTimeoutError` when none comes.
@@ -361,21 +383,44 @@ class CommandClient:
         if sealed or name in CONFIDENTIAL_COMMANDS:
             reply_secret = x25519.X25519PrivateKey.generate()
             arguments[REPLY_KEY] = cose.raw_public(reply_secret.public_key())
-        if name in PUBLIC_COMMANDS and reply_secret is None:
+        secret = (SEALED_ARGUMENTS.get(name, frozenset()) | seal) & set(arguments)
+        if name in PUBLIC_COMMANDS and reply_secret is None and not secret:
             payload = jsonform.dumps(arguments) if self.json else cbor.dumps(arguments)
         else:
+            if secret:
+                recipient = self.device_sealing_key(timeout)
+            counter, now = self.next_counter(), self._clock()
+            if secret:
+                params = {field: arguments.pop(field) for field in sorted(secret)}
+                binding = Binding(self.device_id, name, counter, int(now))
+                arguments[SEALED] = seal_params(recipient, params, binding)
             payload = sign_command(
-                self._key,
-                self.device_id,
-                name,
-                arguments,
-                counter=self.next_counter(),
-                now=self._clock(),
+                self._key, self.device_id, name, arguments, counter=counter, now=now
             )
             if self.json:
                 payload = json_carriage(payload)
         self.connect()
         return self._result(name, self._exchange(name, payload, timeout), reply_secret)
+
+    def device_sealing_key(self, timeout: float = 10.0) -> bytes:
+        """The key secret arguments are sealed to: the pinned one, else asked for once.
+
+        Asked for, it is as authentic as the broker that carried the reply (see
+        :mod:`agent.sealedparams`); pin the key read on the device against a
+        broker that may rewrite replies.
+        """
+        if self.sealing_key is None:
+            result = self.call(SEALING_KEY_COMMAND, timeout=timeout)
+            key, kid = result.get("key"), result.get("kid")
+            if isinstance(key, str):  # a JSON reply carries bytes as base64 text
+                try:
+                    key = base64.b64decode(key, validate=True)
+                except (binascii.Error, ValueError):
+                    key = None
+            if not isinstance(key, bytes) or len(key) != 32 or kid != sealing_kid(key).hex():
+                raise DecodeError(f"{SEALING_KEY_COMMAND}: the reply carries no valid key")
+            self.sealing_key = key
+        return self.sealing_key
 
     def _exchange(self, name: str, payload: bytes, timeout: float) -> bytes:
         client = self._client

@@ -87,10 +87,23 @@ def _post(url: str, body: bytes) -> bytes:
         raise ConnectionLostError(f"ONVIF service unreachable: {exc}") from None
 
 
+def _on_host(url: str, host: str | None, what: str) -> None:
+    if host is not None and (urllib.parse.urlsplit(url).hostname or "").lower() != host.lower():
+        raise DecodeError(f"the camera's {what} is on another host")
+
+
 def onvif_stream_uri(
-    device_url: str, credentials: OnvifCredentials | None, profile: str = ""
+    device_url: str,
+    credentials: OnvifCredentials | None,
+    profile: str = "",
+    *,
+    same_host: str | None = None,
 ) -> str:
-    """Ask a camera's ONVIF device service for its RTSP stream URI."""
+    """Ask a camera's ONVIF device service for its RTSP stream URI.
+
+    ``same_host``: the media service and the stream must be on that host (an
+    adopted camera: its answers cannot send the hub, and the owner's user, elsewhere).
+    """
     if urllib.parse.urlsplit(device_url).scheme not in ("http", "https"):
         raise DecodeError("an ONVIF address must be http:// or https://")
 
@@ -100,8 +113,11 @@ def onvif_stream_uri(
     media = media_xaddr(call(device_url, GET_CAPABILITIES))
     if urllib.parse.urlsplit(media).scheme not in ("http", "https"):
         raise DecodeError("the camera's media address is not http:// or https://")
+    _on_host(media, same_host, "media address")
     token = first_profile(call(media, GET_PROFILES), profile)
-    return stream_uri(call(media, get_stream_uri(token)))
+    uri = stream_uri(call(media, get_stream_uri(token)))
+    _on_host(uri, same_host, "stream URI")
+    return uri
 
 
 def with_credentials(url: str, credentials: OnvifCredentials | None) -> str:
@@ -127,8 +143,11 @@ class HubCapture:
         credentials: Callable[[str], OnvifCredentials | None],
         consumers: Sequence[Callable[[Image], object]],
         fps: float,
+        *,
+        same_host: str | None = None,
     ) -> None:
         self.camera = camera
+        self.same_host = same_host
         self.credentials = credentials
         self.consumers = consumers
         self.interval = 1.0 / fps
@@ -149,6 +168,19 @@ class HubCapture:
         )
         self._thread.start()
 
+    @property
+    def status(self) -> str:
+        """For ``camera.list``: never the URL (it may carry a password)."""
+        if not self.alive:
+            return "stopped"
+        if self._reported:
+            return f"retrying: {self._reported}"
+        return "streaming" if self.frames else "connecting"
+
+    def signal_stop(self) -> None:
+        """Ask the thread to end, without waiting (the main loop must not block on it)."""
+        self._stop.set()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -163,7 +195,9 @@ class HubCapture:
 
     def _open(self, credentials: OnvifCredentials | None) -> cv2.VideoCapture:
         if self.camera.onvif:
-            url = onvif_stream_uri(self.camera.onvif, credentials, self.camera.profile)
+            url = onvif_stream_uri(
+                self.camera.onvif, credentials, self.camera.profile, same_host=self.same_host
+            )
         else:
             url = self.camera.url
         with _OPEN_LOCK:
@@ -244,15 +278,42 @@ class HubService:
         frames: FrameBus[Image],
         frames_per_tick: int,
     ) -> None:
-        self.captures = captures
+        self.captures = list(captures)
         self.scheduler = scheduler
         self.bus = frames
         self.frames_per_tick = frames_per_tick
         self.published: dict[str, int] = {c.camera.name: 0 for c in captures}
+        # Removed at run time and told to stop; joined when the hub stops.
+        self._retired: list[HubCapture] = []
+        self._started = False
 
     def start(self) -> None:
+        self._started = True
         for capture in self.captures:
             capture.start()
+
+    def add(self, capture: HubCapture, slot: CameraSlot[Image]) -> None:
+        """A camera joins at run time (adopted): its slot into the round-robin, its thread on."""
+        self.scheduler.add(slot)
+        self.captures.append(capture)
+        self.published.setdefault(capture.camera.name, 0)
+        if self._started:
+            capture.start()
+
+    def remove(self, name: str) -> HubCapture | None:
+        """A camera leaves at run time: out of the round-robin, its thread told to end."""
+        capture = next((c for c in self.captures if c.camera.name == name), None)
+        if capture is None:
+            return None
+        self.captures.remove(capture)
+        self.scheduler.remove(name)
+        capture.signal_stop()
+        self._retired = [c for c in self._retired if c.alive] + [capture]
+        return capture
+
+    def retiring(self, name: str) -> bool:
+        """A removed capture of ``name`` has not ended yet (start no second one meanwhile)."""
+        return any(c.camera.name == name and c.alive for c in self._retired)
 
     def tick(self, now: float) -> Sequence[Event]:
         for capture in self.captures:
@@ -264,7 +325,9 @@ class HubService:
         return ()
 
     def stop(self) -> None:
-        for capture in self.captures:
+        for capture in [*self.captures, *self._retired]:
+            capture.signal_stop()
+        for capture in [*self.captures, *self._retired]:
             capture.stop()
 
 

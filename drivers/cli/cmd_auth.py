@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from agent.auth.roles import Role
 from agent.errors import DecodeError, DeviceIOError, PolicyError
-from drivers.cli.common import add_config_options
+from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import with_composition
+from drivers.cli.output import print_json
 
 if TYPE_CHECKING:
     from drivers.compose import Composition
@@ -66,6 +67,10 @@ def _enrol(c: Composition, args: argparse.Namespace) -> int:
     if role is Role.OWNER:
         owner = store.owner()
         if owner is not None and owner.public_key == public_key and not args.replace:
+            if args.json:
+                print_json({"role": role.value, "kid": kid, "device_id": store.device_id,
+                            "changed": False, "replaced": False})
+                return 0
             print(f"owner {kid} is already bound; device id {store.device_id}")
             return 0
         if owner is not None and not args.replace:
@@ -81,6 +86,10 @@ def _enrol(c: Composition, args: argparse.Namespace) -> int:
             "auth.enrol", {"role": role.value, "kid": kid, "channel": "cli", "replaced": replaced},
             now,
         )
+        if args.json:
+            print_json({"role": role.value, "kid": kid, "device_id": device_id,
+                        "changed": True, "replaced": replaced})
+            return 0
         print(f"owner {kid} bound; device id is now {device_id} (every other key forgotten)")
         print(RESTART_NOTE)
         return 0
@@ -92,6 +101,10 @@ def _enrol(c: Composition, args: argparse.Namespace) -> int:
         raise PolicyError(f"{kid} is the owner's key; a key has one role")
     store.add(role, public_key, label, now, added_by="cli")
     c.audit.record("auth.enrol", {"role": role.value, "kid": kid, "channel": "cli"}, now)
+    if args.json:
+        print_json({"role": role.value, "kid": kid, "device_id": store.device_id,
+                    "changed": True, "replaced": False})
+        return 0
     print(f"{role.value} {kid} trusted; device id {store.device_id}")
     return 0
 
@@ -119,6 +132,9 @@ def _reset(c: Composition, args: argparse.Namespace) -> int:
     forgotten, before = len(store.principals()), store.device_id
     device_id = store.unbind()
     c.audit.record("auth.reset", {"forgotten": forgotten, "channel": "cli"}, now)
+    if args.json:
+        print_json({"forgotten": forgotten, "device_id": device_id, "previous_device_id": before})
+        return 0
     print(f"forgot {forgotten} key(s); device id is now {device_id} (was {before})")
     print(RESTART_NOTE)
     return 0
@@ -126,8 +142,13 @@ def _reset(c: Composition, args: argparse.Namespace) -> int:
 
 @with_composition
 def _device_id(c: Composition, args: argparse.Namespace) -> int:
+    from agent.sealedparams import SealingKey  # lazy: heavy (cryptography)
+
+    # Read here, on the device, the sealing key is as authentic as `auth enrol`:
+    # `remote --sealing-key` pins it (docs/sealed-parameters.md).
+    sealing = SealingKey(c.layout.sealing_key, c.keys.device).public_key().hex()
     if args.json:
-        print(json.dumps({"device_id": c.principals.device_id}))
+        print(json.dumps({"device_id": c.principals.device_id, "sealing_key": sealing}))
     else:
         print(c.principals.device_id)
     return 0
@@ -202,6 +223,20 @@ def _remote(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise DeviceIOError(f"cannot read {args.password_file}: {exc.strerror}") from exc
     arguments = parse_assignments(args.assignments)
+    sealing_key = None
+    if args.sealing_key:
+        text = args.sealing_key
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+            try:
+                text = pathlib.Path(text).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise DeviceIOError(f"cannot read {args.sealing_key}: {exc.strerror}") from exc
+        try:
+            sealing_key = bytes.fromhex(text)
+        except ValueError:
+            sealing_key = b""
+        if len(sealing_key) != 32:
+            raise DecodeError("--sealing-key must be 64 hex digits or a file holding them")
     client = CommandClient(
         args.host,
         args.port or (8883 if args.tls else 1883),
@@ -213,9 +248,13 @@ def _remote(args: argparse.Namespace) -> int:
         username=args.username,
         password=password,
         connect_timeout=args.timeout,
+        sealing_key=sealing_key,
     )
     with client:
-        result = client.call(args.name, arguments, timeout=args.timeout, sealed=args.sealed)
+        result = client.call(
+            args.name, arguments, timeout=args.timeout, sealed=args.sealed,
+            seal=frozenset(args.seal),
+        )
     print(json.dumps(jsonable(result), indent=2, sort_keys=True))
     return 0
 
@@ -236,6 +275,7 @@ def register(subparsers: Any) -> None:
     enrol.add_argument("--label", default="", help="a name for the key (at most 64 characters)")
     enrol.add_argument("--replace", action="store_true",
                        help="owner only: unbind the current owner (and every key) first")
+    add_json_option(enrol)
     enrol.set_defaults(func=_enrol)
     listing = sub.add_parser("list", help="the trusted keys and the device id")
     add_config_options(listing)
@@ -243,6 +283,7 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(func=_list)
     reset = sub.add_parser("reset", help="forget every key and take a new device id (unbind)")
     add_config_options(reset)
+    add_json_option(reset)
     reset.set_defaults(func=_reset)
     device_id = sub.add_parser("device-id", help="the id naming this device's MQTT topics")
     add_config_options(device_id)
@@ -267,6 +308,12 @@ def register(subparsers: Any) -> None:
     remote.add_argument("--timeout", type=float, default=10.0, help="seconds to wait")
     remote.add_argument("--sealed", action="store_true",
                         help="ask for the reply sealed to a one-time key (always for data.export)")
+    remote.add_argument("--seal", action="append", default=[], metavar="KEY",
+                        help="send this argument sealed to the device's key (passwords of "
+                        "*.set_credentials always are)")
+    remote.add_argument("--sealing-key", default=None, metavar="HEX|FILE",
+                        help="the device's sealing key, from `auth device-id --json` on the "
+                        "device (default: asked for with device.sealing_key)")
     remote.add_argument("--json", action="store_true",
                         help="accepted for symmetry: the result is always JSON")
     remote.add_argument("name", metavar="COMMAND", help="e.g. consent.get")

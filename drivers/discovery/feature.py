@@ -5,8 +5,10 @@ with its own clients.  The ONVIF service runs whether or not the device is
 discoverable (a client that knows the address may use it); WS-Discovery and
 mDNS only while it is discoverable.
 
-The ONVIF user: ``onvif.set_credentials`` (the owner's command; the result,
-with a generated password, travels only sealed to the owner's reply key) or a
+The ONVIF user: ``onvif.set_credentials`` (the owner's command; a password the
+owner gives travels only sealed to the device's key, ``args["sealed"]``,
+:mod:`agent.sealedparams`; the result, with a generated password, travels only
+sealed to the owner's reply key) or a
 file the image provides (``[discovery] onvif_credentials_file``).  Until one
 exists every ONVIF operation but GetSystemDateAndTime answers NotAuthorized.
 The password is a secret the log redactor knows; the user is erased with the
@@ -31,8 +33,10 @@ from drivers.discovery.onvif_store import (
     generate_password,
 )
 from drivers.provisioning.store import FileProvisioningStore
+from drivers.sealedparams import sealed_arguments, sealing_key
 
 SET_CREDENTIALS = "onvif.set_credentials"
+SEALED_FIELDS = frozenset({"password"})
 
 
 def build_discovery(ctx: FeatureContext) -> Feature:
@@ -53,7 +57,11 @@ def build_discovery(ctx: FeatureContext) -> Feature:
     if not ctx.daemon:
         return Feature("discovery", holdings=holdings, secrets=secrets)
 
-    def set_credentials(args: CommandArgs) -> CommandResult:
+    sealing = sealing_key(ctx)
+
+    def set_credentials(given_args: CommandArgs) -> CommandResult:
+        # A password the owner gives travels only sealed to the device (agent.sealedparams).
+        args = sealed_arguments(ctx, sealing, SET_CREDENTIALS, given_args, SEALED_FIELDS)
         username = check_username(args.get("username"))
         given = args.get("password")
         password = generate_password() if given is None else check_password(given)

@@ -36,8 +36,8 @@ def daemon(tmp_path: Path) -> Iterator[Composition]:
 
 def test_the_daemon_composes_every_feature_in_order(daemon: Composition) -> None:
     assert [f.name for f in daemon.features] == [
-        "logs", "camera", "faces", "plates", "provisioning", "discovery", "upgrade",
-        "homeassistant", "rights",
+        "logs", "sealed_params", "camera", "faces", "plates", "provisioning", "discovery",
+        "upgrade", "homeassistant", "rights",
     ]
     assert {"camera", "motion", "faces", "plates", "upgrade", "retention"} <= {
         s.name for s in daemon.services

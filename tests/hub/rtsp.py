@@ -54,15 +54,17 @@ class RtspServer:
     ``transport = "udp"``.
     """
 
-    def __init__(self, logs: pathlib.Path) -> None:
+    def __init__(self, logs: pathlib.Path, address: str = "127.0.0.1") -> None:
+        """``address``: where clients connect (a namespace's veth address in netns tests)."""
         binary = shutil.which("rtsp-server-perl")
+        self.address = address
         assert binary, "rtsp-server-perl is missing: make mosquitto installs it (Debian package)"
         self.port, self.source_port = free_port(), free_port()
         self._log = (logs / "rtsp-server.log").open("wb")
         self.process = subprocess.Popen(
             [
                 binary, "--clientport", str(self.port), "--serverport", str(self.source_port),
-                "--client_listen_address", "127.0.0.1", "--source_listen_address", "127.0.0.1",
+                "--client_listen_address", address, "--source_listen_address", "127.0.0.1",
                 "--rtp_start_port", str(free_udp_base()), "--loglevel", "2",
             ],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
@@ -96,7 +98,7 @@ class RtspServer:
             )
         )
         log.close()
-        return f"rtsp://127.0.0.1:{self.port}/{mount}"
+        return f"rtsp://{self.address}:{self.port}/{mount}"
 
     def stop(self) -> None:
         for process in [*self.publishers, self.process]:

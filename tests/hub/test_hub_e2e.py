@@ -30,7 +30,7 @@ from tests.hub.rtsp import RtspServer, free_port, write_clip
 from tests.support.agent_harness import device_base, make_config
 from tests.support.broker import Broker
 from tests.support.mqtt import Collector
-from tests.support.owner import Signer
+from tests.support.owner import Signer, sealing_key_in_state
 
 ONVIF_USER = "hubuser"
 ONVIF_PASSWORD = "Onvif-Pass-7731"
@@ -111,10 +111,14 @@ def test_two_cameras_one_through_onvif_feed_one_bus_with_motion_per_camera(
         # Connected (its start status is out) before the owner's commands go.
         assert sub.wait_for(lambda c: any(e["type"] == "device.status" for e in c.events()), 20)
         # Unknown cameras are refused; the owner's users for both are accepted.
+        # The passwords travel sealed to the device's key (agent.sealedparams).
+        sealing_key = sealing_key_in_state(state_dir)
         refused = sub.request(
             f"{base}/cmd/camera.set_credentials",
-            {"camera": "garage", "username": "x", "password": "y"},
+            {"camera": "garage", "username": "x"},
             signer=signer,
+            secrets={"password": "y"},
+            sealing_key=sealing_key,
         )
         assert refused["ok"] is False, refused
         for camera, user, password in (
@@ -123,8 +127,10 @@ def test_two_cameras_one_through_onvif_feed_one_bus_with_motion_per_camera(
         ):
             reply: Any = sub.request(
                 f"{base}/cmd/camera.set_credentials",
-                {"camera": camera, "username": user, "password": password},
+                {"camera": camera, "username": user},
                 signer=signer,
+                secrets={"password": password},
+                sealing_key=sealing_key,
             )
             assert reply["ok"] is True, reply
             assert password not in str(reply)

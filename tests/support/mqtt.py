@@ -87,12 +87,15 @@ class Collector:
         signer: Signer | None = None,
         response_topic: str | None = None,
         sealed: bool = False,
+        secrets: dict[str, object] | None = None,
+        sealing_key: bytes | None = None,
     ) -> Any:
         """Publish a command with ResponseTopic + CorrelationData and wait for the reply.
 
         ``topic`` is ``<prefix>/<device id>/cmd/<name>``; with ``signer`` the
         arguments go signed for that device and name.  The reply topic lies in
         the device's own ``reply/`` namespace unless the test names another.
+        ``secrets`` travel sealed to ``sealing_key`` (agent.sealedparams).
         """
         correlation = uuid.uuid4().bytes
         base, _, name = topic.rpartition("/cmd/")
@@ -103,7 +106,9 @@ class Collector:
             signed_args = dict(args or {})
             if reply_key is not None:
                 signed_args["reply_key"] = raw_public(reply_key.public_key())
-            raw = signer.sign(base.rsplit("/", 1)[-1], name, signed_args)
+            raw = signer.sign(
+                base.rsplit("/", 1)[-1], name, signed_args, secrets=secrets, sealing_key=sealing_key
+            )
         got: list[Any] = []
         done = threading.Event()
 

@@ -13,6 +13,16 @@ from agent.auth.envelope import sign_command
 from agent.auth.principals import PrincipalStore, key_id
 from agent.auth.roles import Role
 from agent.database import Database
+from agent.keystore import FileDeviceKey
+from agent.layout import StateLayout
+from agent.sealedparams import SEALED, Binding, SealingKey, seal_params
+
+
+def sealing_key_in_state(state_dir: Path) -> bytes:
+    """The device's sealing public key, read where ``auth device-id --json`` reads it."""
+    layout = StateLayout(state_dir)
+    layout.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return SealingKey(layout.sealing_key, FileDeviceKey(layout.device_key)).public_key()
 
 
 class Signer:
@@ -35,15 +45,21 @@ class Signer:
         *,
         counter: int | None = None,
         now: float | None = None,
+        secrets: Mapping[str, object] | None = None,
+        sealing_key: bytes | None = None,
+        sealed_for: Binding | None = None,
     ) -> bytes:
-        return sign_command(
-            self.private_key,
-            device_id,
-            name,
-            args,
-            counter=self.next_counter() if counter is None else counter,
-            now=time.time() if now is None else now,
-        )
+        """``secrets`` go sealed to ``sealing_key`` (``args["sealed"]``, as the CLI sends them).
+
+        ``sealed_for``: bind the blob to another command than the one signed (attacks).
+        """
+        counter = self.next_counter() if counter is None else counter
+        now = time.time() if now is None else now
+        if secrets is not None:
+            assert sealing_key is not None, "secrets need the device's sealing key"
+            binding = sealed_for or Binding(device_id, name, counter, int(now))
+            args = {**args, SEALED: seal_params(sealing_key, secrets, binding)}
+        return sign_command(self.private_key, device_id, name, args, counter=counter, now=now)
 
     def enrol(self, store: PrincipalStore) -> None:
         if self.role is Role.OWNER:
