@@ -9,7 +9,8 @@ group photo and its Tom Hanks portrait (impostors only).  Each face is placed in
 at full resolution) and degraded like a camera stream (defocus, noise, JPEG 80).
 
 Rows: detector recall and false positives, identification rate of second
-photos at each embedder's default threshold, TAR at FAR 1% over all
+photos at each embedder's default threshold, identification by face size and
+the ``min_face_area`` gate chosen from it, TAR at FAR 1% over all
 cross-photo pairs, the score distributions behind the default threshold, the
 logistic fit behind each embedder's event confidence (agent.matching.calibration), and
 frames/s of each stage at 640x480 with 4 faces.  Peer: Haar + LBP in the same run.
@@ -28,9 +29,11 @@ import cv2
 import numpy as np
 
 from agent.matching.calibration import fit_logistic
+from agent.matching.quality import blur_score
+from agent.matching.settings import MatchingSettings
 from agent.matching.tracks import Box
 from drivers.vision.dlib_faces import DlibEmbedder, HogDetector, MmodDetector
-from drivers.vision.faces import HaarDetector, LbpEmbedder
+from drivers.vision.faces import HaarDetector, LbpEmbedder, crop, grey
 from tests.bench import vision_data
 from tests.matching import real_faces
 from tests.matching.plate_frames import degrade
@@ -173,15 +176,22 @@ def _pairs(
     return np.asarray(genuine), np.asarray(impostor)
 
 
+def _gallery(det: Any, emb: Any, faces: dict[str, np.ndarray], refs: dict[str, Box]
+             ) -> dict[str, np.ndarray]:
+    """Each enrolled person's vector, from their enrolment photo with a 160 px face."""
+    gallery = {}
+    for who, name in ENROL.items():
+        frame, truth = _placed(faces[name], refs[name], 160, 0)
+        boxes = [b for b in det.detect(frame) if _iou(b, truth) >= 0.3] or [truth]
+        gallery[who] = emb.embed(frame, boxes[0])
+    return gallery
+
+
 def _identification(report: Any, detectors: dict[str, Any], embedders: dict[str, Any],
                     faces: dict[str, np.ndarray], refs: dict[str, Box]) -> None:
     rates: dict[str, dict[int, float]] = {}
     for det, emb in ((detectors["hog"], embedders["dlib"]), (detectors["haar"], embedders["lbp"])):
-        gallery = {}
-        for who, name in ENROL.items():
-            frame, truth = _placed(faces[name], refs[name], 160, 0)
-            boxes = [b for b in det.detect(frame) if _iou(b, truth) >= 0.3] or [truth]
-            gallery[who] = emb.embed(frame, boxes[0])
+        gallery = _gallery(det, emb, faces, refs)
         rates[emb.name] = {}
         for size in SIZES:
             ok = n = 0
@@ -265,6 +275,69 @@ def _verification(report: Any, embedders: dict[str, Any], faces: dict[str, np.nd
                met=abs(calibrated - threshold) < 1e-9)
 
 
+GATE_FACE_SIZES = (32, 36, 40, 44, 48, 56)
+GATE_SIDES = (32, 36, 40, 44, 48)  # candidate min_face_area = side x side
+GATE_PROBES = ("obama2.jpg", "obama3.jpg", "obama_partial_face.jpg")
+GATE_ACCURACY = 0.95  # what faces of 48 px and more reach (the rows above)
+
+
+def _face_size_gate(report: Any, detectors: dict[str, Any], embedders: dict[str, Any],
+                    faces: dict[str, np.ndarray], refs: dict[str, Box]) -> None:
+    """Identification vs face size (HOG + dlib, default threshold), and the gates from it.
+
+    The gate sees the detector's box, not the face's true size: HOG boxes come
+    in steps of its scale pyramid (37, 44, 53, 63, 76 px at upsample 1), so
+    faces of 32-44 px may all get a 37 px box.  ``min_face_area`` is the
+    smallest box (side x side) whose admitted faces are identified at
+    ``GATE_ACCURACY``; the row checks the shipped default against it.
+    """
+    det, emb = detectors["hog"], embedders["dlib"]
+    gallery = _gallery(det, emb, faces, refs)
+    threshold = emb.default_threshold
+    seen: list[tuple[int, int, bool, float]] = []  # face px, box area, identified, blur
+    for size, name, seed in itertools.product(GATE_FACE_SIZES, GATE_PROBES, (*SEEDS, 4)):
+        frame, truth = _placed(faces[name], refs[name], size, seed)
+        boxes = [b for b in det.detect(frame) if _iou(b, truth) >= 0.3]
+        if not boxes:
+            seen.append((size, 0, False, 0.0))
+            continue
+        box = boxes[0]
+        probe = emb.embed(frame, box)
+        who, score = max(((w, float(v @ probe)) for w, v in gallery.items()), key=lambda t: t[1])
+        blur = blur_score(grey(crop(frame, box)))
+        seen.append((size, box.w * box.h, who == "obama" and score >= threshold, blur))
+    for size in GATE_FACE_SIZES:
+        rows = [r for r in seen if r[0] == size]
+        sides = sorted({round(math.sqrt(r[1])) for r in rows if r[1]})
+        report.row(AREA, f"second photo identified by face size, {size} px ({len(rows)} frames,"
+                   f" 3 photos; HOG box sides {'/'.join(map(str, sides))} px)",
+                   f"{np.mean([r[2] for r in rows]):.2f} (hog+dlib @ {threshold})")
+    chosen = None
+    for side in GATE_SIDES:
+        admitted = [r for r in seen if r[1] >= side * side]
+        accuracy = float(np.mean([r[2] for r in admitted])) if admitted else 0.0
+        at48 = [r for r in seen if r[0] == 48]
+        kept48 = float(np.mean([r[2] and r[1] >= side * side for r in at48]))
+        if chosen is None and accuracy >= GATE_ACCURACY:
+            chosen = side
+        report.row(AREA, f"min_face_area {side}x{side}: admitted faces identified (of "
+                   f"{len(admitted)}); 48 px faces admitted and identified",
+                   f"{accuracy:.3f}; {kept48:.2f}")
+    shipped = MatchingSettings().min_face_area
+    side = chosen or GATE_SIDES[-1]
+    at48 = [r for r in seen if r[0] == 48]
+    kept48 = float(np.mean([r[2] and r[1] >= side * side for r in at48]))
+    report.row(AREA, f"min_face_area from data: smallest box whose faces are identified at >= "
+               f"{GATE_ACCURACY} ({side}x{side}); 48 px faces identified behind it",
+               f"{side * side} px2; {kept48:.2f}", peer=f"default {shipped}",
+               goal="default == from data; >= 0.9",
+               met=shipped == side * side and kept48 >= 0.9)
+    blurs = [r[3] for r in seen if r[1] >= side * side]
+    report.row(AREA, "min_blur_score: Laplacian variance of admitted crops, min / 5%",
+               f"{min(blurs):.0f} / {np.quantile(blurs, 0.05):.0f}",
+               peer=f"default {MatchingSettings().min_blur_score:g}")
+
+
 CONFIDENCE_FLOOR = 48  # the fit counts pairs of faces at least this wide (they overlap)
 
 
@@ -318,5 +391,6 @@ def run(report: Any) -> None:
     embedders = {"dlib": DlibEmbedder(), "lbp": LbpEmbedder()}
     _detection(report, detectors, faces, refs, empty)
     _identification(report, detectors, embedders, faces, refs)
+    _face_size_gate(report, detectors, embedders, faces, refs)
     _verification(report, embedders, faces, refs)
     _speed(report, detectors, embedders, faces, refs)
