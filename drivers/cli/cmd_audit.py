@@ -14,14 +14,18 @@ import argparse
 import json
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.audit import AuditLog, Verdict
 from agent.errors import DecodeError, VerificationError
 from drivers.cli.common import add_config_options, load_config
 
+if TYPE_CHECKING:
+    from agent.audit import AuditLog
+
 
 def _open(args: argparse.Namespace) -> AuditLog:
+    from agent.audit import AuditLog  # lazy: --help stays light
+
     return AuditLog.in_state_dir(load_config(args).state_dir)
 
 
@@ -32,6 +36,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise DecodeError("--head must be 64 hex digits")
     if args.index is not None and args.index < 0:
         raise DecodeError("--index must be 0 or more")
+    from agent.audit import Verdict  # lazy: --help stays light
+
     audit = _open(args)
     try:
         head = bytes.fromhex(args.head) if args.head else None

@@ -8,9 +8,7 @@ import pathlib
 import sys
 from typing import Any
 
-from agent import config as agent_config
 from agent.atomicfile import write_atomic
-from agent.configschema import reference, render_reference, to_mapping, to_toml
 from agent.errors import ConfigError
 from drivers.cli.common import CONFIG_ENV, DEFAULT_CONFIG, add_json_option, config_path
 from drivers.cli.output import dumps, print_json
@@ -36,10 +34,16 @@ feature then uses its built-in behaviour, described with the key."""
 
 def reference_text() -> str:
     """docs/config.md as the current schema renders it."""
+    # lazy: the schema (agent.config) is a tenth of a second that --help must not pay
+    from agent import config as agent_config
+    from agent.configschema import render_reference
+
     return render_reference(agent_config.AgentConfig, INTRO)
 
 
 def _check(args: argparse.Namespace) -> int:
+    from agent import config as agent_config  # lazy: --help stays light
+
     cfg = agent_config.load_file(pathlib.Path(args.file))
     if cfg.mqtt.plaintext_warning:
         print(f"{args.file}: warning: {cfg.mqtt.plaintext_warning}", file=sys.stderr)
@@ -54,6 +58,9 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from agent import config as agent_config  # lazy: --help stays light
+    from agent.configschema import to_mapping, to_toml
+
     try:
         path = config_path(args)
     except ConfigError:
@@ -68,6 +75,9 @@ def _show(args: argparse.Namespace) -> int:
 
 def reference_keys() -> list[dict[str, object]]:
     """Every key of the schema as the reference documents it (``reference --json``)."""
+    from agent import config as agent_config  # lazy: --help stays light
+    from agent.configschema import reference
+
     return [
         {
             "key": key.key,

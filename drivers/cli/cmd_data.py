@@ -18,12 +18,13 @@ from agent.ports import Outcome
 from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import composed
 from drivers.cli.output import print_json
-from drivers.rights.feature import build_rights_handlers
 
 
 def _export(args: argparse.Namespace) -> int:
     if args.json and not args.output:
         args.format = "json"  # stdout holds one JSON document: the export document itself
+    from drivers.rights.feature import build_rights_handlers  # lazy: --help stays light
+
     with composed(args) as c:
         # The handler the daemon serves, without the cap an MQTT reply needs.
         export = build_rights_handlers(

@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent import config as agent_config
 from agent.errors import BadDataError, ConfigError, TransportError
 from drivers.cli.common import CONFIG_ENV, DEFAULT_CONFIG, config_path
 
@@ -36,6 +35,7 @@ def _table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) ->
 
 def _discover(args: argparse.Namespace) -> int:
     # lazy: heavy (zeroconf, asyncio, the LAN clients): 40 ms of every `edge-agent --help`
+    from agent import config as agent_config
     from drivers.discovery.clients import default_gateway, probe_cameras, search_upnp
     from drivers.discovery.mdns_zc import browse
 

@@ -23,18 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError, DecodeError
 from agent.logs import codes
-from agent.logs.bundle import BundleQuery
 from agent.logs.jsonlog import LEVELS
 from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import composed
 from drivers.cli.output import JSON_LINES_HELP, JsonLines, print_json
 from drivers.clock import SystemClock
-from drivers.logs.feature import auth_limiter, build_serial_log_service, bundle_provider
-from drivers.logs.serial_link import SerialChannel, TechnicianClient
-from drivers.logs.store import LogStore
 
 if TYPE_CHECKING:
     from agent.keystore import DataKeys
+    from agent.logs.bundle import BundleQuery
     from agent.ports import AuditSink
     from drivers.compose import Composition
 
@@ -65,6 +62,8 @@ def parse_time(text: str | None, now: float) -> float | None:
 
 
 def _query(args: argparse.Namespace, now: float) -> BundleQuery:
+    from agent.logs.bundle import BundleQuery  # lazy: --help stays light
+
     return BundleQuery(
         since=parse_time(args.since, now),
         until=parse_time(args.until, now),
@@ -121,6 +120,9 @@ def _deliver(data: bytes, args: argparse.Namespace, **facts: object) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> int:
+    from drivers.logs.feature import bundle_provider  # lazy: --help stays light
+    from drivers.logs.store import LogStore
+
     with composed(args) as c:
         config = c.config
         now = c.clock.now()
@@ -145,6 +147,8 @@ def _pull(args: argparse.Namespace) -> int:
     else:
         method = "token"
         secret = pathlib.Path(args.token_file).read_text(encoding="utf-8").strip()
+    from drivers.logs.serial_link import SerialChannel, TechnicianClient  # lazy: --help
+
     now = SystemClock().now()
     query = _query(args, now).describe()
     channel = SerialChannel(args.port, args.baud)
@@ -175,6 +179,9 @@ class _Announced:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from drivers.logs.feature import auth_limiter, build_serial_log_service  # lazy: --help
+    from drivers.logs.store import LogStore
+
     with composed(args) as c:
         config = c.config
         store = LogStore(c.layout.root, config.logs, keys=_keys(c))

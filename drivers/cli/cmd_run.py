@@ -15,7 +15,11 @@ from drivers.cli.common import (
 
 def _run(args: argparse.Namespace) -> int:
     # lazy: heavy (the composition root and every feature's drivers; --help skips them)
+    from drivers.heap import keep_large_blocks_mapped
     from drivers.runtime import run
+
+    # Before the first frame: freed frames must not stay resident (drivers/heap.py).
+    keep_large_blocks_mapped()
 
     config = load_config(args)
     setup_console_logging(args.verbose)

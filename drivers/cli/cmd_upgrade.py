@@ -9,29 +9,16 @@ import pathlib
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.atomicfile import write_atomic
 from agent.errors import DecodeError, DeviceIOError, NotFoundError, PolicyError
 from agent.upgrade.algorithms import ALG_ED25519, ALG_EDDSA, ALG_ES256
-from agent.upgrade.builder import (
-    ManifestSpec,
-    build_manifest,
-    class_uuid,
-    load_private_key,
-    private_key_pem,
-    public_key_pem,
-    sign_envelope,
-    vendor_uuid,
-)
-from agent.upgrade.keys import key_from_bytes
-from agent.upgrade.machine import State
 from drivers.cli.common import add_config_options, add_json_option, load_config
 from drivers.cli.output import print_json
-from drivers.upgrade.filesource import FileImageSource
-from drivers.upgrade.http import fetch_bounded, http_options
-from drivers.upgrade.installer import Installer
-from drivers.upgrade.service import build_installer
+
+if TYPE_CHECKING:
+    from drivers.upgrade.installer import Installer
 
 BAR_WIDTH = 30
 # ``upgrade sign --alg``: COSE algorithm ids by name.  An Ed25519 key signs as EdDSA (-8,
@@ -73,6 +60,10 @@ def _read(path: str, max_bytes: int) -> bytes:
 def _installer(
     args: argparse.Namespace, *, progress: bool = False, image: pathlib.Path | None = None
 ) -> Installer:
+    # lazy: the installer's drivers (http, bootloader, hawkBit) are half of what --help paid
+    from drivers.upgrade.filesource import FileImageSource
+    from drivers.upgrade.service import build_installer
+
     cfg = load_config(args)
     installer, _ = build_installer(
         cfg,
@@ -83,6 +74,8 @@ def _installer(
 
 
 def _envelope(args: argparse.Namespace, installer: Installer) -> bytes:
+    from drivers.upgrade.http import fetch_bounded, http_options  # lazy: --help stays light
+
     limit = installer.settings.max_manifest_bytes
     source = args.manifest or installer.settings.manifest_url
     if not source:
@@ -120,6 +113,8 @@ def _apply(args: argparse.Namespace) -> int:
             raise DecodeError("--image needs its signed envelope: --file ENVELOPE")
         if not image.is_file():
             raise NotFoundError(f"image file {image} does not exist")
+    from agent.upgrade.machine import State  # lazy: --help stays light
+
     installer = _installer(args, progress=True, image=image)
     installer.bar_failed_images = image is None
     if image is not None and installer.record().state == State.DOWNLOADING:
@@ -148,6 +143,9 @@ def _status(args: argparse.Namespace) -> int:
 
 def _keygen(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # lazy: heavy (cryptography)
+
+    from agent.upgrade.builder import private_key_pem, public_key_pem  # lazy: --help stays light
+    from agent.upgrade.keys import key_from_bytes
 
     key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
     if args.algorithm == "es256":
@@ -189,6 +187,16 @@ def _image_digest(path: str) -> tuple[bytes, int]:
 
 
 def _sign(args: argparse.Namespace) -> int:
+    from agent.upgrade.builder import (  # lazy: --help stays light
+        ManifestSpec,
+        build_manifest,
+        class_uuid,
+        load_private_key,
+        sign_envelope,
+        vendor_uuid,
+    )
+    from agent.upgrade.keys import key_from_bytes
+
     vendor = (
         _uuid(args.vendor_id, "vendor id") if args.vendor_id else vendor_uuid(args.vendor_domain)
     )

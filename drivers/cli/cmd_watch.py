@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import queue
 import secrets
-import ssl
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent import cbor, jsonform
-from agent.config import AgentConfig, TlsMode
 from agent.errors import (
     ConfigError,
     ConnectionLostError,
@@ -30,6 +28,9 @@ from agent.errors import (
     VerificationError,
 )
 from drivers.cli.common import add_config_options, add_json_option, load_config
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 MAX_PAYLOAD = 16 * 1024 * 1024
 MAX_DEPTH = 32
@@ -106,8 +107,12 @@ def _device_id(args: argparse.Namespace) -> str:
 
 
 def _client(config: AgentConfig) -> Any:
+    import ssl  # lazy: ssl is a tenth of what --help paid
+
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
+
+    from agent.config import TlsMode  # lazy: --help stays light
 
     mqtt = config.mqtt
     client = paho.Client(
@@ -138,6 +143,8 @@ def _client(config: AgentConfig) -> Any:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    import ssl  # lazy: --help stays light
+
     config = load_config(args)
     mqtt = config.mqtt
     if not mqtt.enabled:

@@ -12,8 +12,9 @@ The state directory comes from that configuration (``state_dir``), unless
 configuration file nor a state directory named, the command stops with one line
 naming the path it looked for and the fix -- it never silently runs on the built-in
 sample configuration (sample serial, ``/var/lib/edge-agent``).  A state directory
-named on its own (``make run``'s ``--state-dir .state``) keeps the built-in defaults
-for everything else: the development set-up.
+named on its own still reads an installed :data:`DEFAULT_CONFIG`; only with none
+installed does it keep the built-in defaults for everything else: the development
+set-up (``provision label`` still refuses their sample serial).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ import logging
 import os
 import pathlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from agent import config as agent_config
-from agent.config import AgentConfig
-from agent.errors import ConfigError
+from agent.errors import ConfigError, EdgeAgentError
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
 
 DEFAULT_CONFIG = pathlib.Path("/etc/edge-agent/agent.toml")
 CONFIG_ENV = "EDGE_AGENT_CONFIG"
@@ -49,10 +52,11 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--json", action="store_true", help="print JSON (one document) instead of text"
-    )
+def add_json_option(
+    parser: argparse.ArgumentParser, text: str = "print JSON (one document) instead of text"
+) -> None:
+    # drivers/cli/output.py says what --json prints, errors included.
+    parser.add_argument("--json", action="store_true", help=text)
 
 
 def config_path(
@@ -78,11 +82,36 @@ def config_path(
 def load_config(args: argparse.Namespace) -> AgentConfig:
     path = config_path(args)
     state = pathlib.Path(args.state_dir) if getattr(args, "state_dir", None) else None
+    # lazy: agent.config is a tenth of a second that --help must not pay
+    from agent import config as agent_config
+
     return agent_config.load(path, state_dir=state)
 
 
 def is_sample_serial(serial: str) -> bool:
     return serial.startswith(SAMPLE_SERIAL_PREFIX)
+
+
+# What setup.cfg's ``vision`` extra installs (import names).  ``pip install edge-agent``
+# without it is the light install for technician laptops: every command but those that
+# read images or run the camera (run, enrol, match, gallery, samples).
+VISION_MODULES = frozenset({
+    "numpy", "cv2", "dlib", "onnxruntime", "rapidocr", "face_recognition_models",
+    "zxingcpp", "threadpoolctl",
+})
+VISION_HINT = "install edge-agent[vision]: pip install 'edge-agent[vision]'"
+
+
+class MissingExtraError(EdgeAgentError):
+    """A command needs a package of the vision extra, which this installation lacks."""
+
+
+def missing_extra(exc: ImportError) -> MissingExtraError | None:
+    """The one-line error for a missing vision package; None for any other import error."""
+    top = (exc.name or "").split(".")[0]
+    if top not in VISION_MODULES:
+        return None
+    return MissingExtraError(f"this command needs {top}, not installed here; {VISION_HINT}")
 
 
 def setup_console_logging(verbose: bool = False) -> None:

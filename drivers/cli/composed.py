@@ -8,7 +8,6 @@ import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from agent.feature import Mode
 from drivers.cli.common import load_config
 
 if TYPE_CHECKING:
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
 def composed(args: argparse.Namespace) -> Iterator[Composition]:
     """The CLI-mode composition for ``--config``/``--state-dir``; closed on exit."""
     # lazy: heavy (every feature's drivers: half a second that --help must not pay)
+    from agent.feature import Mode
     from drivers.compose import compose
 
     composition = compose(load_config(args), Mode.CLI)

@@ -20,6 +20,7 @@ from drivers.vision.faces import FaceEmbedderImpl
 
 if TYPE_CHECKING:
     from agent.keystore import DataKeys
+    from drivers.vision.lazy_models import LazyEmbedder
 
 _executors: dict[int, ThreadPoolExecutor] = {}
 
@@ -68,7 +69,7 @@ def open_face_gallery(
 
 def build_recogniser(
     config: AgentConfig,
-    embedder: FaceEmbedderImpl,
+    embedder: FaceEmbedderImpl | LazyEmbedder,
     is_granted: Callable[[Purpose], bool],
     *,
     camera: str,

@@ -41,6 +41,7 @@ from drivers.vision.faces import (
     grey,
 )
 from drivers.vision.gallery import build_recogniser
+from drivers.vision.lazy_models import LazyDetector, LazyEmbedder, lazy_detector, lazy_embedder
 from drivers.vision.snapshot import encode_jpeg, only_sharp_in
 
 if TYPE_CHECKING:
@@ -101,8 +102,8 @@ class FaceService:
 
     def __init__(
         self,
-        detector: FaceDetectorImpl,
-        embedder: FaceEmbedderImpl,
+        detector: FaceDetectorImpl | LazyDetector,
+        embedder: FaceEmbedderImpl | LazyEmbedder,
         recogniser: FaceRecogniser,
         *,
         queue_frames: int,
@@ -200,7 +201,9 @@ class FaceService:
         self.stats.frames += 1
         recogniser = self.recogniser if camera is None else self.recogniser_for(camera)
         if not recogniser.active:
-            # Without consent no face is even detected, let alone embedded.
+            # Without consent no face is even detected, let alone embedded, and the
+            # dlib models (loaded by the first consented frame) go until the next one.
+            self.release_models()
             for each in self._recognisers.values():
                 each.observe([], [], now)
             return []
@@ -223,6 +226,12 @@ class FaceService:
             return seen.reports
         return [self._with_snapshot(frame, report) for report in seen.reports]
 
+    def release_models(self) -> None:
+        """Drop the lazily loaded models (drivers.vision.lazy_models); cheap when none is."""
+        for model in (self.detector, self.embedder):
+            if isinstance(model, LazyDetector | LazyEmbedder):
+                model.release()
+
     def _with_snapshot(self, frame: Image, report: FaceReport) -> FaceReport:
         score = report.event.fields.get("score")
         if not report.known or not isinstance(score, float) or score < self.snapshot_min_score:
@@ -242,12 +251,14 @@ def build_service(
     ``keys``: the gallery is sealed under them (None only in tests of the pipeline alone).
     """
     settings = config.matching
-    embedder = build_embedder(settings)
+    # dlib's models load on the first consented frame, not here (drivers.vision.lazy_models).
+    embedder = lazy_embedder(settings) or build_embedder(settings)
+    detector = lazy_detector(settings) or build_detector(settings)
     recogniser = build_recogniser(
         config, embedder, is_granted, camera=CAMERA_NAME, audit=audit, keys=keys
     )
     return FaceService(
-        build_detector(settings),
+        detector,
         embedder,
         recogniser,
         queue_frames=config.camera.queue_frames,

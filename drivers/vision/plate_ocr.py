@@ -55,6 +55,9 @@ MIN_TEXT_HEIGHT = 6
 MIN_ASPECT, MAX_ASPECT = 1.2, 15.0
 
 
+ONNXRUNTIME_HINT = "plate OCR needs onnxruntime (pip install onnxruntime)"
+
+
 class PlateModelError(BadDataError):
     """The plate OCR models are missing, changed or not loadable."""
 
@@ -79,7 +82,7 @@ def _session(path: pathlib.Path, threads: int) -> Any:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise PlateModelError("plate OCR needs onnxruntime (pip install onnxruntime)") from exc
+        raise PlateModelError(ONNXRUNTIME_HINT) from exc
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

@@ -32,6 +32,7 @@ from agent.matching.plates import (
     PlateMatch,
     PlateReader,
     PlateReading,
+    compile_format,
     ctc_greedy_decode,
 )
 from agent.matching.plates_service import OBSERVE_COMMAND, PURPOSE, PlateRecognition
@@ -40,6 +41,7 @@ from agent.matching.plates_vote import PlateVoter
 from agent.matching.settings import MatchingSettings, PlateReaderKind
 from agent.ports import AuditSink, Clock, CommandHandler
 from agent.purposes import Purpose
+from drivers.vision.lazy_models import LazyPlateReader, require_module
 from drivers.vision.plate_worker import PlateWorker
 
 if TYPE_CHECKING:
@@ -94,11 +96,15 @@ class OnnxPlateReader:
         return [reading] if reading.text else []
 
 
-def reader_from_settings(settings: MatchingSettings) -> PlateReader | None:
+def reader_from_settings(
+    settings: MatchingSettings, *, lazy: bool = False
+) -> PlateReader | LazyPlateReader | None:
     """The configured reader, or None when plate reading from frames is off.
 
     Raises ConfigError for an unusable model or setting, PlateModelError when the
-    shipped models are missing or changed.
+    shipped models are missing or changed.  ``lazy`` (the daemon): the shipped
+    PP-OCR models load on the first frame read with consent
+    (drivers.vision.lazy_models); only the settings and the packages are checked now.
     """
     if settings.plate_model is None:
         if settings.plate_reader is PlateReaderKind.OFF:
@@ -107,20 +113,32 @@ def reader_from_settings(settings: MatchingSettings) -> PlateReader | None:
             raise ConfigError(
                 "matching.plate_min_chars", "must not be larger than plate_max_chars"
             )
-        from drivers.vision.plate_ocr import PpOcrPlateReader  # lazy: onnxruntime
+        from drivers.vision import plate_ocr  # lazy: onnxruntime
 
+        def load() -> plate_ocr.PpOcrPlateReader:
+            try:
+                return plate_ocr.PpOcrPlateReader(
+                    charset=settings.plate_charset,
+                    formats=settings.plate_formats,
+                    min_chars=settings.plate_min_chars,
+                    max_chars=settings.plate_max_chars,
+                    min_confidence=settings.plate_min_confidence,
+                    confusable_pairs=settings.plate_confusable_pairs,
+                    threads=settings.plate_threads,
+                )
+            except DecodeError as exc:
+                raise ConfigError("matching.plate_formats", str(exc)) from exc
+
+        if not lazy:
+            return load()
         try:
-            return PpOcrPlateReader(
-                charset=settings.plate_charset,
-                formats=settings.plate_formats,
-                min_chars=settings.plate_min_chars,
-                max_chars=settings.plate_max_chars,
-                min_confidence=settings.plate_min_confidence,
-                confusable_pairs=settings.plate_confusable_pairs,
-                threads=settings.plate_threads,
-            )
+            for pattern in settings.plate_formats:
+                compile_format(pattern)
         except DecodeError as exc:
             raise ConfigError("matching.plate_formats", str(exc)) from exc
+        require_module("onnxruntime", plate_ocr.PlateModelError, plate_ocr.ONNXRUNTIME_HINT)
+        plate_ocr.models_dir()
+        return LazyPlateReader(load)
     return OnnxPlateReader(
         settings.plate_model,
         charset=settings.plate_charset,
@@ -209,6 +227,9 @@ class PlateService:
         if not granted:
             self.worker.forget()
             self._clear_voters()
+            # The PP-OCR models (loaded by the first consented frame) go until the next one.
+            if isinstance(self.reader, LazyPlateReader):
+                self.reader.release()
             return ()
         events: list[Event] = []
         for camera, readings in self.worker.drain():
@@ -275,7 +296,7 @@ def build_service(
         raise DeviceIOError(f"cannot create {config.state_dir}: {exc.strerror}") from exc
     policy = match_policy(config.matching)
     settings = config.matching
-    reader = reader_from_settings(settings)
+    reader = reader_from_settings(settings, lazy=True)
     core = PlateRecognition(open_store(config, keys), policy, is_granted, audit=audit)
     locate = getattr(reader, "locate", None)
     if locate is None:

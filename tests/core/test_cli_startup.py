@@ -3,7 +3,10 @@ or composition root (every feature's drivers).
 
 ``--help`` builds the full parser, so it imports every ``drivers/cli/cmd_*.py``:
 a heavy import added at the top of any of them fails here.  The heavy modules
-are loaded inside the handlers that need them (``# lazy: heavy (...)``).
+are loaded inside the handlers that need them (``# lazy: heavy (...)``), and so
+are the modules only a handler needs (the configuration schema, the audit chain,
+the logs/rights/upgrade drivers, TLS): ``--help`` and ``--version`` build the
+parser alone (``NOT_FOR_HELP``).
 ``make bench`` (tests/bench/bench_startup.py) measures the wall time.
 """
 
@@ -30,8 +33,15 @@ except SystemExit as exc:
 sys.stdout.flush()
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"numpy", "cv2", "cryptography"})
 heavy += ["drivers.compose"] if "drivers.compose" in sys.modules else []
-print("\\nSTARTUP " + json.dumps({"code": code, "heavy": heavy}))
+print("\\nSTARTUP " + json.dumps({"code": code, "heavy": heavy, "modules": sorted(sys.modules)}))
 """
+# What building the parser used to import for nothing (~60% of `--help`): the schema,
+# the audit chain, the logs, rights and upgrade drivers, an HTTP server, TLS.
+NOT_FOR_HELP = {
+    "agent.config", "agent.audit", "agent.feature", "drivers.logs.feature",
+    "drivers.logs.serial_link", "drivers.rights.feature", "drivers.upgrade.service",
+    "drivers.upgrade.installer", "agent.upgrade.builder", "http.server", "ssl",
+}
 
 
 def _run(*argv: str) -> tuple[str, dict[str, object]]:
@@ -57,6 +67,15 @@ def test_start_up_leaves_heavy_modules_out(argv: tuple[str, ...]) -> None:
     _, report = _run(*argv)
     assert report["code"] == 0
     assert report["heavy"] == [], f"edge-agent {' '.join(argv)} imported {report['heavy']}"
+
+
+@pytest.mark.parametrize("argv", [("--help",), ("--version",)], ids=["help", "version"])
+def test_help_builds_the_parser_without_the_handlers_modules(argv: tuple[str, ...]) -> None:
+    # Each command imports what its handler needs inside the handler (`# lazy:`).
+    _, report = _run(*argv)
+    modules = report["modules"]
+    assert isinstance(modules, list)
+    assert sorted(NOT_FOR_HELP & set(modules)) == []
 
 
 def test_help_lists_every_command() -> None:
