@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import json.encoder as json_encoder
 import math
 from typing import Any
 
@@ -64,12 +65,32 @@ def _plain(value: object) -> object:
     return _plain(_default(value))
 
 
+_ENCODER = json.JSONEncoder(
+    default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+# The C encoder JSONEncoder.encode builds on every call, built once (every event is
+# encoded on the way out: issue 12).  No circular-reference markers: CBOR-shaped
+# values cannot hold a cycle, and a cycle still fails (RecursionError) rather than loop.
+_MAKE_ENCODER = getattr(json_encoder, "c_make_encoder", None)
+_C_ENCODER: Any = (
+    None
+    if _MAKE_ENCODER is None
+    else _MAKE_ENCODER(
+        None, _default, json_encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
+
+
+def _encode(value: object) -> str:
+    if _C_ENCODER is None:
+        return _ENCODER.encode(value)
+    return "".join(_C_ENCODER(value, 0))
+
+
 def dumps(value: object) -> bytes:
     """Compact UTF-8 JSON of a CBOR-shaped value, by the mapping in the module doc."""
     try:
-        text = json.dumps(
-            value, default=_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = _encode(value)
     except (ValueError, TypeError):
         text = json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8", "surrogatepass")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 from agent import atomicfile, cbor
 from agent.errors import DecodeError, TooLargeError
+from agent.eventbody import EventBody, encode_body
 from agent.events import SCHEMA_VERSION, Event, SchemaCatalogue
 from agent.layout import StateLayout
 from agent.purposes import Purpose
@@ -76,7 +77,9 @@ class Pseudonymiser:
         return base64.b32encode(mac[:16]).decode().rstrip("=").lower()
 
 
-@dataclasses.dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ costs five times a plain one's, once per
+# event (issue 12).  Nothing changes a message once made.
+@dataclasses.dataclass(slots=True)
 class OutgoingMessage:
     msg_id: str
     event_type: str
@@ -88,6 +91,9 @@ class OutgoingMessage:
     # The map ``payload`` encodes, kept so the outbox can add ``seq`` with one encode
     # instead of a decode and a re-encode (None: decode ``payload``).
     body: Mapping[str, object] | None = dataclasses.field(default=None, compare=False)
+    # ``payload`` in pieces, so the outbox splices ``seq`` in (and the image out) without
+    # encoding again (None: use ``body`` or ``payload``); see agent.eventbody.
+    encoded: EventBody | None = dataclasses.field(default=None, compare=False)
 
 
 def strip_image(payload: bytes) -> bytes | None:
@@ -131,32 +137,90 @@ class Minimiser:
         purpose = schema.purpose
         if not self.is_granted(purpose):
             return None
-        fields = {k: v for k, v in event.fields.items() if k in schema.fields}
+        allowed = schema.fields
+        fields = {k: v for k, v in event.fields.items() if k in allowed}
         ids = {
             kind: self.pseudonymiser.pseudonym(purpose, kind, value)
             for kind, value in event.identifiers.items()
             if kind in schema.identifiers
         }
+        ts = int(event.occurred_at // self.precision * self.precision)
+        msg_id = self.new_id()
+        # The device itself is an identifier of its owner: pseudonymised too.
+        dev = (
+            self.pseudonymiser.pseudonym(purpose, "device", self.device_id)
+            if purpose.needs_consent
+            else None
+        )
+        image = (
+            bytes(event.image)
+            if event.image is not None
+            and schema.may_carry_image
+            and self.is_granted(Purpose.EVENT_SNAPSHOTS)
+            else None
+        )
+        try:
+            encoded = encode_body(
+                fields=fields, version=SCHEMA_VERSION, msg_id=msg_id, ts=ts, dev=dev, ids=ids,
+                image=image, event_type=event.type, purpose=purpose.value,
+            )
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"event {event.type} has an unencodable field: {exc}") from exc
+        if encoded is None:
+            return self._slow(
+                event, purpose, fields=fields, ids=ids, ts=ts, msg_id=msg_id, dev=dev, image=image
+            )
+        payload = encoded.cbor()
+        if len(payload) > self.max_event_bytes and image is not None:
+            # Better the event without its picture than no event.
+            encoded = encode_body(
+                fields=fields, version=SCHEMA_VERSION, msg_id=msg_id, ts=ts, dev=dev, ids=ids,
+                image=None, event_type=event.type, purpose=purpose.value, image_dropped=True,
+            )
+            assert encoded is not None  # the same fields encoded a moment ago
+            payload = encoded.cbor()
+        if len(payload) > self.max_event_bytes:
+            raise TooLargeError(
+                f"event {event.type} is {len(payload)} bytes, cap {self.max_event_bytes}"
+            )
+        return OutgoingMessage(
+            msg_id,
+            event.type,
+            purpose,
+            payload,
+            event.occurred_at,
+            event.expiry_seconds,
+            has_image=encoded.image is not None,
+            encoded=encoded,
+        )
+
+    def _slow(
+        self,
+        event: Event,
+        purpose: Purpose,
+        *,
+        fields: dict[str, object],
+        ids: dict[str, str],
+        ts: int,
+        msg_id: str,
+        dev: str | None,
+        image: bytes | None,
+    ) -> OutgoingMessage:
+        """Fields that are not plain scalars (lists, maps): the whole map through cbor2."""
         body: dict[str, object] = {
             "v": SCHEMA_VERSION,
             "type": event.type,
             "purpose": purpose.value,
-            "ts": int(event.occurred_at // self.precision * self.precision),
+            "ts": ts,
             "f": fields,
+            "id": msg_id,
         }
-        msg_id = self.new_id()
-        body["id"] = msg_id
         if ids:
             body["ids"] = ids
-        if purpose.needs_consent:
-            # The device itself is an identifier of its owner: pseudonymise it too.
-            body["dev"] = self.pseudonymiser.pseudonym(purpose, "device", self.device_id)
-        if (
-            event.image is not None
-            and schema.may_carry_image
-            and self.is_granted(Purpose.EVENT_SNAPSHOTS)
-        ):
-            body["img"] = bytes(event.image)
+        if dev is not None:
+            body["dev"] = dev
+        if image is not None:
+            body["img"] = image
         try:
             payload = cbor.dumps(body)
         except (TypeError, ValueError) as exc:

@@ -19,6 +19,7 @@ the ones it finds (a database that lost committed rows) as ``lost``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
@@ -142,7 +143,9 @@ def _optional_blob(value: object) -> bytes | None:
     return None if value is None else _blob(value)
 
 
-@dataclasses.dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ costs five times a plain one's, once per
+# queued event (issue 12).  Nothing changes a message once made.
+@dataclasses.dataclass(slots=True)
 class QueuedMessage:
     seq: int
     msg_id: str
@@ -153,6 +156,8 @@ class QueuedMessage:
     expires_at: float
     # What ack_many() takes: the msg_id, or for a sealed row its keyed tag.
     row_key: str = ""
+    # The payload as JSON, made from the minimiser's pieces (None: convert the CBOR).
+    json: Callable[[], bytes] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def ack_key(self) -> str:
@@ -211,24 +216,25 @@ class Outbox:
                 for row in conn.execute("SELECT purpose FROM consent_state WHERE granted = 1")
             }
             snapshots = Purpose.EVENT_SNAPSHOTS.value in granted
+            granted.add(Purpose.DEVICE_OPERATION.value)  # needs no consent
             admitted = [
                 (topic, message)
                 for topic, message in pending
-                if not message.purpose.needs_consent or message.purpose.value in granted
+                if message.purpose.value in granted
             ]
             first = max(self._sequence(conn), self._floor) + 1
             rows = []
             wire: list[QueuedMessage] = []
             for i, (topic, message) in enumerate(admitted):
                 seq = first + i
+                purpose = message.purpose.value
                 expires = now + (message.expiry_seconds or self.default_expiry_seconds)
-                row_key, stored_topic, payload, image, plain = self._stored(
+                row_key, stored_topic, payload, image, plain, render = self._stored(
                     topic, message, seq, snapshots
                 )
-                rows.append((seq, row_key, stored_topic, payload, image, message.purpose.value,
-                             now, expires))
-                wire.append(QueuedMessage(seq, message.msg_id, topic, plain,
-                                          message.purpose.value, now, expires, row_key))
+                rows.append((seq, row_key, stored_topic, payload, image, purpose, now, expires))
+                wire.append(QueuedMessage(seq, message.msg_id, topic, plain, purpose, now,
+                                          expires, row_key, render))
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO outbox "
@@ -238,8 +244,7 @@ class Outbox:
             )
             inserted = conn.total_changes - before
             last = self._sequence(conn)
-            count = int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-            excess = count - self.max_messages
+            excess = self._count_at_most(conn, last) - self.max_messages
             dropped = 0
             if excess > 0:
                 dropped = conn.execute(
@@ -257,22 +262,47 @@ class Outbox:
                 tap(wire)
         return PutResult(len(rows), len(pending) - len(rows), int(dropped))
 
+    def _count_at_most(self, conn: sqlite3.Connection, last: int) -> int:
+        """The rows queued, or a bound on them when that is enough to stay under the cap.
+
+        Rows hold distinct numbers from the oldest to ``last``, so their count is at
+        most the span: one index probe, where COUNT(*) reads every row (issue 12).
+        """
+        row = conn.execute("SELECT seq FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        if row is None:
+            return 0
+        span = last - int(row[0]) + 1
+        if span <= self.max_messages:
+            return span
+        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
     def _stored(
         self, topic: str, message: OutgoingMessage, seq: int, snapshots: bool
-    ) -> tuple[str, str, bytes, bytes | None, bytes]:
+    ) -> tuple[str, str, bytes, bytes | None, bytes, Callable[[], bytes] | None]:
         """The msg_id, topic, payload and image columns, stamped then sealed at rest,
-        and the payload as it goes on the wire (for the write-through to the pump).
+        the payload as it goes on the wire (for the write-through to the pump), and
+        what renders that payload as JSON without decoding it (None: convert it).
 
         A sealed row keeps nothing in clear that names the event: the topic and
         the msg_id travel inside the sealed payload, and the msg_id column holds
         a tag keyed by the purpose's data key (for acks and de-duplication), so a
         row left in a freed block after the key is destroyed says nothing.
         """
-        payload, image = _stamped(message, seq, keep_image=snapshots)
-        plain = payload if image is None else _with_image(payload, image)
+        encoded = message.encoded
+        render: Callable[[], bytes] | None = None
+        if encoded is not None:
+            # Spliced from the minimiser's pieces: no decode, no second encode.
+            keep = snapshots and encoded.image is not None
+            payload = encoded.cbor(seq, with_image=False)
+            image = encoded.image if keep else None
+            plain = encoded.cbor(seq, with_image=True) if keep else payload
+            render = functools.partial(encoded.json, seq, with_image=keep)
+        else:
+            payload, image = _stamped(message, seq, keep_image=snapshots)
+            plain = payload if image is None else _with_image(payload, image)
         keys = self.keys
-        if keys is None or not message.purpose.needs_consent:
-            return message.msg_id, topic, payload, image, plain
+        if keys is None or message.purpose is Purpose.DEVICE_OPERATION:
+            return message.msg_id, topic, payload, image, plain, render
         purpose = message.purpose.value
         sealed_image = (
             None if image is None
@@ -281,7 +311,7 @@ class Outbox:
         sealed, tag = keys.seal_tagged(
             purpose, _pack_row(message.msg_id, topic, payload), _context(purpose), message.msg_id
         )
-        return tag, "", sealed, sealed_image, plain
+        return tag, "", sealed, sealed_image, plain, render
 
     def _readable(
         self, row_key: str, topic: str, payload: bytes, image: bytes | None, purpose: str

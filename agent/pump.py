@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from agent.errors import TransportError
@@ -50,9 +51,20 @@ class Transport(Protocol):
     def connected(self) -> bool: ...
 
     def publish_queued(
-        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
+        self,
+        topic: str,
+        payload: bytes,
+        purpose: str,
+        msg_id: str,
+        expires_in: int,
+        *,
+        json: Callable[[], bytes] | None = None,
     ) -> int:
-        """Publish at QoS 1; return the token later passed to ``Pump.on_ack``."""
+        """Publish at QoS 1; return the token later passed to ``Pump.on_ack``.
+
+        ``json`` renders ``payload`` as JSON without decoding it, when the outbox
+        could (see :class:`~agent.outbox.QueuedMessage`); a JSON link uses it.
+        """
         ...
 
 
@@ -316,6 +328,7 @@ class Pump:
                         message.purpose,
                         message.msg_id,
                         max(1, int(message.expires_at - now)),
+                        json=message.json,
                     )
                 except TransportError:
                     # The connection is going: its successor walks from the start again.

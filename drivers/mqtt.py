@@ -23,9 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttSettings, PayloadFormat, TlsMode
 from agent.errors import ConfigError, ConnectionLostError
@@ -44,6 +45,52 @@ OFFLINE = b"offline"
 
 def _properties(packet_type: int) -> Properties:
     return Properties(packet_type)  # type: ignore[no-untyped-call]
+
+
+class _Client(paho.Client):
+    """paho's client with a lighter PUBACK: the event path's most frequent packet.
+
+    paho decodes each PUBACK into a fresh ReasonCode (which copies its table of
+    every reason name) and a fresh Properties, about a third of the agent's CPU
+    per event (py-spy, issue 12).  A PUBACK with no properties -- what brokers
+    send -- is read here and handed to paho's own completion (``_do_on_publish``)
+    with one shared, never-changed ReasonCode per code and one empty Properties;
+    anything else (properties, logging on, another packet) takes paho's path.
+    ``tests/core/test_puback_fast_path.py`` checks both against stock paho.
+    """
+
+    _REASONS: dict[int, Any] = {}
+    _NO_PROPERTIES: Any = None
+
+    def _handle_pubackcomp(self, cmd: Any) -> MQTTErrorCode:
+        packet = self._in_packet["packet"]
+        size = len(packet)
+        if (
+            cmd != "PUBACK"
+            or self._protocol != paho.MQTTv5
+            or not 2 <= size <= 4
+            or (size == 4 and packet[3] != 0)  # properties follow: paho reads them
+            or self.on_log is not None
+            or self._logger is not None
+        ):
+            return super()._handle_pubackcomp(cmd)
+        code = packet[2] if size > 2 else 0
+        reason = _Client._REASONS.get(code)
+        if reason is None:
+            try:
+                reason = ReasonCode(PacketTypes.PUBACK, identifier=code)
+            except (KeyError, ValueError):
+                return super()._handle_pubackcomp(cmd)
+            _Client._REASONS[code] = reason
+        if _Client._NO_PROPERTIES is None:
+            _Client._NO_PROPERTIES = _properties(PacketTypes.PUBACK)
+        mid = (packet[0] << 8) | packet[1]
+        with self._out_message_mutex:
+            if mid in self._out_messages:
+                return self._do_on_publish(
+                    mid, reason, _Client._NO_PROPERTIES
+                )
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 class IncomingCommand:
@@ -133,7 +180,14 @@ class MqttLink:
         return self._connected
 
     def publish_queued(
-        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
+        self,
+        topic: str,
+        payload: bytes,
+        purpose: str,
+        msg_id: str,
+        expires_in: int,
+        *,
+        json: Callable[[], bytes] | None = None,
     ) -> int:
         client = self._client
         if client is None or not self._connected:
@@ -144,7 +198,7 @@ class MqttLink:
         # Pre-packed: paho's own Properties cost a third of the CPU per event.
         props = self._event_properties(purpose, msg_id, expires_in)
         if self.json:  # the outbox keeps CBOR; JSON is made on the way out
-            payload = cbor_to_json(payload)
+            payload = json() if json is not None else cbor_to_json(payload)
         info = client.publish(topic, payload, qos=1, retain=False, properties=props)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise ConnectionLostError(f"publish failed: {paho.error_string(info.rc)}")
@@ -162,7 +216,7 @@ class MqttLink:
             raise ConfigError("mqtt.password_file", f"cannot read: {exc.strerror}") from exc
 
     def _new_client(self) -> paho.Client:
-        client = paho.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=paho.MQTTv5,

@@ -106,7 +106,8 @@ class RefusingTransport(ListTransport):
         self.refuse = refuse
 
     def publish_queued(
-        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
+        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int,
+        *, json: object = None,
     ) -> int:
         if msg_id == self.refuse:
             raise ValueError("payload too large")
@@ -143,8 +144,8 @@ def test_through_a_broker_that_takes_ten_the_window_holds_and_order_is_kept(
     most = [0]
     publish, on_publish = link.publish_queued, link._on_publish
 
-    def counting_publish(*args: Any) -> int:
-        mid = publish(*args)
+    def counting_publish(*args: Any, **kwargs: Any) -> int:
+        mid = publish(*args, **kwargs)
         with lock:
             if mid in early:
                 early.discard(mid)

@@ -18,7 +18,8 @@ class ListTransport:
         self.sent: list[str] = []
 
     def publish_queued(
-        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int
+        self, topic: str, payload: bytes, purpose: str, msg_id: str, expires_in: int,
+        *, json: object = None,
     ) -> int:
         self.sent.append(msg_id)
         return len(self.sent)
