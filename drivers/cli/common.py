@@ -97,7 +97,7 @@ def is_sample_serial(serial: str) -> bool:
 # read images or run the camera (run, enrol, match, gallery, samples).
 VISION_MODULES = frozenset({
     "numpy", "cv2", "dlib", "onnxruntime", "rapidocr", "face_recognition_models",
-    "zxingcpp", "threadpoolctl",
+    "zxingcpp", "threadpoolctl", "ai_edge_litert",
 })
 VISION_HINT = "install edge-agent[vision]: pip install 'edge-agent[vision]'"
 

@@ -1,7 +1,8 @@
 """Face detection and embedding: choosing the models, and the OpenCV ones.
 
-The defaults are dlib's HOG detector and ResNet descriptor on 5-point aligned
-crops (:mod:`drivers.vision.dlib_faces`, models shipped by PyPI packages).
+The defaults are the BlazeFace detector (:mod:`drivers.vision.blazeface`) and
+dlib's ResNet descriptor on 5-point aligned crops (:mod:`drivers.vision.dlib_faces`),
+models shipped by PyPI packages; dlib's HOG and MMOD detectors are options.
 ``matching.face_detector`` / ``matching.face_embedder`` choose otherwise:
 "haar" (the cascade inside opencv-python-headless) and "lbp"
 (:mod:`agent.matching.lbp`) are the low-memory options needing no model; "yunet"
@@ -23,6 +24,7 @@ from agent.matching.calibration import Calibration
 from agent.matching.crops import EnrolmentCrop
 from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind, MatchingSettings
 from agent.matching.tracks import Box
+from drivers.vision.blazeface import BlazeFaceDetector
 from drivers.vision.dlib_faces import DlibEmbedder, FaceModelError, HogDetector, MmodDetector
 
 Image = npt.NDArray[np.uint8]
@@ -185,7 +187,9 @@ class SFaceEmbedder:
         return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
-FaceDetectorImpl = HogDetector | MmodDetector | HaarDetector | YuNetDetector
+FaceDetectorImpl = (
+    HogDetector | MmodDetector | HaarDetector | YuNetDetector | BlazeFaceDetector
+)
 FaceEmbedderImpl = DlibEmbedder | LbpEmbedder | SFaceEmbedder
 
 
@@ -202,6 +206,8 @@ def build_detector(settings: MatchingSettings) -> FaceDetectorImpl:
         return HogDetector(settings.face_detector_upsample)
     if kind is FaceDetectorKind.MMOD:
         return MmodDetector(settings.face_detector_upsample)
+    if kind is FaceDetectorKind.BLAZEFACE:
+        return BlazeFaceDetector()
     if kind is FaceDetectorKind.YUNET:
         return YuNetDetector(
             _model_file(settings.face_detector_model, "face_detector_model", kind.value)

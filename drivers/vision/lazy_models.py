@@ -1,12 +1,13 @@
 """The daemon's heavy vision models, loaded on first use and dropped on withdrawal.
 
-dlib's face models (about 45 MiB resident, 1-3 s to load) and the PP-OCR
+dlib's face models (about 45 MiB resident, 1-3 s to load), the BlazeFace detector
+(LiteRT and its 1 MB model, about 24 MiB resident, 35 ms to load) and the PP-OCR
 sessions (onnxruntime and two models, about 100 MiB) used to load when
 ``edge-agent run`` started, whether or not ``face_recognition`` or
 ``plate_recognition`` was ever consented.  In the daemon they now load when a
 camera frame first needs them -- the purpose is consented and a frame arrived --
 and are released again when the pipeline sees the consent gone, so an agent
-without those consents never imports dlib or onnxruntime at all
+without those consents never imports dlib, LiteRT or onnxruntime at all
 (tests/core/test_footprint.py checks the process's mapped libraries).  The face
 models load on the main loop (the first consented frame waits for them, once);
 the plate models on the plate reader's own thread.
@@ -39,7 +40,8 @@ from agent.matching.plates_vote import LocatedReading
 from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind, MatchingSettings
 from agent.matching.tracks import Box
 from drivers import heap
-from drivers.vision import dlib_faces
+from drivers.vision import blazeface, dlib_faces
+from drivers.vision.blazeface import BlazeFaceDetector
 from drivers.vision.dlib_faces import DlibEmbedder, FaceModelError, HogDetector, MmodDetector
 
 log = logging.getLogger(__name__)
@@ -116,9 +118,11 @@ class LazyModel(Generic[Model]):
 
 
 class LazyDetector:
-    """A dlib face detector (HOG or MMOD) that loads on its first frame."""
+    """A dlib (HOG, MMOD) or BlazeFace (LiteRT) face detector that loads on its first frame."""
 
-    def __init__(self, name: str, load: Callable[[], HogDetector | MmodDetector]) -> None:
+    def __init__(
+        self, name: str, load: Callable[[], HogDetector | MmodDetector | BlazeFaceDetector]
+    ) -> None:
         self.name = name
         self.model = LazyModel(f"face detector ({name})", load)
 
@@ -159,9 +163,17 @@ def require_module(module: str, error: Callable[[str], EdgeAgentError], hint: st
 
 
 def lazy_detector(settings: MatchingSettings) -> LazyDetector | None:
-    """The configured dlib detector as a lazy one; None for the others (cheap or the owner's)."""
+    """The configured dlib or BlazeFace detector as a lazy one; None for the others.
+
+    (Haar is cheap; YuNet is the owner's file.)  BlazeFace: LiteRT is not imported
+    before the first consented frame, but the package and the model must be there.
+    """
     kind = settings.face_detector
     upsample = settings.face_detector_upsample
+    if kind is FaceDetectorKind.BLAZEFACE:
+        require_module("ai_edge_litert", FaceModelError, blazeface.RUNTIME_HINT)
+        blazeface.model_dir()
+        return LazyDetector(BlazeFaceDetector.name, BlazeFaceDetector)
     if kind not in (FaceDetectorKind.HOG, FaceDetectorKind.MMOD):
         return None
     require_module("dlib", FaceModelError, DLIB_HINT)

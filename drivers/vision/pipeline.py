@@ -251,7 +251,8 @@ def build_service(
     ``keys``: the gallery is sealed under them (None only in tests of the pipeline alone).
     """
     settings = config.matching
-    # dlib's models load on the first consented frame, not here (drivers.vision.lazy_models).
+    # dlib's and BlazeFace's models load on the first consented frame, not here
+    # (drivers.vision.lazy_models).
     embedder = lazy_embedder(settings) or build_embedder(settings)
     detector = lazy_detector(settings) or build_detector(settings)
     recogniser = build_recogniser(

@@ -58,7 +58,8 @@ def _consented_rss(config: pathlib.Path, work: pathlib.Path) -> float:
     )
     with agent(config, work / "state", work) as process:
         process.start()
-        for line in ("face detector (hog) loaded", "plate reader (PP-OCR) loaded"):
+        # Whichever face detector the file names (``face detector (NAME) loaded``).
+        for line in ("face detector (", "plate reader (PP-OCR) loaded"):
             assert process.wait_for_stderr(line, 60), process.stderr()[-2000:]
         time.sleep(IDLE_SECONDS)
         return rss_kib(process.pid) / 1024

@@ -1,9 +1,10 @@
-"""The idle daemon keeps dlib and onnxruntime out of memory until a consented frame needs them.
+"""The idle daemon keeps dlib, LiteRT and onnxruntime out of memory until a consented frame.
 
 The real ``edge-agent run`` with the default configuration (config/agent.toml: the
 sample camera on, face and plate matching on): with neither ``face_recognition`` nor
 ``plate_recognition`` consented, the frames flow (motion events are logged) but
-neither dlib's extension nor onnxruntime's is mapped into the process.  Consented,
+neither dlib's extension, LiteRT's (the BlazeFace detector's runtime) nor
+onnxruntime's is mapped into the process.  Consented,
 they load on the first frame; withdrawn, the models are released again
 (drivers/vision/lazy_models.py).  ``make bench`` (tests/bench/bench_footprint.py)
 measures the memory and the time to READY.
@@ -15,18 +16,23 @@ import pathlib
 import subprocess
 import time
 
+from agent.matching.settings import MatchingSettings
 from tests.support.broker import free_port
 from tests.support.footprint import agent, default_config_text, edge_agent_command, mapped_files
 
-# dlib-bin's extension module; onnxruntime's Python binding and its provider library.
+# dlib-bin's extension module; ai-edge-litert's interpreter binding and runtime library;
+# onnxruntime's Python binding and its provider library.
 DLIB = "_dlib_pybind11"
+LITERT = ("_pywrap_litert_interpreter_wrapper", "libLiteRt", "libpywrap_litert_common")
 ONNXRUNTIME = ("onnxruntime_pybind11_state", "libonnxruntime")
+DETECTOR = MatchingSettings().face_detector.value  # config/agent.toml keeps the default
 
 
 def _vision_libraries(pid: int) -> dict[str, bool]:
     names = mapped_files(pid)
     return {
         "dlib": any(n.startswith(DLIB) for n in names),
+        "litert": any(n.startswith(LITERT) for n in names),
         "onnxruntime": any(n.startswith(ONNXRUNTIME) for n in names),
     }
 
@@ -62,7 +68,9 @@ def test_without_vision_consent_no_model_library_is_loaded(tmp_path: pathlib.Pat
         # Sentinel: camera frames went through the frame bus to every subscriber, and the
         # loop ticked the face and plate services on them.
         assert daemon.wait_for_stderr("motion end held", 30), daemon.stderr()[-3000:]
-        assert _vision_libraries(daemon.pid) == {"dlib": False, "onnxruntime": False}
+        assert _vision_libraries(daemon.pid) == {
+            "dlib": False, "litert": False, "onnxruntime": False
+        }
         assert "Traceback" not in daemon.stderr()
 
 
@@ -71,17 +79,19 @@ def test_consent_loads_the_models_and_withdrawal_releases_them(tmp_path: pathlib
     _consent("grant", "all", config, state)
     with agent(config, state, tmp_path) as daemon:
         daemon.start()
+        # BlazeFace (the default detector) runs on LiteRT; the embedder is dlib's.
+        loaded = {"dlib": True, "litert": DETECTOR == "blazeface", "onnxruntime": True}
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
-            if all(_vision_libraries(daemon.pid).values()):
+            if _vision_libraries(daemon.pid) == loaded:
                 break
             time.sleep(0.2)
-        assert _vision_libraries(daemon.pid) == {"dlib": True, "onnxruntime": True}, (
-            daemon.stderr()[-3000:]
-        )
-        assert daemon.wait_for_stderr("face detector (hog) loaded", 10)
+        assert _vision_libraries(daemon.pid) == loaded, daemon.stderr()[-3000:]
+        assert daemon.wait_for_stderr(f"face detector ({DETECTOR}) loaded", 10)
         assert daemon.wait_for_stderr("plate reader (PP-OCR) loaded", 30), daemon.stderr()[-3000:]
         _consent("withdraw", "all", config, state)
-        assert daemon.wait_for_stderr("face detector (hog) released", 20), daemon.stderr()[-3000:]
+        assert daemon.wait_for_stderr(f"face detector ({DETECTOR}) released", 20), (
+            daemon.stderr()[-3000:]
+        )
         assert daemon.wait_for_stderr("plate reader (PP-OCR) released", 20)
         assert "Traceback" not in daemon.stderr()

@@ -1,4 +1,5 @@
-"""The default face models (dlib HOG + ResNet descriptor) on real photos.
+"""The dlib face models (HOG detector, ResNet descriptor) on real photos; BlazeFace is the
+default detector (tests/matching/test_blazeface_model.py).
 
 Photos: tests/matching/real_faces.py (three of one person, one of another,
 fetched from PyPI at test time).  Faces are shown at camera sizes inside a
@@ -22,6 +23,7 @@ from agent.layout import StateLayout
 from agent.matching.settings import MatchingSettings
 from agent.purposes import Purpose
 from drivers.cli import main
+from drivers.vision.blazeface import BlazeFaceDetector
 from drivers.vision.dlib_faces import (
     DIGESTS,
     DlibEmbedder,
@@ -66,7 +68,7 @@ def _frame(name: str, face_width: int, widths: dict[str, int]) -> np.ndarray:
 
 def test_the_defaults_are_the_dlib_models() -> None:
     settings = MatchingSettings()
-    assert isinstance(build_detector(settings), HogDetector)
+    assert isinstance(build_detector(settings), BlazeFaceDetector)
     embedder = build_embedder(settings)
     assert isinstance(embedder, DlibEmbedder) and embedder.name == "dlib" and embedder.dim == 128
 

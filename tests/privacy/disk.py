@@ -55,7 +55,7 @@ def tool(name: str) -> str:
         (str(p) for p in (pathlib.Path("/usr/sbin", name), pathlib.Path("/sbin", name))
          if p.is_file()), None)
     if found is None:
-        package = {"mkfs.ext4": "e2fsprogs", "debugfs": "e2fsprogs", "dumpe2fs": "e2fsprogs"}.get(name, "mount")
+        package = "e2fsprogs" if name in ("mkfs.ext4", "debugfs", "dumpe2fs") else "mount"
         raise RuntimeError(f"{name} is not installed: `make test` installs {package} (apt-get)")
     return found
 
