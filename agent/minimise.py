@@ -179,10 +179,7 @@ class Minimiser:
             )
             assert encoded is not None  # the same fields encoded a moment ago
             payload = encoded.cbor()
-        if len(payload) > self.max_event_bytes:
-            raise TooLargeError(
-                f"event {event.type} is {len(payload)} bytes, cap {self.max_event_bytes}"
-            )
+        self._check_size(event, payload)
         return OutgoingMessage(
             msg_id,
             event.type,
@@ -193,6 +190,12 @@ class Minimiser:
             has_image=encoded.image is not None,
             encoded=encoded,
         )
+
+    def _check_size(self, event: Event, payload: bytes) -> None:
+        if len(payload) > self.max_event_bytes:
+            raise TooLargeError(
+                f"event {event.type} is {len(payload)} bytes, cap {self.max_event_bytes}"
+            )
 
     def _slow(
         self,
@@ -230,10 +233,7 @@ class Minimiser:
             del body["img"]
             body["img_dropped"] = True
             payload = cbor.dumps(body)
-        if len(payload) > self.max_event_bytes:
-            raise TooLargeError(
-                f"event {event.type} is {len(payload)} bytes, cap {self.max_event_bytes}"
-            )
+        self._check_size(event, payload)
         return OutgoingMessage(
             msg_id,
             event.type,
