@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import pathlib
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 from agent.errors import DeviceIOError
@@ -111,6 +113,36 @@ def _first_line(text: object, limit: int = 200) -> str:
     return str(text).strip().splitlines()[0][:limit] if str(text).strip() else "unknown"
 
 
+# How long opening waits out another process that holds the file for a moment.
+OPEN_BUSY_SECONDS = 30.0
+
+
+def retry_while_busy(
+    open_once: Callable[[], sqlite3.Connection],
+    *,
+    budget_seconds: float = OPEN_BUSY_SECONDS,
+) -> sqlite3.Connection:
+    """``open_once()``, again after a short pause for as long as SQLite answers BUSY.
+
+    SQLite's busy timeout does not cover every moment of opening a WAL file: while
+    another process creates the file and switches it to WAL, runs WAL recovery, or
+    cleans up as the last connection closes, an opener gets ``database is locked``
+    at once (sqlite.org/wal.html, "Sometimes queries return SQLITE_BUSY").  A
+    technician's ``logs bundle`` started while the daemon starts must wait, not fail.
+    """
+    deadline = time.monotonic() + budget_seconds
+    pause = 0.005
+    while True:
+        try:
+            return open_once()
+        except DeviceIOError as exc:
+            if sqlite_code(exc) != SQLITE_BUSY or time.monotonic() + pause > deadline:
+                raise
+        # Jittered so that processes that collided once do not collide again.
+        time.sleep(pause * (0.5 + random.random()))
+        pause = min(pause * 2, 0.25)
+
+
 def open_sqlite(
     path: pathlib.Path,
     schema: str,
@@ -122,6 +154,13 @@ def open_sqlite(
 
     Shared by every store of the agent; ``what`` names the store in the error.
     """
+    return retry_while_busy(lambda: _open_sqlite_once(path, schema, what, wal_max_bytes))
+
+
+def _open_sqlite_once(
+    path: pathlib.Path, schema: str, what: str, wal_max_bytes: int
+) -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
@@ -134,6 +173,8 @@ def open_sqlite(
         conn.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_max_bytes // PAGE_BYTES // 2)}")
         conn.executescript(schema)
     except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
         raise StorageIOError(f"cannot open {what} {path}: {exc}") from exc
     return conn
 
@@ -194,7 +235,10 @@ class Database:
     # --- opening, checking, salvaging -------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        conn = open_sqlite(self.path, _SCHEMA, "database", wal_max_bytes=self.wal_max_bytes)
+        return retry_while_busy(self._open_once)
+
+    def _open_once(self) -> sqlite3.Connection:
+        conn = _open_sqlite_once(self.path, _SCHEMA, "database", self.wal_max_bytes)
         try:
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
