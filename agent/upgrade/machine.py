@@ -111,6 +111,23 @@ def _require(record: UpgradeRecord, *allowed: State) -> None:
         raise PolicyError(f"upgrade is {record.state.value}; cannot do that now")
 
 
+def kept_bytes(record: UpgradeRecord, *, target_slot: str, total: int, digest: bytes) -> int:
+    """Bytes of this very image an earlier, stopped download left in ``target_slot``.
+
+    A download that ran out of attempts (a long outage) ends FAILED with its
+    progress recorded; asking for the same image again resumes there instead of
+    discarding what the slot holds.  The installer re-hashes those bytes from the
+    slot, and the signed digest still decides at the end.
+    """
+    same_image = (
+        record.state == State.FAILED
+        and record.target_slot == target_slot
+        and record.total == total
+        and record.image_digest_hex == digest.hex()
+    )
+    return record.received if same_image and record.received < total else 0
+
+
 def begin(
     record: UpgradeRecord,
     *,
@@ -130,7 +147,7 @@ def begin(
         sequence=sequence,
         version=version,
         target_slot=target_slot,
-        received=0,
+        received=kept_bytes(record, target_slot=target_slot, total=total, digest=image_digest),
         total=total,
         reason="",
         envelope_hex=envelope.hex(),

@@ -47,9 +47,18 @@ class InstalledImage:
 
 
 def check_manifest(
-    manifest: Manifest, device: DeviceIdentity, installed: InstalledImage, now: float
+    manifest: Manifest,
+    device: DeviceIdentity,
+    installed: InstalledImage,
+    now: float,
+    *,
+    fetches_uri: bool = True,
 ) -> None:
-    """Raise a PolicyError subclass unless ``manifest`` may be installed on this device now."""
+    """Raise a PolicyError subclass unless ``manifest`` may be installed on this device now.
+
+    ``fetches_uri`` False: the image comes from a local file (an offline install),
+    so the URI is never fetched and any scheme (``file:``, a vendor's own) is fine.
+    """
     if manifest.uri is None or manifest.image_digest is None or manifest.image_size is None:
         raise UnsupportedFeatureError("manifest has no installable image (uri, digest and size)")
     if not (manifest.checks_vendor and manifest.checks_class and manifest.checks_image):
@@ -69,7 +78,7 @@ def check_manifest(
         or not hmac.compare_digest(manifest.precursor_digest, installed.digest)
     ):
         raise PrecursorMismatchError("the installed image is not the delta's precursor")
-    if not manifest.uri.startswith(("http://", "https://")):
+    if fetches_uri and not manifest.uri.startswith(("http://", "https://")):
         raise UnsupportedFeatureError(f"uri scheme of {manifest.uri[:60]!r} is not http(s)")
 
 

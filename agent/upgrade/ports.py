@@ -72,6 +72,9 @@ class ImageStream(Protocol):
 
 
 class ImageSource(Protocol):
+    # False for a source that reads a local file whatever the URI says (offline install).
+    fetches_uri: bool
+
     def open(self, uri: str, offset: int) -> ImageStream:
         """Ask for ``uri`` from ``offset`` on (a Range request when offset > 0)."""
         ...

@@ -125,6 +125,7 @@ def _apply(args: argparse.Namespace) -> int:
                 f"sequence {installer.record().sequence} is being downloaded; "
                 "let it finish or fail before installing another from a file"
             )
+    installer.clean_up()  # what killed writes left, as the daemon does at start
     record, _ = installer.resume()
     if not record.busy:
         record = installer.install(_envelope(args, installer), force=args.force)

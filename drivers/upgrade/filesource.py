@@ -43,6 +43,8 @@ class FileImageSource:
     the install without barring the release, as a cut download does.
     """
 
+    fetches_uri = False  # so the manifest's URI may have any scheme (agent.upgrade.policy)
+
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
 

@@ -267,6 +267,8 @@ class HttpImageStream:
 class HttpImageSource:
     """:class:`agent.upgrade.ports.ImageSource` over http.client."""
 
+    fetches_uri = True
+
     def __init__(
         self,
         timeout_seconds: float = 30.0,

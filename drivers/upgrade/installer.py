@@ -31,6 +31,7 @@ from agent.upgrade.envelope import VerifiedManifest, verify_envelope
 from agent.upgrade.errors import (
     DeadlineExceededError,
     ExtraDataError,
+    ImageMismatchError,
     ServerBusyError,
     StateFileError,
 )
@@ -183,7 +184,10 @@ class Installer:
             record.installed_sequence,
             bytes.fromhex(record.installed_digest_hex) if record.installed_digest_hex else None,
         )
-        check_manifest(verified.manifest, self.device, installed, self.clock.now())
+        check_manifest(
+            verified.manifest, self.device, installed, self.clock.now(),
+            fetches_uri=self.source.fetches_uri,
+        )
         sequence = verified.manifest.sequence
         check_not_failed(sequence, record.failure_of(sequence), force=force)
         size = verified.manifest.image_size or 0
@@ -276,6 +280,7 @@ class Installer:
         manifest = self._manifest_of(record).manifest
         assert manifest.uri is not None
         hasher = self._hasher_from_slot(record)
+        resumed_from = hasher.received
         guard = ThroughputGuard(
             self.clock.monotonic(),
             min_bytes_per_second=self.settings.min_throughput_bytes_per_second,
@@ -297,7 +302,18 @@ class Installer:
                 if attempt >= self.settings.download_attempts:
                     raise
                 self.sleep(self._retry_delay(exc, attempt, guard))
-        hasher.finish()
+        try:
+            hasher.finish()
+        except ImageMismatchError:
+            if not resumed_from:
+                raise
+            # The kept prefix is not what the signed digest says (a flash error, a file
+            # changed on the server): one whole download before calling the release bad.
+            log.warning(
+                "image digest wrong after resuming at byte %d; downloading it whole again",
+                resumed_from,
+            )
+            return self._download(self._save(machine.progress(record, 0, self.clock.now())))
         record = self._save(machine.downloaded(record, self.clock.now()))
         self.checkpoint("installing")
         return record

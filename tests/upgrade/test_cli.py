@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 
 import pytest
 
@@ -184,6 +185,19 @@ def test_apply_force_retries_a_release_that_failed_here(
     assert "awaiting-reboot: sequence 4" in capsys.readouterr().out
 
 
+def _usb_release(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, uri: str, sequence: int, size: int
+) -> tuple[bytes, pathlib.Path, pathlib.Path, list[str]]:
+    """(image bytes, image file, signed envelope, common CLI options) of a release on a stick."""
+    data = random_image(size)
+    image = tmp_path / "usb" / "fw.img"
+    image.parent.mkdir(exist_ok=True)
+    image.write_bytes(data)
+    envelope = _sign(tmp_path, vendor, image, uri, sequence)
+    config = _config(tmp_path, vendor.with_suffix(".pub.pem"))
+    return data, image, envelope, _common(tmp_path, config)
+
+
 def test_offline_apply_from_an_envelope_and_an_image_file(
     vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -215,6 +229,40 @@ def test_offline_apply_from_an_envelope_and_an_image_file(
     _fail_trial(tmp_path, config)
     assert main([*offline, "--image", str(image)]) == 2
     assert "failed on this device before" in capsys.readouterr().err
+
+
+def test_offline_apply_takes_a_manifest_whose_uri_is_no_web_address(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An envelope made for USB sticks only: its URI is never fetched, so any scheme goes."""
+    data, image, envelope, common = _usb_release(
+        vendor, tmp_path, "file:///media/usb/fw.img", 7, 200_000
+    )
+    capsys.readouterr()
+    # Online the same envelope is refused: the device would have to fetch that URI.
+    assert main(["upgrade", "apply", *common, "--manifest", str(envelope)]) == 2
+    assert "is not http(s)" in capsys.readouterr().err
+    assert main(["upgrade", "apply", *common, "--file", str(envelope), "--image", str(image)]) == 0
+    assert "awaiting-reboot: sequence 7 in slot b" in capsys.readouterr().out
+    assert (tmp_path / "state" / "upgrade" / "slots" / "slot-b.img").read_bytes() == data
+
+
+def test_apply_from_the_cli_removes_temp_files_of_killed_writes(
+    vendor: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A technician's apply on a device whose daemon is stopped cleans up as the daemon would."""
+    data, image, envelope, common = _usb_release(
+        vendor, tmp_path, "http://127.0.0.1:9/fw.img", 8, 50_000
+    )
+    upgrade_dir = tmp_path / "state" / "upgrade"
+    upgrade_dir.mkdir(parents=True, exist_ok=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = upgrade_dir / f".state.json.{gone.pid}.1a2b3c4d.tmp"
+    stale.write_bytes(b"half a write")
+    assert main(["upgrade", "apply", *common, "--file", str(envelope), "--image", str(image)]) == 0
+    assert not stale.exists()
+    assert (upgrade_dir / "slots" / "slot-b.img").read_bytes() == data
 
 
 def test_offline_image_needs_its_envelope(

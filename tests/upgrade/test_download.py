@@ -114,3 +114,60 @@ def test_range_request_reports_the_resumed_offset(image_server: ImageServer) -> 
         assert stream.read(4) == bytes([100, 101, 102, 103])
     finally:
         stream.close()
+
+
+def _fail_after(
+    make_config: Callable[..., AgentConfig], image_server: ImageServer, path: str,
+    image: bytes, envelope: bytes, cut_after: int,
+) -> None:
+    """One install whose only attempt is cut after ``cut_after`` bytes: it ends FAILED."""
+    image_server.files[path] = image
+    image_server.faults[path] = Fault(cut_after=cut_after, cuts=1)
+    installer, _ = build_installer(make_config(download_attempts=1))
+    with pytest.raises(ConnectionLostError):
+        installer.install(envelope)
+    record = installer.record()
+    assert (record.state, record.received) == (State.FAILED, cut_after)
+    image_server.requests.clear()
+
+
+def test_a_download_that_ran_out_of_attempts_resumes_from_the_slot_next_time(
+    make_config: Callable[..., AgentConfig], image_server: ImageServer, sign: Sign
+) -> None:
+    """A long outage ends the install; asking again keeps the bytes already in the slot."""
+    image = random_image(600_000)
+    envelope = sign(image, 1, image_server.url("/outage.img"))
+    _fail_after(make_config, image_server, "/outage.img", image, envelope, 250_000)
+    slot, state = _install(make_config(), envelope)
+    assert slot == image and state == State.AWAITING_REBOOT
+    assert [r for p, r in image_server.requests if p == "/outage.img"] == ["bytes=250000-"]
+
+
+def test_a_kept_prefix_that_no_longer_matches_is_downloaded_whole_and_not_barred(
+    make_config: Callable[..., AgentConfig], image_server: ImageServer, sign: Sign
+) -> None:
+    image = random_image(600_000)
+    envelope = sign(image, 1, image_server.url("/flipped.img"))
+    _fail_after(make_config, image_server, "/flipped.img", image, envelope, 250_000)
+    _, machine = build_installer(make_config())
+    assert machine is not None
+    slot_file = machine.directory / "slot-b.img"
+    kept = bytearray(slot_file.read_bytes())
+    kept[1000] ^= 0xFF  # a flash error in the kept prefix
+    slot_file.write_bytes(bytes(kept))
+    slot, state = _install(make_config(), envelope)
+    assert slot == image and state == State.AWAITING_REBOOT
+    assert [r for p, r in image_server.requests if p == "/flipped.img"] == ["bytes=250000-", None]
+
+
+def test_another_image_in_the_same_slot_starts_from_the_first_byte(
+    make_config: Callable[..., AgentConfig], image_server: ImageServer, sign: Sign
+) -> None:
+    first = random_image(600_000)
+    _fail_after(make_config, image_server, "/first.img", first,
+                sign(first, 1, image_server.url("/first.img")), 250_000)
+    second = random_image(600_000)
+    image_server.files["/second.img"] = second
+    slot, state = _install(make_config(), sign(second, 2, image_server.url("/second.img")))
+    assert slot == second and state == State.AWAITING_REBOOT
+    assert [r for p, r in image_server.requests if p == "/second.img"] == [None]
