@@ -5,8 +5,9 @@ deleted only when the broker acknowledged it (PUBACK), so nothing is lost
 while the broker is away or when the agent is killed.  Each message keeps a
 stable ``msg_id`` (inside the payload too) so receivers can drop the
 duplicates that at-least-once delivery produces.  The queue is capped: when
-full the oldest messages are dropped and counted; expired messages are
-dropped and counted as well.
+full the oldest messages are dropped and counted (never those the current
+connection already read for sending: the broker gets them anyway); expired
+messages are dropped and counted as well.
 
 Every message gets the next number of the device's event sequence inside the
 committing transaction (``seq``: the row key and a payload field, see
@@ -25,14 +26,23 @@ import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from agent import cbor
 from agent.database import Database
 from agent.errors import DecodeError, DeviceIOError
 from agent.layout import StateLayout
 from agent.minimise import OutgoingMessage
+from agent.outbox_rows import (
+    IMAGE_CONTEXT,
+    blob,
+    optional_blob,
+    pack_row,
+    sealing_context,
+    stamped,
+    unpack_row,
+    with_image,
+)
 from agent.purposes import Purpose
 from agent.sealing import KeyDestroyed, SealedDataError, is_sealed, read_header
-from agent.sequence import SEQ_KEY, HighWater, stamp
+from agent.sequence import HighWater
 from agent.storage_settings import StorageSettings
 
 if TYPE_CHECKING:
@@ -74,73 +84,6 @@ class PutResult:
     refused: int
     # Oldest messages dropped to stay under the cap.
     dropped: int
-
-
-def _stamped(message: OutgoingMessage, seq: int, keep_image: bool) -> tuple[bytes, bytes | None]:
-    """The payload stamped with ``seq`` and without its image, and the image (if kept).
-
-    One canonical encode from the minimiser's map where it is at hand; else the
-    payload is decoded first (messages built elsewhere).
-    """
-    if message.body is not None:
-        body = dict(message.body)
-    elif not message.has_image:
-        return stamp(message.payload, seq), None
-    else:
-        decoded = cbor.loads_untrusted(message.payload, max_bytes=len(message.payload))
-        if not isinstance(decoded, dict):
-            raise DecodeError("an event payload is a CBOR map")
-        body = decoded
-    image = body.pop("img", None)
-    body[SEQ_KEY] = seq
-    kept = bytes(image) if keep_image and isinstance(image, bytes | bytearray) else None
-    return cbor.dumps(body), kept
-
-
-def _with_image(payload: bytes, image: bytes) -> bytes:
-    body = cbor.loads_untrusted(payload, max_bytes=len(payload))
-    if not isinstance(body, dict):
-        raise DecodeError("an event payload is a CBOR map")
-    body["img"] = image
-    return cbor.dumps(body)
-
-
-def _context(purpose: str) -> bytes:
-    return b"outbox:" + purpose.encode()
-
-
-IMAGE_CONTEXT = b"outbox:image"
-
-
-def _pack_row(msg_id: str, topic: str, payload: bytes) -> bytes:
-    """msg_id and topic (UTF-8, each after a 2-byte length), then the payload."""
-    ident, where = msg_id.encode(), topic.encode()
-    return (
-        len(ident).to_bytes(2, "big") + ident + len(where).to_bytes(2, "big") + where + payload
-    )
-
-
-def _unpack_row(inner: bytes) -> tuple[str, str, bytes]:
-    try:
-        first = int.from_bytes(inner[:2], "big")
-        ident = inner[2 : 2 + first].decode()
-        second = int.from_bytes(inner[2 + first : 4 + first], "big")
-        where = inner[4 + first : 4 + first + second].decode()
-    except UnicodeDecodeError:
-        raise DecodeError("a sealed queued row's msg_id or topic is not UTF-8") from None
-    if len(inner) < 4 + first + second:
-        raise DecodeError("a sealed queued row lacks its msg_id and topic")
-    return ident, where, inner[4 + first + second :]
-
-
-def _blob(value: object) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise DecodeError("a queued payload is not a blob")
-
-
-def _optional_blob(value: object) -> bytes | None:
-    return None if value is None else _blob(value)
 
 
 # Not frozen: a frozen dataclass's __init__ costs five times a plain one's, once per
@@ -191,6 +134,10 @@ class Outbox:
         # Numbers at or below this were handed out before (perhaps lost since): never reuse.
         self._floor = self.high_water.value if self.high_water is not None else 0
         self._high_water_failing = False
+        # Rows at or below this were read by the walk of the current connection: on the
+        # wire or about to be.  Drops for room skip them -- the broker gets them anyway,
+        # so a drop would be counted for an event that is delivered.  Under db.lock.
+        self._handed_through = 0
         self.storage: StorageGuard | None = None
         if layout is not None and storage is not None:
             from agent.storage import StorageGuard
@@ -249,8 +196,8 @@ class Outbox:
             if excess > 0:
                 dropped = conn.execute(
                     "DELETE FROM outbox WHERE seq IN "
-                    "(SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
-                    (excess,),
+                    "(SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
+                    (self._handed_through, excess),
                 ).rowcount
                 self.db.bump_counter(conn, DROPPED_OVERFLOW, dropped)
         if rows:
@@ -263,18 +210,24 @@ class Outbox:
         return PutResult(len(rows), len(pending) - len(rows), int(dropped))
 
     def _count_at_most(self, conn: sqlite3.Connection, last: int) -> int:
-        """The rows queued, or a bound on them when that is enough to stay under the cap.
+        """The rows waiting (not on the wire), or a bound on them when that is enough
+        to stay under the cap; the wire holds at most the pump's window more.
 
         Rows hold distinct numbers from the oldest to ``last``, so their count is at
         most the span: one index probe, where COUNT(*) reads every row (issue 12).
         """
-        row = conn.execute("SELECT seq FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        handed = self._handed_through
+        row = conn.execute(
+            "SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT 1", (handed,)
+        ).fetchone()
         if row is None:
             return 0
         span = last - int(row[0]) + 1
         if span <= self.max_messages:
             return span
-        return int(conn.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return int(
+            conn.execute("SELECT COUNT(*) FROM outbox WHERE seq > ?", (handed,)).fetchone()[0]
+        )
 
     def _stored(
         self, topic: str, message: OutgoingMessage, seq: int, snapshots: bool
@@ -298,8 +251,8 @@ class Outbox:
             plain = encoded.cbor(seq, with_image=True) if keep else payload
             render = functools.partial(encoded.json, seq, with_image=keep)
         else:
-            payload, image = _stamped(message, seq, keep_image=snapshots)
-            plain = payload if image is None else _with_image(payload, image)
+            payload, image = stamped(message, seq, keep_image=snapshots)
+            plain = payload if image is None else with_image(payload, image)
         keys = self.keys
         if keys is None or message.purpose is Purpose.DEVICE_OPERATION:
             return message.msg_id, topic, payload, image, plain, render
@@ -309,7 +262,10 @@ class Outbox:
             else keys.seal(Purpose.EVENT_SNAPSHOTS.value, image, IMAGE_CONTEXT)
         )
         sealed, tag = keys.seal_tagged(
-            purpose, _pack_row(message.msg_id, topic, payload), _context(purpose), message.msg_id
+            purpose,
+            pack_row(message.msg_id, topic, payload),
+            sealing_context(purpose),
+            message.msg_id,
         )
         return tag, "", sealed, sealed_image, plain, render
 
@@ -319,7 +275,7 @@ class Outbox:
         """msg_id, topic and payload as they go out; :class:`KeyDestroyed` if the key is gone."""
         msg_id = row_key
         if self.keys is not None and is_sealed(payload):
-            msg_id, topic, payload = _unpack_row(self.keys.open(payload, _context(purpose)))
+            msg_id, topic, payload = unpack_row(self.keys.open(payload, sealing_context(purpose)))
         if image is None:
             return msg_id, topic, payload
         if self.keys is not None and is_sealed(image):
@@ -328,7 +284,7 @@ class Outbox:
             except KeyDestroyed:
                 # event_snapshots withdrawn: the event goes without it
                 return msg_id, topic, payload
-        return msg_id, topic, _with_image(payload, image)
+        return msg_id, topic, with_image(payload, image)
 
     @staticmethod
     def _sequence(conn: sqlite3.Connection) -> int:
@@ -380,9 +336,9 @@ class Outbox:
         with self.db.transaction() as conn:
             rows = conn.execute(
                 f"SELECT seq, length(payload) + ifnull(length(image), 0) FROM outbox "  # noqa: S608
-                f"WHERE purpose IN ({marks}) "
+                f"WHERE purpose IN ({marks}) AND seq > ? "
                 "ORDER BY seq LIMIT 100000",
-                LOW_VALUE_PURPOSES,
+                (*LOW_VALUE_PURPOSES, self._handed_through),
             ).fetchall()
             freed, last = 0, None
             for seq, size in rows:
@@ -394,8 +350,9 @@ class Outbox:
                 return 0
             dropped = int(
                 conn.execute(
-                    f"DELETE FROM outbox WHERE purpose IN ({marks}) AND seq <= ?",  # noqa: S608
-                    (*LOW_VALUE_PURPOSES, last),
+                    f"DELETE FROM outbox WHERE purpose IN ({marks}) "  # noqa: S608
+                    "AND seq > ? AND seq <= ?",
+                    (*LOW_VALUE_PURPOSES, self._handed_through, last),
                 ).rowcount
             )
             self.db.bump_counter(conn, DROPPED_FULL, dropped)
@@ -413,18 +370,22 @@ class Outbox:
         return expired
 
     def batch_after(self, after_seq: int, limit: int, now: float) -> list[QueuedMessage]:
-        """The next unexpired messages in queue order after ``after_seq``."""
-        rows = self.db.query(
-            "SELECT seq, msg_id, topic, payload, image, purpose, created_at, expires_at "
-            "FROM outbox WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
-            (after_seq, now, limit),
-        )
+        """The next unexpired messages in queue order after ``after_seq``, handed to the
+        walk: until :meth:`rewind_handed`, drops for room leave them alone."""
+        with self.db.lock:
+            rows = self.db.query(
+                "SELECT seq, msg_id, topic, payload, image, purpose, created_at, expires_at "
+                "FROM outbox WHERE seq > ? AND expires_at > ? ORDER BY seq LIMIT ?",
+                (after_seq, now, limit),
+            )
+            if rows:
+                self._handed_through = max(self._handed_through, int(str(rows[-1][0])))
         batch: list[QueuedMessage] = []
         unreadable: list[int] = []
         for seq, row_key, topic, payload, image, purpose, created, expires in rows:
             try:
                 msg_id, real_topic, readable = self._readable(
-                    str(row_key), str(topic), _blob(payload), _optional_blob(image), str(purpose)
+                    str(row_key), str(topic), blob(payload), optional_blob(image), str(purpose)
                 )
             except (KeyDestroyed, SealedDataError, DecodeError) as exc:
                 log.warning("dropping queued event %s: %s", seq, exc)
@@ -444,6 +405,18 @@ class Outbox:
         """Which sequence numbers between ``first`` and ``last`` are still queued."""
         rows = self.db.query("SELECT seq FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
         return {int(str(row[0])) for row in rows}
+
+    def hand_over(self, first: int, last: int) -> set[int]:
+        """:meth:`present_seqs`, handed to the walk as :meth:`batch_after`'s rows are."""
+        with self.db.lock:
+            present = self.present_seqs(first, last)
+            self._handed_through = max(self._handed_through, last)
+        return present
+
+    def rewind_handed(self) -> None:
+        """A new connection walks the queue from the start: nothing is on the wire."""
+        with self.db.lock:
+            self._handed_through = 0
 
     def _drop_unreadable(self, seqs: list[int]) -> None:
         with self.db.transaction() as conn:
@@ -506,7 +479,7 @@ class Outbox:
         for row_key, stored_topic, purpose, created_at, payload, image in rows:
             try:
                 msg_id, topic, readable = self._readable(
-                    str(row_key), str(stored_topic), _blob(payload), _optional_blob(image),
+                    str(row_key), str(stored_topic), blob(payload), optional_blob(image),
                     str(purpose),
                 )
             except (KeyDestroyed, SealedDataError, DecodeError):
@@ -525,19 +498,20 @@ class Outbox:
         )
         current: dict[str, int] = {}
 
-        def fresh(blob: bytes, context: bytes) -> bytes | None:
-            header = read_header(blob)
+        def fresh(sealed: bytes, context: bytes) -> bytes | None:
+            header = read_header(sealed)
             if header.domain not in current:
                 current[header.domain] = keys.current(header.domain).number
             if header.number == current[header.domain]:
                 return None
-            return keys.seal(header.domain, keys.open(blob, context), context)
+            return keys.seal(header.domain, keys.open(sealed, context), context)
 
         updates: list[tuple[bytes, bytes | None, int]] = []
         for seq, raw_payload, raw_image, purpose in rows:
             try:
-                payload, image = _blob(raw_payload), _optional_blob(raw_image)
-                new_payload = fresh(payload, _context(str(purpose))) if is_sealed(payload) else None
+                payload, image = blob(raw_payload), optional_blob(raw_image)
+                context = sealing_context(str(purpose))
+                new_payload = fresh(payload, context) if is_sealed(payload) else None
                 new_image = fresh(image, IMAGE_CONTEXT) if image and is_sealed(image) else None
             except (KeyDestroyed, DecodeError):
                 continue  # unreadable already: batch_after drops and counts it

@@ -149,7 +149,7 @@ class Pump:
             return None
         batch = [staged.popleft() for _ in range(min(want, len(staged)))]
         self._staged_bytes -= sum(len(m.payload) for m in batch)
-        present = self.outbox.present_seqs(batch[0].seq, batch[-1].seq)
+        present = self.outbox.hand_over(batch[0].seq, batch[-1].seq)
         self._cursor = batch[-1].seq
         return [m for m in batch if m.seq in present and m.expires_at > now]
 
@@ -212,6 +212,7 @@ class Pump:
             with self._send_lock:
                 self._session += 1
                 self._cursor = 0
+                self.outbox.rewind_handed()
                 self._inflight.clear()
                 self._queue.clear()
                 self._sent = self._answered = 0

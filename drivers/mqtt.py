@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = CBOR_CONTENT_TYPE
 ONLINE = b"online"
+# A reply may carry a log bundle or a sealed export: a broker holding it for a requester
+# that went away keeps it at most this long (MQTT v5 message expiry), not until it returns.
+REPLY_EXPIRY_SECONDS = 300
 OFFLINE = b"offline"
 
 
@@ -162,6 +165,8 @@ class MqttLink:
         self._session = 0
         self._next_attempt = 0.0
         self._dead = False
+        # The current client's CONNACK was a refusal (its reason is last_error).
+        self._refused = False
         self._password = self._read_password()
         self.connects = 0
         self.last_error = ""
@@ -262,6 +267,7 @@ class MqttLink:
                 # Inside the try: tls_set() reads the CA and key files, which can
                 # go missing; back off like any other failed attempt.
                 self._client = self._new_client()
+                self._refused = False
                 self._client.connect_async(
                     self.settings.host,
                     self.settings.port,
@@ -304,6 +310,7 @@ class MqttLink:
             return
         props = _properties(PacketTypes.PUBLISH)
         props.ContentType = content_type
+        props.MessageExpiryInterval = REPLY_EXPIRY_SECONDS
         if command.correlation is not None:
             props.CorrelationData = command.correlation
         topic = command.response_topic or self.topics.default_reply(command.name)
@@ -348,6 +355,7 @@ class MqttLink:
             return  # a client already torn down: its news is stale
         if reason.is_failure:
             self.last_error = f"connect refused: {reason}"
+            self._refused = True
             self._dead = True
             self.wake.set()
             return
@@ -377,7 +385,10 @@ class MqttLink:
             return
         self._connected = False
         self._dead = True
-        self.last_error = f"disconnected: {reason}"
+        # The broker closes a refused connection: that farewell (a bare "protocol
+        # error" when it races the CONNACK) must not hide why it was refused.
+        if not self._refused:
+            self.last_error = f"disconnected: {reason}"
         self.wake.set()
 
     def _on_publish(

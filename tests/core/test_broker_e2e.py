@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from agent.config import PayloadFormat
 from agent.events import Event
 from agent.outbox import Outbox
 from agent.purposes import Purpose
+from drivers.mqtt import REPLY_EXPIRY_SECONDS
 from tests.support.agent_harness import RunningAgent, device_base, make_config, motion
 from tests.support.broker import Broker, free_port
 from tests.support.mqtt import Collector
@@ -124,10 +126,17 @@ def test_nothing_of_a_withdrawn_purpose_is_published_even_if_queued_before(
 
 
 def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
-    broker: Broker, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     DEVICE_TOPIC = device_base(tmp_path / "state")
-    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
+    # The receiver keeps a persistent session on a broker that stores to disk, as a
+    # real backend does: whatever the agent publishes the moment the broker is back,
+    # before this test's subscriber reconnects, is queued for it rather than lost.
+    (tmp_path / "broker").mkdir()
+    broker = Broker(tmp_path / "broker", persistent=True)
+    broker.start()
+    receiver = f"receiver-{uuid.uuid4().hex[:8]}"
+    sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#", session=receiver)
     running = RunningAgent(make_config(tmp_path / "state", broker.port))
     try:
         agent = running.agent
@@ -143,7 +152,7 @@ def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
         wait_until(lambda: len([a for a in queued_motion_areas(agent.outbox) if a >= 100]) >= 200)
         assert [a for a in queued_motion_areas(agent.outbox) if a >= 100] == list(range(100, 300))
         broker.start()
-        sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#")
+        sub = Collector(broker.host, broker.port, f"{DEVICE_TOPIC}/events/#", session=receiver)
         assert sub.wait_for(lambda c: set(range(100, 300)) <= set(motion_areas(c)), 30)
         ids = {e["id"]: e["f"]["area"] for e in sub.events() if e["type"] == "motion"}
         assert sorted(set(ids.values()) & set(range(100, 300))) == list(range(100, 300))
@@ -155,6 +164,7 @@ def test_broker_outage_then_every_event_arrives_exactly_once_after_dedupe(
         sub.close()
     finally:
         running.stop()
+        broker.stop()
 
 
 @pytest.mark.slow
@@ -239,6 +249,9 @@ def test_commands_consent_set_get_and_status_over_mqtt(broker: Broker, tmp_path:
         assert reply["result"]["consent"]["face_recognition"] is False
         status = sub.request(f"{cmd}/status", {})
         assert status["ok"] and status["result"]["broker_connected"] is True
+        # A broker holds a reply for an absent requester only briefly (a bundle, an export).
+        expiry = sub.last_reply_properties.MessageExpiryInterval
+        assert 0 < expiry <= REPLY_EXPIRY_SECONDS
     finally:
         running.stop()
         sub.close()

@@ -71,6 +71,10 @@ def test_wrong_password_keeps_everything_queued(tmp_path: Path) -> None:
             time.sleep(0.02)
         assert "refused" in agent.link.last_error
         assert not agent.link.connected and agent.link.connects == 0
+        # The refusal can beat the first pass's commit of the start-up status event
+        # (the connect starts earlier in that pass): wait for the commit, not a time.
+        while len(agent.outbox) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert len(agent.outbox) == 1  # the start-up status event, still queued
         assert agent.outbox.stats()["acked"] == 0
     finally:

@@ -96,6 +96,34 @@ def test_sequence_numbers_only_for_admitted_events_and_gaps_are_found(tmp_path: 
     assert box.stats()["lost"] == 1
 
 
+def test_drops_for_room_skip_what_the_walk_has_on_the_wire(tmp_path: Path) -> None:
+    """Counted as dropped means not delivered: a row the connection already read stays.
+
+    CI once saw the running agent drop 69 motion events for room while its walk
+    had them on the wire; the broker delivered them and dropped_full said 69.
+    """
+    state = tmp_path / "state"
+    ConsentLedger.open(state).grant(Purpose.CLOUD_EVENTS, T0, source="test")
+    box = outbox(state)
+    box.put_many([("t", message(Purpose.CLOUD_EVENTS)) for _ in range(10)], T0)
+    handed = box.batch_after(0, 4, T0)  # the walk read seq 1..4
+    assert [m.seq for m in handed] == [1, 2, 3, 4]
+    assert box.drop_low_value(10**9) == 6  # 5..10 go, the oldest four are on the wire
+    assert box.present_seqs(1, 10) == {1, 2, 3, 4}
+    assert box.stats()["dropped_full"] == 6
+    # The message cap counts what waits: the oldest waiting make way, not the wire's.
+    box.max_messages = 2
+    box.put_many([("t", message(Purpose.CLOUD_EVENTS)) for _ in range(3)], T0)
+    assert box.present_seqs(1, 13) == {1, 2, 3, 4, 12, 13}
+    assert box.stats()["dropped_overflow"] == 1
+    assert box.hand_over(12, 12) == {12}  # the pump's write-through path hands over too
+    assert box.drop_low_value(10**9) == 1 and box.present_seqs(1, 13) == {1, 2, 3, 4, 12}
+    box.rewind_handed()  # a new connection: nothing on the wire any more
+    assert box.drop_low_value(1) == 1 and box.present_seqs(1, 13) == {2, 3, 4, 12}
+    assert box.ack_many(m.msg_id for m in handed) == 3  # the rest delivered after all
+    box.db.close()
+
+
 def test_a_damaged_file_is_a_clear_error_where_nobody_may_salvage_it(tmp_path: Path) -> None:
     layout = StateLayout(tmp_path)
     ledger = ConsentLedger.open(tmp_path)

@@ -27,10 +27,20 @@ def free_port() -> int:
 
 
 class Broker:
-    """One mosquitto process; ``stop()``/``start()`` keep the same port."""
+    """One mosquitto process; ``stop()``/``start()`` keep the same port.
+
+    ``persistent`` keeps sessions (subscriptions and the QoS 1 messages queued for
+    offline subscribers) across ``stop()``/``start()``, as a broker that stores to
+    disk does: a subscriber that is away meanwhile misses nothing.
+    """
 
     def __init__(
-        self, workdir: pathlib.Path, port: int | None = None, *, listener_options: str = ""
+        self,
+        workdir: pathlib.Path,
+        port: int | None = None,
+        *,
+        listener_options: str = "",
+        persistent: bool = False,
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -41,7 +51,11 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             + (listener_options or "allow_anonymous true\n")
-            + "persistence false\n"
+            + (
+                f"persistence true\npersistence_location {workdir}/\n"
+                if persistent
+                else "persistence false\n"
+            )
             # Stay the invoking user so the broker can read files in the test tmp dir.
             + f"user {getpass.getuser()}\n"
             "max_inflight_messages 0\n"

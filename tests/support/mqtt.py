@@ -37,15 +37,28 @@ def decode_payload(payload: bytes) -> Any:
 
 
 class Collector:
+    """Subscribes to ``topic`` and keeps what arrives.
+
+    With ``session`` (a client id) the broker keeps the subscription and queues
+    QoS 1 messages while this subscriber is away; a later Collector with the same
+    ``session`` receives them, as a receiver with a persistent session does.
+    """
+
     def __init__(
-        self, host: str, port: int, topic: str, *, tls: ssl.SSLContext | None = None
+        self,
+        host: str,
+        port: int,
+        topic: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+        session: str | None = None,
     ) -> None:
         self.messages: list[Any] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
-            client_id=f"test-{uuid.uuid4().hex[:8]}",
+            client_id=session or f"test-{uuid.uuid4().hex[:8]}",
             protocol=paho.MQTTv5,
         )
         self.client.on_message = self._on_message
@@ -53,7 +66,12 @@ class Collector:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         if tls is not None:
             self.client.tls_set_context(tls)
-        self.client.connect(host, port)
+        if session is None:
+            self.client.connect(host, port)
+        else:
+            keep = Properties(PacketTypes.CONNECT)
+            keep.SessionExpiryInterval = 3600
+            self.client.connect(host, port, clean_start=False, properties=keep)
         self.client.loop_start()
         assert self._subscribed.wait(10), "subscription not confirmed"
 
@@ -129,6 +147,7 @@ class Collector:
         self.client.publish(topic, payload, qos=1, properties=props)
         assert done.wait(timeout), f"no reply on {response_topic}"
         self.last_raw_reply = bytes(got[0].payload)
+        self.last_reply_properties = got[0].properties
         answer = decode_payload(got[0].payload)
         if reply_key is not None and isinstance(answer, dict) and "sealed" in answer:
             opened = open_sealed(reply_key, answer["sealed"], max_bytes=64 * 1024 * 1024)
