@@ -33,6 +33,7 @@ from agent.sink import OutboxSink
 from agent.stats import StatisticsAggregator, purposes_from
 from agent.topics import Topics
 from drivers.compose import Composition, FeatureBuilder, compose
+from drivers.heap import release_startup_pages
 from drivers.logs.setup import stderr_is_journal
 from drivers.mqtt import IncomingCommand
 from drivers.sdnotify import Notifier, watchdog_interval
@@ -241,6 +242,7 @@ class Agent:
             self.config.device.serial_number,
             len(self.outbox),
         )
+        release_startup_pages()  # what importing touched once (drivers/heap.py)
         self.notifier.ready(status=f"queued {len(self.outbox)} messages")
 
     def step(self) -> None:

@@ -59,11 +59,26 @@ def default_config_text(broker_port: int, **overrides: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def rss_kib(pid: int) -> int:
+def memory_kib(pid: int) -> dict[str, int]:
+    """``VmRSS``, ``RssAnon`` and ``RssFile`` of ``pid`` in KiB (``/proc/PID/status``).
+
+    ``RssAnon`` is what the kernel can take back only by swapping; ``RssFile`` is
+    clean library and file pages it may drop and read again.
+    """
+    wanted = ("VmRSS", "RssAnon", "RssFile")
+    found = {}
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
+        key = line.split(":", 1)[0]
+        if key in wanted:
+            found[key] = int(line.split()[1])
+    missing = [k for k in wanted if k not in found]
+    if missing:
+        raise RuntimeError(f"no {missing} for {pid}")
+    return found
+
+
+def rss_kib(pid: int) -> int:
+    return memory_kib(pid)["VmRSS"]
 
 
 def mapped_files(pid: int) -> set[str]:
