@@ -23,6 +23,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import typing
 from collections.abc import Callable, Sequence
 
 from agent import __version__
@@ -61,13 +62,39 @@ def command_modules() -> list[str]:
     )
 
 
+class UsageError(Exception):
+    """A command line argparse refused: exit code 2, an error document under ``--json``."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, except that a refused command line raises :class:`UsageError`.
+
+    argparse itself prints the usage and exits, so ``--json`` would get nothing on
+    stdout; main() prints the line and the error document instead.  Sub-command
+    parsers are made of the same class (``add_subparsers`` uses the parent's).
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(self.prog, message)
+
+
+def _wants_json(arguments: Sequence[str]) -> bool:
+    options = arguments[: arguments.index("--")] if "--" in arguments else arguments
+    return "--json" in options
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or with ``only`` just that module's commands.
 
     ``edge-agent run`` takes the narrow path so the long-running process does
     not import every tool's dependencies (OpenCV, zeroconf...) it never uses.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edge-agent",
         description="Security camera / NVR edge agent",
         epilog=EPILOG,
@@ -98,7 +125,12 @@ def _fail(error: BaseException, exit_code: int, as_json: bool) -> int:
     """The one stderr line; under ``--json`` also the error document on stdout."""
     interrupted = isinstance(error, KeyboardInterrupt)
     message = "interrupted" if interrupted else str(error)
-    _error("edge-agent: interrupted" if interrupted else f"edge-agent: error: {message}")
+    if interrupted:
+        _error("edge-agent: interrupted")
+    elif isinstance(error, UsageError):
+        _error(f"{error.prog}: error: {message}")  # argparse's own form
+    else:
+        _error(f"edge-agent: error: {message}")
     if as_json:
         from drivers.cli.output import dumps, error_document
 
@@ -113,7 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(
         narrow if narrow in {"cmd_run", "cmd_config", "cmd_watch"} else None
     )
-    args = parser.parse_args(arguments)
+    try:
+        args = parser.parse_args(arguments)
+    except UsageError as exc:
+        return _fail(exc, EXIT_BAD_DATA, _wants_json(arguments))
     handler: Handler = args.func
     as_json = bool(getattr(args, "json", False))
     try:

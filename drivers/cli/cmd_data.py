@@ -17,7 +17,7 @@ from agent.errors import PolicyError
 from agent.ports import Outcome
 from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import composed
-from drivers.cli.output import print_json
+from drivers.cli.output import print_json, write_output_file
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -35,12 +35,12 @@ def _export(args: argparse.Namespace) -> int:
     data = reply["data"]
     raw = data if isinstance(data, bytes) else str(data).encode("utf-8")
     complete = bool(reply.get("complete"))
+    if args.output:
+        write_output_file(pathlib.Path(args.output), raw)
     if args.json and args.output:
-        pathlib.Path(args.output).write_bytes(raw)
         print_json({"file": args.output, "format": args.format, "bytes": len(raw),
                     "complete": complete})
     elif args.output:
-        pathlib.Path(args.output).write_bytes(raw)
         print(f"exported {len(raw)} bytes to {args.output} (format: docs/export-format.md)",
               file=sys.stderr)
     else:

@@ -26,7 +26,7 @@ from agent.logs import codes
 from agent.logs.jsonlog import LEVELS
 from drivers.cli.common import add_config_options, add_json_option
 from drivers.cli.composed import composed
-from drivers.cli.output import JSON_LINES_HELP, JsonLines, print_json
+from drivers.cli.output import JSON_LINES_HELP, JsonLines, print_json, write_output_file
 from drivers.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ def _progress(done: int, total: int) -> None:
 
 def _write(data: bytes, output: str | None) -> None:
     if output:
-        pathlib.Path(output).write_bytes(data)
+        write_output_file(pathlib.Path(output), data)
         print(f"wrote {len(data)} bytes to {output}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)
@@ -112,7 +112,7 @@ def _deliver(data: bytes, args: argparse.Namespace, **facts: object) -> None:
         return
     document: dict[str, object] = {"bytes": len(data), **facts}
     if args.output:
-        pathlib.Path(args.output).write_bytes(data)
+        write_output_file(pathlib.Path(args.output), data)
         document["file"] = args.output
     else:
         document["bundle"] = _lines(data)

@@ -8,11 +8,13 @@
   with the documented code; stdout gets :func:`error_document` on one line (main()
   prints it), ``{"ok": false, "error": {"code": ..., "message": ..., "exit_code": N}}``:
   one document for a one-shot command, the last line of a long-running one.
-  ``code`` is one of :data:`ERROR_CODES`' values: a script can branch on it without
-  parsing the message.
+  ``code`` is one of :data:`ERROR_CODES`' values, or ``usage`` for a command line
+  argparse refused: a script can branch on it without parsing the message.
 
-Only the standard library and :mod:`agent.errors`: every sub-command module imports
-this, and ``--help`` must stay light.
+Files a command writes with ``-o`` go through :func:`write_output_file`.
+
+Only the standard library, :mod:`agent.errors` and :mod:`agent.atomicfile`: every
+sub-command module imports this, and ``--help`` must stay light.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pathlib
 import sys
 from typing import TextIO
 
+from agent.atomicfile import write_atomic
 from agent.errors import (
     BadDataError,
     ConfigError,
@@ -102,6 +105,8 @@ class JsonLines:
 
 
 def error_code(error: BaseException) -> str:
+    if type(error).__name__ == "UsageError":  # drivers.cli's; importing it here would cycle
+        return "usage"
     for cls in type(error).__mro__:
         if cls in ERROR_CODES:
             return ERROR_CODES[cls]
@@ -113,3 +118,15 @@ def error_document(error: BaseException, message: str, exit_code: int) -> dict[s
         "ok": False,
         "error": {"code": error_code(error), "message": message, "exit_code": exit_code},
     }
+
+
+def write_output_file(path: pathlib.Path, data: bytes) -> None:
+    """What ``-o`` names: readable by its owner alone (0600, whatever the umask or an older
+    file's mode), since exports and log bundles are personal data, and written whole or not
+    at all (a crash never leaves half a file that reads as complete).  A pipe or a device
+    (``-o /dev/stdout``) is written as is.
+    """
+    if path.exists() and not path.is_file():
+        path.write_bytes(data)
+    else:
+        write_atomic(path, data, 0o600)

@@ -537,3 +537,39 @@ def test_watch_and_remote_print_json(
     error = cli.error("watch", "--config", str(config), "--state-dir", str(tmp_path / "s"),
                       "--device-id", "dev1", "--json", rc=EXIT_TRANSPORT)
     assert error["code"] == "connection_lost"
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "fragment"),
+    [
+        (["consent", "grant", "--json"], "edge-agent consent grant",
+         "the following arguments are required: purpose"),
+        # Left-over arguments are the top-level parser's refusal, as in plain argparse.
+        (["gallery", "list", "--json", "--no-such-option"], "edge-agent",
+         "unrecognized arguments: --no-such-option"),
+        (["data", "export", "--json", "--output"], "edge-agent data export",
+         "expected one argument"),
+    ],
+)
+def test_a_refused_command_line_under_json_prints_the_error_document(
+    argv: list[str], prog: str, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse's own refusals too: one stderr line after the usage, one document on stdout."""
+    assert main(argv) == EXIT_BAD_DATA
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["ok"] is False and document["error"]["code"] == "usage"
+    assert document["error"]["exit_code"] == EXIT_BAD_DATA
+    assert fragment in document["error"]["message"]
+    assert captured.err.startswith("usage: ")
+    assert captured.err.strip().splitlines()[-1] == f"{prog}: error: {document['error']['message']}"
+
+
+def test_a_refused_command_line_without_json_prints_nothing_on_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # "--json" after "--" is an operand, not the option.
+    assert main(["consent", "grant", "--", "--json"]) == EXIT_BAD_DATA
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "invalid choice: '--json'" in captured.err

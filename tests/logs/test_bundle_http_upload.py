@@ -4,6 +4,7 @@ import http.client
 import http.server
 import json
 import pathlib
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -184,6 +185,7 @@ def test_cli_bundle_writes_file(
     code = main(["logs", "bundle", "--state-dir", str(tmp_path), "--since", "1040",
                  "--level", "WARNING", "-o", str(out)])
     assert code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # troubleshooting logs: the owner's alone
     _header, rows = _body(out.read_bytes())
     assert [r["msg"].split()[1] for r in rows] == ["42", "43", "46", "47"]
     assert AuditLog.in_state_dir(tmp_path).entries()[-1].kind == "logs.pull"

@@ -12,7 +12,9 @@ import dataclasses
 import datetime
 import io
 import json
+import os
 import pathlib
+import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -114,7 +116,16 @@ def test_the_cli_export_is_a_complete_readable_archive(
 ) -> None:
     state, _, facts = planted
     out = tmp_path / "export.zip"
-    assert main(["data", "export", "--state-dir", str(state), "-o", str(out)]) == 0
+    out.write_bytes(b"an older export, readable by all")
+    out.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        assert main(["data", "export", "--state-dir", str(state), "-o", str(out)]) == 0
+    finally:
+        os.umask(previous)
+    # Personal data: readable by the file's owner alone, whatever the umask or the old file.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     archive = zipfile.ZipFile(out)
     names = archive.namelist()
     assert names[0] == "export.json"

@@ -98,7 +98,13 @@ def test_agent_serves_redacted_bundles_to_token_holders_only(lan_agent: LanAgent
     code = load_or_create_binding(lan_agent.state, "EA-SAMPLE-0001").verification_code
     consent("grant", lan_agent.state)
     lan_agent.start()
+    # The endpoint can answer before the start-up line reaches the log store: the
+    # line is the sentinel, asked for again until it is there.
+    deadline = time.monotonic() + 20
     status, body = get(lan_agent.port, TOKEN)
+    while status == 200 and b" started " not in body and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = get(lan_agent.port, TOKEN)
     assert status == 200
     assert b" started " in body and b"EA-SAMPLE-0001" not in body
     # The verification code is never a bearer secret on the LAN.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import stat
 import threading
 import time
 
@@ -74,6 +75,7 @@ def test_cli_pull_from_device_service(tmp_path: pathlib.Path) -> None:
         os.close(slave)
         service.stop()
     assert code == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # what a technician pulled: theirs alone
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rows[0]["lines"] == 5 and rows[-1]["msg"] == "fault 39"
     assert wrong == 2
