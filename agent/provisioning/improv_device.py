@@ -232,9 +232,11 @@ class ImprovDevice:
         if self.requires_authorization and self._authorized(now):
             # The BLE spec: after a failed attempt the authorization timeout starts over.
             self.authorize(now)
+        # State first, then the error: a client (the official SDK) fails the request as
+        # the error arrives, and must already see the device ready for another try.
         return [
-            improv.encode_error(ErrorCode.UNABLE_TO_CONNECT),
             self._state_frame(self.state(now)),
+            improv.encode_error(ErrorCode.UNABLE_TO_CONNECT),
         ]
 
     def _scan_results(self) -> list[bytes]:

@@ -33,6 +33,9 @@ RESOLVE_TIMEOUT_MS = 1500
 # delay plus the responders' aggregation delay for shared records), so listening
 # for less than this finds nothing.
 MIN_BROWSE_SECONDS = 1.5
+# A failed announcement (a name another host holds, a socket error) is tried again
+# this much later: one warning a minute, not one per loop pass.
+RETRY_SECONDS = 60.0
 
 
 def _open(interfaces: Sequence[str]) -> zeroconf.Zeroconf:
@@ -48,10 +51,11 @@ def _open(interfaces: Sequence[str]) -> zeroconf.Zeroconf:
 class MdnsAnnouncer:
     """Publishes the :class:`~agent.discovery.mdns.Advert` list ``adverts_fn`` gives.
 
-    :meth:`start` announces the first list and waits for it; :meth:`refresh`
-    (from the main loop) compares a fresh list with what is announced and hands
-    the changes (new, updated, withdrawn instances) to zeroconf's own loop
-    without waiting, so a probe or a goodbye never holds up the main loop.
+    :meth:`start` opens the sockets and hands the first list to zeroconf's own
+    loop; :meth:`refresh` (from the main loop) compares a fresh list with what
+    is announced and hands the changes (new, updated, withdrawn instances) over
+    the same way. Neither waits: probing and announcing take about two seconds,
+    which would otherwise hold up start-up (READY) and the main loop.
     """
 
     name = "discovery.mdns"
@@ -69,6 +73,7 @@ class MdnsAnnouncer:
         self._zc: zeroconf.Zeroconf | None = None
         self._announced: dict[str, zeroconf.ServiceInfo] = {}
         self._pending: concurrent.futures.Future[None] | None = None
+        self._retry_at = 0.0  # after a failed announcement: not before this (monotonic)
 
     @property
     def announced(self) -> dict[str, int]:
@@ -89,15 +94,14 @@ class MdnsAnnouncer:
             )
         return infos
 
+    @property
+    def settled(self) -> bool:
+        """True when no handed-over change is still being probed or announced."""
+        return self._pending is None or self._pending.done()
+
     def start(self) -> None:
         self._zc = _open(self._interfaces)
-        try:
-            for name, info in self._infos().items():
-                self._zc.register_service(info)
-                self._announced[name] = info
-        except (OSError, zeroconf.Error) as exc:
-            self.stop()
-            raise DeviceIOError(f"cannot announce over mDNS: {exc}") from exc
+        self.refresh()  # a failure is logged there and retried RETRY_SECONDS later
 
     def refresh(self) -> None:
         """Announce what changed (ports, addresses, TXT, instances come and go)."""
@@ -109,9 +113,14 @@ class MdnsAnnouncer:
             failure = self._pending.exception()
             self._pending = None
             if failure is not None:
-                log.warning("mDNS announcement failed: %s", failure)
+                log.warning(
+                    "mDNS announcement failed: %s; retrying in %.0f s", failure, RETRY_SECONDS
+                )
                 self._announced.clear()  # unknown state: re-announce everything next time
+                self._retry_at = time.monotonic() + RETRY_SECONDS
                 return
+        if time.monotonic() < self._retry_at:
+            return
         wanted = self._infos()
         changes: list[tuple[str, zeroconf.ServiceInfo]] = []
         for name, info in wanted.items():

@@ -117,7 +117,7 @@ def test_reopened_provisioning_takes_credentials_on_a_provisioned_device() -> No
     assert reply.connect == WifiCredentials("Cafe")
     failed = device.connect_finished(ConnectResult(ConnectOutcome.NOT_FOUND), T0)
     # The old network stays: still provisioned after a failed change.
-    assert _bytes(failed) == UNABLE_TO_CONNECT + STATE_PROVISIONED
+    assert _bytes(failed) == STATE_PROVISIONED + UNABLE_TO_CONNECT  # state first (see below)
 
 
 def test_button_authorizes_for_a_while_and_a_failure_restarts_the_timer() -> None:
@@ -133,7 +133,9 @@ def test_button_authorizes_for_a_while_and_a_failure_restarts_the_timer() -> Non
     assert device.tick(T0 + 1) == []
     assert device.receive(_frame(WIFI_CAFE), T0 + 50).connect is not None
     failed = device.connect_finished(ConnectResult(ConnectOutcome.TIMEOUT), T0 + 55)
-    assert _bytes(failed) == UNABLE_TO_CONNECT + STATE_AUTHORIZED
+    # The state before the error: the SDK fails the request when the error frame
+    # arrives, and must already see the device ready for another try.
+    assert _bytes(failed) == STATE_AUTHORIZED + UNABLE_TO_CONNECT
     # The timer started over at the failure: still authorized past the first minute.
     assert device.state(T0 + 100) is State.AUTHORIZED
     assert _bytes(device.tick(T0 + 115)) == STATE_AUTHORIZATION_REQUIRED

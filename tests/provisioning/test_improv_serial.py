@@ -122,8 +122,11 @@ def test_wrong_key_over_pty_reports_unable_to_connect_and_saves_nothing(
     peer, _, store = channel
     peer.send(improv.encode_wifi_settings(b"Home", b"wrong passphrase"))
     frames = peer.frames(4)
-    assert Frame(FrameType.ERROR_STATE, bytes([ErrorCode.UNABLE_TO_CONNECT])) in frames
-    assert frames[-1] == Frame(FrameType.CURRENT_STATE, bytes([State.AUTHORIZED]))
+    # Back to authorized, then the error (the order the official SDK needs).
+    assert frames[-2:] == [
+        Frame(FrameType.CURRENT_STATE, bytes([State.AUTHORIZED])),
+        Frame(FrameType.ERROR_STATE, bytes([ErrorCode.UNABLE_TO_CONNECT])),
+    ]
     assert not store.has_credentials()
 
 
