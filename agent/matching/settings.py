@@ -99,17 +99,17 @@ class MatchingSettings:
         max_samples_per_identity (samples): Face samples kept per enrolled identity.
         max_identities (identities): Enrolled identities the gallery holds.
         min_face_area (px²): Smallest face box embedded (and enrolled).  Measured by
-            ``make bench`` with HOG (upsample 1) + dlib at the default threshold, second
-            photos of an enrolled person (3 photos x 4 renderings per size): identified
-            0.50 / 0.83 / 1.00 / 1.00 / 1.00 at 32 / 36 / 40 / 44 / 48 px faces.  The gate
-            sees the detector's box, and HOG boxes come in pyramid steps (37, 44, 53, 63,
-            76 px): boxes of 37 px (faces of 32-44 px) were identified 13 times in 17,
-            boxes of 44 px and more 51 in 51.  Hence 40x40 = 1600, the smallest gate whose
-            admitted faces are identified at >= 0.95 (32x32: 0.94); it admits every
-            48 px face (48x48 would turn away a third of them, whose HOG box is 44 px).
-            With BlazeFace (the default detector; its boxes vary more, 41-69 px for
-            48 px faces) admitted faces are identified at 0.954 / 0.967 / 1.000 with
-            gates of 32x32 / 36x36 / 40x40, and every 48 px face with each of them.
+            ``make bench`` with the default detector (BlazeFace) + dlib at the default
+            threshold, second photos of an enrolled person (3 photos x 4 renderings per
+            size): identified 0.50 / 0.83 / 1.00 / 0.92 / 1.00 / 1.00 at 32 / 36 / 40 /
+            44 / 48 / 56 px faces.  The gate sees the detector's box, which varies
+            (41-69 px for 48 px faces): admitted faces are identified at 0.954 / 0.967 /
+            1.000 with gates of 32x32 / 36x36 / 40x40, and every 48 px face passes each
+            of them (44x44 would turn a quarter away).  Hence 40x40 = 1600, the smallest
+            gate whose admitted faces are identified as often as faces of 48 px and more
+            (1.00 in that run).  With HOG (boxes in pyramid steps of 37, 44, 53 px) the
+            rule gives the same gate: 37 px boxes were identified 13 times in 17, boxes
+            of 44 px and more 51 in 51.
         min_blur_score (-): Smallest Laplacian variance of a face crop embedded
             (lower is blurrier).  Not placed by the bench data: its rendered crops
             (defocus, noise, JPEG) all score 272 or more; 20 only drops smeared frames.
@@ -176,7 +176,7 @@ class MatchingSettings:
     )
     max_identities: int = dataclasses.field(default=10_000, metadata={"min": 1, "max": 10_000_000})
     # Quality gates before a face is embedded.
-    # 40x40: the smallest HOG box whose faces were identified at >= 0.95 (make bench).
+    # 40x40: the smallest box whose faces are identified as often as 48 px faces (make bench).
     min_face_area: int = dataclasses.field(default=40 * 40, metadata={"min": 64, "max": 1 << 24})
     min_blur_score: float = dataclasses.field(default=20.0, metadata={"min": 0.0, "max": 1e6})
     # An identity is reported once it won ``consensus_frames`` of the last ``consensus_window``.

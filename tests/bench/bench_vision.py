@@ -301,18 +301,21 @@ def _verification(report: Any, embedders: dict[str, Any], faces: dict[str, np.nd
 GATE_FACE_SIZES = (32, 36, 40, 44, 48, 56)
 GATE_SIDES = (32, 36, 40, 44, 48)  # candidate min_face_area = side x side
 GATE_PROBES = ("obama2.jpg", "obama3.jpg", "obama_partial_face.jpg")
-GATE_ACCURACY = 0.95  # what faces of 48 px and more reach (the rows above)
+# The gate admits a face only if faces of its box size are identified as well as
+# faces of 48 px and more (the issue's detector goal) are: measured in the same run.
+GATE_REFERENCE_PX = 48
 
 
 def _face_size_gate(report: Any, detectors: dict[str, Any], embedders: dict[str, Any],
                     faces: dict[str, np.ndarray], refs: dict[str, Box]) -> None:
-    """Identification vs face size (HOG + dlib, default threshold), and the gates from it.
+    """Identification vs face size (default detector + dlib, default threshold), and the gate.
 
-    The gate sees the detector's box, not the face's true size: HOG boxes come
-    in steps of its scale pyramid (37, 44, 53, 63, 76 px at upsample 1), so
-    faces of 32-44 px may all get a 37 px box.  ``min_face_area`` is the
-    smallest box (side x side) whose admitted faces are identified at
-    ``GATE_ACCURACY``; the row checks the shipped default against it.
+    The gate sees the detector's box, not the face's true size (HOG's boxes come
+    in steps of its scale pyramid, BlazeFace's vary by +-40% around the face), so
+    faces of one size get boxes of several.  ``min_face_area`` is the smallest
+    box (side x side) whose admitted faces are identified at least as often as
+    faces of ``GATE_REFERENCE_PX`` px and more are; the row checks the shipped
+    default against it.
     """
     det, emb = detectors[DEFAULT], embedders["dlib"]
     gallery = _gallery(det, emb, faces, refs)
@@ -335,13 +338,15 @@ def _face_size_gate(report: Any, detectors: dict[str, Any], embedders: dict[str,
         report.row(AREA, f"second photo identified by face size, {size} px ({len(rows)} frames,"
                    f" 3 photos; {det.name} box sides {'/'.join(map(str, sides))} px)",
                    f"{np.mean([r[2] for r in rows]):.2f} ({det.name}+dlib @ {threshold})")
+    reference = [r[2] for r in seen if r[0] >= GATE_REFERENCE_PX]
+    target = float(np.mean(reference))
     chosen = None
     for side in GATE_SIDES:
         admitted = [r for r in seen if r[1] >= side * side]
         accuracy = float(np.mean([r[2] for r in admitted])) if admitted else 0.0
         at48 = [r for r in seen if r[0] == 48]
         kept48 = float(np.mean([r[2] and r[1] >= side * side for r in at48]))
-        if chosen is None and accuracy >= GATE_ACCURACY:
+        if chosen is None and accuracy >= target - 1e-9:
             chosen = side
         report.row(AREA, f"min_face_area {side}x{side}: admitted faces identified (of "
                    f"{len(admitted)}); 48 px faces admitted and identified",
@@ -350,8 +355,9 @@ def _face_size_gate(report: Any, detectors: dict[str, Any], embedders: dict[str,
     side = chosen or GATE_SIDES[-1]
     at48 = [r for r in seen if r[0] == 48]
     kept48 = float(np.mean([r[2] and r[1] >= side * side for r in at48]))
-    report.row(AREA, f"min_face_area from data: smallest box whose faces are identified at >= "
-               f"{GATE_ACCURACY} ({side}x{side}); 48 px faces identified behind it",
+    report.row(AREA, f"min_face_area from data: smallest box whose faces are identified as "
+               f"often as faces >= {GATE_REFERENCE_PX} px ({target:.3f}): {side}x{side}; "
+               f"48 px faces identified behind it",
                f"{side * side} px2; {kept48:.2f}", peer=f"default {shipped}",
                goal="default == from data; >= 0.9",
                met=shipped == side * side and kept48 >= 0.9)

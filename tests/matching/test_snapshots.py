@@ -17,7 +17,7 @@ import pathlib
 import cv2
 import numpy as np
 import numpy.typing as npt
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.config import AgentConfig, CameraSettings
@@ -25,18 +25,23 @@ from agent.events import Event
 from agent.matching.settings import FaceDetectorKind, FaceEmbedderKind, MatchingSettings
 from agent.matching.tracks import Box
 from agent.purposes import Purpose
-from drivers.vision.faces import LBP_SNAPSHOT_THRESHOLD, HaarDetector
+from drivers.vision.faces import LBP_SNAPSHOT_THRESHOLD, FaceDetectorImpl, HaarDetector
 from drivers.vision.pipeline import FaceService, build_service
-from drivers.vision.snapshot import encode_jpeg, only_sharp_in
+from drivers.vision.snapshot import encode_jpeg, only_sharp_in, pixelate
 from drivers.vision.synth import FaceTraits, draw_face
 
 Image = npt.NDArray[np.uint8]
 # How much of the original's fine detail a region of the JPEG still carries (see
 # `detail_kept`): the kept face keeps nearly all of it even at JPEG quality 30 (0.8 or
-# more), a pixelated face less than a fifth (block edges that happen to line up
-# with its outline); 400 random scenes stayed under 0.18.
+# more), a pixelated face less than a fifth in the scenes below (block edges that
+# happen to line up with its outline).  In random scenes 99.9% of 6,400 faces stayed
+# under 0.19, but a face cut by the frame's edge or drawn over by another, whose few
+# remaining edges line up with block edges, reached 0.47 -- so the property test
+# bounds a face by what a mosaic of the whole frame leaves of it, plus JPEG's noise
+# (at most 0.04 more seen).
 SHARP = 0.7
 NOT_SHARP = 0.25
+JPEG_NOISE = 0.1
 MIN_DETAIL_ENERGY = 4.0  # mean squared grey levels: below it a region is flat
 
 
@@ -92,10 +97,11 @@ def scene() -> Scene:
 
 
 class BlindRight:
-    """The real detector with detection switched off in the right third of the frame."""
+    """A real detector (Haar unless told) with detection switched off in the right third
+    of the frame."""
 
-    def __init__(self) -> None:
-        self.inner = HaarDetector()
+    def __init__(self, inner: FaceDetectorImpl | None = None) -> None:
+        self.inner: FaceDetectorImpl = inner or HaarDetector()
 
     def detect(self, image: Image) -> list[Box]:
         limit = image.shape[1] * 2 // 3
@@ -123,11 +129,18 @@ def service(tmp_path: pathlib.Path, face_threshold: float | None = None) -> Face
 
 def enrol_and_watch(built: FaceService, shown: Scene, frames: int = 4) -> list[Event]:
     (box,) = [b for b in built.detector.detect(shown.frame) if b.iou(shown.enrolled) > 0.3]
-    sample = built.embedder.embed(shown.frame, box)
+    return enrol_from(built, shown.frame, box, watching=shown.frame, frames=frames)
+
+
+def enrol_from(
+    built: FaceService, image: Image, box: Box, *, watching: Image, frames: int
+) -> list[Event]:
+    """Enrol ``box`` of ``image`` as alice, then the events of ``frames`` frames of ``watching``."""
+    sample = built.embedder.embed(image, box)
     built.recogniser.enrol("alice", np.stack([sample, sample]), now=0.0)
     events: list[Event] = []
     for i in range(frames):
-        events += [r.event for r in built.process(shown.frame, now=i * 0.2)]
+        events += [r.event for r in built.process(watching, now=i * 0.2)]
     return events
 
 
@@ -203,6 +216,7 @@ _face = st.tuples(
 
 @settings(max_examples=60, deadline=None)
 @given(faces=st.lists(_face, min_size=2, max_size=5), quality=st.integers(30, 100))
+@example(faces=[(1, 0, 0, 12), (6, 0, 357, 138)], quality=30)  # CI: a face cut by a corner
 def test_only_the_kept_box_is_sharp_wherever_faces_stand(
     faces: list[tuple[int, int, int, int]], quality: int
 ) -> None:
@@ -220,4 +234,9 @@ def test_only_the_kept_box_is_sharp_wherever_faces_stand(
             continue  # overlapping the kept face, or all but off the frame
         if not has_detail(frame, clipped):
             continue  # off the frame, or drawn over by a later face
-        assert detail_kept(frame, shot, clipped) < NOT_SHARP, (box, kept)
+        # Never more than the frame-wide mosaic leaves: nothing but the kept box is
+        # copied back sharp.  (A leak keeps 0.8 or more; the mosaic at most 0.47.)
+        mosaic = detail_kept(frame, pixelate(frame), clipped)
+        assert detail_kept(frame, shot, clipped) < max(NOT_SHARP, mosaic + JPEG_NOISE), (
+            box, kept, mosaic
+        )
