@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 STATE  ?= .state
 CONFIG ?=
 
-.PHONY: run test bench lint mosquitto clean
+.PHONY: run test fuzz bench lint mosquitto clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ run: $(STAMP)
 
 test: $(STAMP) mosquitto
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The property tests only, drawing new random examples each run (`make test` draws the
+# same ones every time, see tests/conftest.py); failures are kept in .hypothesis/.
+fuzz: $(STAMP) mosquitto
+	EDGE_AGENT_HYPOTHESIS=explore $(PY) -m pytest -q -p no:cacheprovider -m hypothesis tests
 
 bench: $(BENCH_STAMP) mosquitto
 	$(PY) -m tests.bench.run $(BENCH)

@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import os
 import pathlib
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.broker import Broker
+
+# Property tests.  Speed belongs in `make bench`, not in a test: no per-example deadline
+# and no too-slow health check, which fail on a loaded machine rather than on a bug.  The
+# default ("ci", what `make test` runs) draws the same examples on every run, so a red CI
+# run is reproducible and never a roll of the dice; `make fuzz` ("explore") draws new
+# random examples on every run and keeps the failing ones in .hypothesis/ to replay.
+_QUIET_UNDER_LOAD = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow]}
+settings.register_profile("ci", derandomize=True, print_blob=True, **_QUIET_UNDER_LOAD)
+settings.register_profile("explore", print_blob=True, **_QUIET_UNDER_LOAD)
+settings.load_profile(os.environ.get("EDGE_AGENT_HYPOTHESIS", "ci"))
 
 # The reference vectors live in the repository, so a clone anywhere runs every test.
 VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"

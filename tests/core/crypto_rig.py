@@ -9,7 +9,7 @@ from agent.config import AgentConfig, CameraSettings, MqttSettings
 from agent.feature import Mode
 from agent.minimise import OutgoingMessage
 from agent.purposes import Purpose
-from drivers.compose import compose
+from drivers.compose import Composition, compose
 
 MARKER = b"MARKER-7f3a-QUEUED"
 IMAGE = b"\xff\xd8\xff\xe0JPEG-MARKER-IMAGE-BYTES\xff\xd9"
@@ -53,26 +53,34 @@ def readable(state_dir: pathlib.Path, mode: Mode = Mode.DAEMON) -> dict[str, obj
     """Open the state as a restarted daemon would (recovery runs) and read what is left."""
     composition = compose(rig_config(state_dir), mode, builders=())
     try:
-        now = composition.clock.now()
-        batch = composition.outbox.batch_after(0, 1000, now)
-        by_purpose: dict[str, int] = {}
-        images = 0
-        for message in batch:
-            body = cbor.loads_untrusted(message.payload, max_bytes=1 << 20)
-            assert isinstance(body, dict) and body["marker"] == MARKER.decode()
-            by_purpose[message.purpose] = by_purpose.get(message.purpose, 0) + 1
-            images += body.get("img") == IMAGE
-        consent = composition.ledger.snapshot()
-        return {
-            "events": by_purpose,
-            "images": images,
-            "granted": {p.value: consent[p.value] for p in (*PURPOSES, Purpose.EVENT_SNAPSHOTS)},
-            "live_keys": {
-                p.value: composition.keys.live_numbers(p.value)
-                for p in (*PURPOSES, Purpose.EVENT_SNAPSHOTS)
-            },
-            "rows": len(composition.outbox),
-            "intents": composition.keys.intents(),
-        }
+        return read_composition(composition)
     finally:
         composition.close()
+
+
+def read_composition(
+    composition: Composition, purposes: tuple[Purpose, ...] = ()
+) -> dict[str, object]:
+    """What of the queued events an open composition reads, with consent, keys and intents.
+
+    ``purposes``: more purposes whose consent and live keys to report.
+    """
+    shown = (*PURPOSES, Purpose.EVENT_SNAPSHOTS, *purposes)
+    now = composition.clock.now()
+    batch = composition.outbox.batch_after(0, 1000, now)
+    by_purpose: dict[str, int] = {}
+    images = 0
+    for message in batch:
+        body = cbor.loads_untrusted(message.payload, max_bytes=1 << 20)
+        assert isinstance(body, dict) and body["marker"] == MARKER.decode()
+        by_purpose[message.purpose] = by_purpose.get(message.purpose, 0) + 1
+        images += body.get("img") == IMAGE
+    consent = composition.ledger.snapshot()
+    return {
+        "events": by_purpose,
+        "images": images,
+        "granted": {p.value: consent[p.value] for p in shown},
+        "live_keys": {p.value: composition.keys.live_numbers(p.value) for p in shown},
+        "rows": len(composition.outbox),
+        "intents": composition.keys.intents(),
+    }

@@ -173,7 +173,10 @@ def test_malformed_envelope_attack_is_bad_data(db: Database, payload: bytes) -> 
         authoriser.authorise("consent.set", payload, time.time())
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     name=st.sampled_from(["status", "consent.set", "logs.upload"]),
     payload=st.one_of(

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import cbor2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent.auth.authoriser import Authoriser, CallerSlot
@@ -85,7 +85,10 @@ def test_cbor_bomb_declaring_huge_lengths_is_a_decode_error() -> None:
         raise AssertionError(f"{bomb!r} decoded")
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(name=st.text(max_size=80), payload=st.binary(max_size=600))
 def test_router_never_raises_on_arbitrary_input(tmp_path: Path, name: str, payload: bytes) -> None:
     r, _ = router(tmp_path)
@@ -93,7 +96,10 @@ def test_router_never_raises_on_arbitrary_input(tmp_path: Path, name: str, paylo
     assert isinstance(answer["ok"], bool)
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     args=st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=20),
@@ -103,6 +109,8 @@ def test_router_never_raises_on_arbitrary_input(tmp_path: Path, name: str, paylo
         max_leaves=30,
     )
 )
+@example(args={"purpose": [], "granted": True})  # found by CI: a list where a name belongs
+@example(args={"purpose": {"cloud_events": 1}, "granted": True})
 def test_consent_set_with_arbitrary_structured_args_only_succeeds_when_valid(
     tmp_path: Path, args: object
 ) -> None:
@@ -111,7 +119,8 @@ def test_consent_set_with_arbitrary_structured_args_only_succeeds_when_valid(
     answer = reply(r, "consent.set", payload)
     valid = (
         isinstance(args, dict)
-        and args.get("purpose") in {p.value for p in Purpose if p.needs_consent}
+        and isinstance(args.get("purpose"), str)  # a list or map is unhashable: never valid
+        and args["purpose"] in {p.value for p in Purpose if p.needs_consent}
         and isinstance(args.get("granted"), bool)
     )
     assert answer["ok"] is valid

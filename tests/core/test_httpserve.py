@@ -20,9 +20,12 @@ ATTACKER = "127.0.0.2"
 
 class Hello(BoundedRequestHandler):
     release: threading.Event | None = None
+    # Handlers of /slow that have their request (the test's sentinel, not a time).
+    slow_started: threading.Semaphore = threading.Semaphore(0)
 
     def do_GET(self) -> None:
         if self.path == "/slow" and self.release is not None:
+            Hello.slow_started.release()
             self.release.wait(10)
         body = b"hello\n"
         self.send_response(200)
@@ -112,6 +115,7 @@ def test_full_server_evicts_the_oldest_idle_connection_for_a_newcomer(serve: obj
 
 def test_connections_mid_request_are_never_evicted(serve: object) -> None:
     Hello.release = threading.Event()
+    Hello.slow_started = threading.Semaphore(0)
     server = serve(ServerLimits(max_connections=2, max_connections_per_source=2))  # type: ignore[operator]
     results: list[int] = []
 
@@ -124,6 +128,8 @@ def test_connections_mid_request_are_never_evicted(serve: object) -> None:
             worker.start()
         _wait_for(lambda: server.open_connections == 2)
         _wait_for(lambda: server.stats.admitted == 2)
+        # Until a request is read its connection is idle, and evictable: wait for both.
+        assert all(Hello.slow_started.acquire(timeout=10) for _ in workers)
         # Both connections delivered their request: a newcomer waits its turn (503).
         assert get(server.port, "/", source=ATTACKER)[0] == 503
     finally:

@@ -252,7 +252,9 @@ PARAM_VALUES = st.one_of(st.text(max_size=200), st.binary(max_size=200), st.inte
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
     params=st.dictionaries(st.text(min_size=1, max_size=20), PARAM_VALUES, min_size=1, max_size=4),
@@ -269,7 +271,9 @@ def test_property_round_trip_for_any_map_and_binding(
 
 
 @settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.binary(max_size=600), flip=st.integers(0, 10_000))
 def test_property_any_bytes_or_bit_flip_only_raises_bad_data(

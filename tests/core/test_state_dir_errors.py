@@ -79,7 +79,11 @@ def read_only_mount(path: Path) -> Iterator[None]:
 def test_read_only_state_directory_exits_73_with_the_fix(tmp_path: Path) -> None:
     state = tmp_path / "state"
     # A device that ran before: the state exists, then the disk comes back read-only.
-    ConsentLedger.open(state).grant(Purpose.CLOUD_EVENTS, time.time())
+    ledger = ConsentLedger.open(state)
+    ledger.grant(Purpose.CLOUD_EVENTS, time.time())
+    # Closed now, not whenever the collector gets to it: a database still open for
+    # writing makes the read-only remount fail with "mount point is busy".
+    ledger.db.close()
     before = sorted(p.name for p in state.iterdir())
     with read_only_mount(state):
         code, lines = _run(spawn_agent(_config(tmp_path), state))

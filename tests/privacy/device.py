@@ -129,6 +129,9 @@ class Device:
             f"[camera]\nenabled = true\nsource = 'file'\nuri = '{self.video}'\nfps = {FPS}.0\n"
             f"width = {WIDTH}\nheight = {HEIGHT}\n"
             "[runtime]\ntick_seconds = 0.05\n"
+            # The shortest statistics period, and every count shown (k = 1), so a
+            # statistics message is queued within a minute of the second run.
+            "[privacy]\nstatistics_interval_seconds = 60\nstatistics_min_count = 1\n"
             # Drawn faces: the model-free detector and embedder (dlib's find no cartoon).
             "[matching]\nconsensus_frames = 2\nconsensus_window = 3\n"
             "face_detector = 'haar'\nface_embedder = 'lbp'\n"

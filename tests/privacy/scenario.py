@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from agent.keystore import DataKeys
+from agent.layout import StateLayout
 from tests.privacy.device import Device, Markers
 from tests.support.broker import Broker
 from tests.support.mqtt import Collector, decode_payload
@@ -103,6 +105,26 @@ class Planted:
     def message_ids(self, kind: str) -> dict[str, str]:
         """The id of every event of ``kind``: where it is, the event's record is (its row)."""
         return {f"{kind} event {i} (its msg_id)": e["id"] for i, e in enumerate(self.events(kind))}
+
+
+def data_keys(dev: Device, *domains: str) -> dict[str, bytes]:
+    """Every live data key of ``domains``: as its file holds it (wrapped) and unwrapped.
+
+    The device key sits in a 0600 file on the same disk, so a wrapped data key
+    left anywhere on it (a free block, the journal) would open every ciphertext
+    the erasure left behind: after crypto-erase neither form may be found.
+    Read before the withdrawal, with the agent's own key store.
+    """
+    layout = StateLayout(dev.state)
+    keys = DataKeys(layout)
+    found: dict[str, bytes] = {}
+    for domain in domains:
+        for path in layout.data_key_files(domain):
+            number = int(path.name[len(domain) + 1 : -len(".key")])
+            found[f"{domain} data key {number} (wrapped, as in its file)"] = path.read_bytes()
+            found[f"{domain} data key {number} (unwrapped)"] = keys.key(domain, number).secret
+    assert found, f"no live data key of {', '.join(domains)}: nothing was sealed"
+    return found
 
 
 def queued_events(export: dict[str, Any]) -> list[dict[str, Any]]:

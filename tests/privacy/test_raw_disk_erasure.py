@@ -21,9 +21,17 @@ at the door -- whether or not its payload is still readable.  A pseudonym in an
 event (``person_id``, ``plate``) is a marker too; the retired device pseudonym
 is not, since the tombstone names it on purpose.
 
-``usage_statistics`` has no test here: a statistics message holds counts of
-event types only (nothing a marker could be planted in), and its period is at
-least 60 s, longer than a test of this kind may take.
+The purpose's data keys are markers too, read before the withdrawal in both
+forms (as their files hold them, wrapped by the device key, and unwrapped).
+Everything the agent stores is sealed, so no plaintext marker would be found
+even if the withdrawal did nothing; what makes the left-over ciphertext
+unreadable is that no copy of its key survives anywhere on the disk -- and the
+device key, in a file on the same disk, would open a wrapped one.
+
+A statistics message (``usage_statistics``) holds counts of event types only,
+nothing a marker could be planted in; it is looked for by its ``msg_id``.  The
+device runs with the shortest period (60 s), so that test waits up to a minute
+for one to be queued.
 """
 
 from __future__ import annotations
@@ -32,13 +40,16 @@ from typing import Any
 
 import pytest
 
+from agent.rights.registry import ALL_KEY_DOMAINS
 from tests.privacy.device import Device, Markers
 from tests.privacy.disk import LoopDisk, Scan, scan
-from tests.privacy.scenario import Planted, plant, queued_events, wait_until
+from tests.privacy.scenario import Planted, data_keys, plant, queued_events, wait_until
 from tests.support.broker import Broker
 from tests.support.mqtt import Collector
 
 pytestmark = pytest.mark.slow
+# A period of 60 s closes within 60 s of any moment; then the tick and the queueing.
+STATISTICS_WAIT_SECONDS = 90.0
 
 
 def _connected(broker: Broker, planted: Planted) -> Collector:
@@ -78,6 +89,7 @@ def test_withdrawing_face_recognition_leaves_no_trace_on_the_disk(
 ) -> None:
     planted = plant(device, broker, Markers())
     m = planted.markers
+    keys = data_keys(device, "face_recognition")
     withdraw_over_mqtt(broker, planted, "face_recognition")
     export, _ = device.export()
     assert export["holders"]["face_gallery"]["identities"] == []
@@ -87,7 +99,8 @@ def test_withdrawing_face_recognition_leaves_no_trace_on_the_disk(
              **planted.pseudonyms("face.match", "person_id"),
              **planted.message_ids("face.match")}
     binaries = {f"template bytes {i}": w for i, w in enumerate(planted.vectors)}
-    assert_clean(scan(disk, texts, binaries), "withdrawing face_recognition", jpegs=True)
+    assert_clean(scan(disk, texts, {**binaries, **keys}), "withdrawing face_recognition",
+                 jpegs=True)
 
 
 def test_withdrawing_plate_recognition_leaves_no_trace_on_the_disk(
@@ -95,6 +108,7 @@ def test_withdrawing_plate_recognition_leaves_no_trace_on_the_disk(
 ) -> None:
     planted = plant(device, broker, Markers())
     m = planted.markers
+    keys = data_keys(device, "plate_recognition")
     withdraw_over_mqtt(broker, planted, "plate_recognition")
     export, _ = device.export()
     assert export["holders"]["plates"]["plates"] == []
@@ -102,37 +116,40 @@ def test_withdrawing_plate_recognition_leaves_no_trace_on_the_disk(
     texts = {"plate": m.plate, "plate label": m.plate_label,
              **planted.pseudonyms("plate.match", "plate"),
              **planted.message_ids("plate.match")}
-    assert_clean(scan(disk, texts), "withdrawing plate_recognition", jpegs=False)
+    assert_clean(scan(disk, texts, keys), "withdrawing plate_recognition", jpegs=False)
 
 
 def test_withdrawing_event_snapshots_leaves_no_picture_on_the_disk(
     device: Device, disk: LoopDisk, broker: Broker
 ) -> None:
     plant(device, broker, Markers())
+    keys = data_keys(device, "event_snapshots")
     withdraw_on_device(device, "event_snapshots")
     export, files = device.export()
     queued = queued_events(export)
     assert any(e["type"] == "face.match" for e in queued)  # the events stay, without images
     assert not any("img" in e for e in queued) and not files, files.keys()
     device.stop()
-    assert_clean(scan(disk, {}), "withdrawing event_snapshots", jpegs=True)
+    assert_clean(scan(disk, {}, keys), "withdrawing event_snapshots", jpegs=True)
 
 
 def test_withdrawing_troubleshooting_logs_leaves_no_log_line_on_the_disk(
     device: Device, disk: LoopDisk, broker: Broker
 ) -> None:
     planted = plant(device, broker, Markers())
+    keys = data_keys(device, "troubleshooting_logs")
     withdraw_on_device(device, "troubleshooting_logs")
     assert planted.markers.log_path.encode() not in device.log_bundle()
     device.stop()
     texts = {"logged request path": planted.markers.log_path}
-    assert_clean(scan(disk, texts), "withdrawing troubleshooting_logs", jpegs=False)
+    assert_clean(scan(disk, texts, keys), "withdrawing troubleshooting_logs", jpegs=False)
 
 
 def test_withdrawing_cloud_events_leaves_no_event_on_the_disk(
     device: Device, disk: LoopDisk, broker: Broker
 ) -> None:
     planted = plant(device, broker, Markers())
+    keys = data_keys(device, "cloud_events")
     withdraw_on_device(device, "cloud_events")
     export, _ = device.export()
     queued = [e["type"] for e in queued_events(export)]
@@ -140,7 +157,28 @@ def test_withdrawing_cloud_events_leaves_no_event_on_the_disk(
     device.stop()
     # Not the retired device pseudonym: the tombstone names it so receivers can act on it.
     texts = planted.message_ids("motion")
-    assert_clean(scan(disk, texts), "withdrawing cloud_events", jpegs=False)
+    assert_clean(scan(disk, texts, keys), "withdrawing cloud_events", jpegs=False)
+
+
+def test_withdrawing_usage_statistics_leaves_no_statistics_message_on_the_disk(
+    device: Device, disk: LoopDisk, broker: Broker
+) -> None:
+    plant(device, broker, Markers())
+
+    def statistics_queued() -> list[dict[str, Any]] | None:
+        export, _ = device.export()
+        found = [e for e in queued_events(export) if e["type"] == "stats"]
+        return found or None
+
+    queued = wait_until("a statistics message queued (60 s period)", statistics_queued,
+                        timeout=STATISTICS_WAIT_SECONDS)
+    keys = data_keys(device, "usage_statistics")
+    withdraw_on_device(device, "usage_statistics")
+    export, _ = device.export()
+    assert "stats" not in {e["type"] for e in queued_events(export)}
+    device.stop()
+    texts = {f"stats event {i} (its msg_id)": e["id"] for i, e in enumerate(queued)}
+    assert_clean(scan(disk, texts, keys), "withdrawing usage_statistics", jpegs=False)
 
 
 def test_account_erase_leaves_no_personal_data_on_the_disk(
@@ -148,6 +186,8 @@ def test_account_erase_leaves_no_personal_data_on_the_disk(
 ) -> None:
     planted = plant(device, broker, Markers(), wifi=True)
     m = planted.markers
+    keys = data_keys(device, *ALL_KEY_DOMAINS)
+    assert {"face_recognition", "wifi", "binding"} <= {k.split()[0] for k in keys}, keys.keys()
     mqtt = _connected(broker, planted)
     try:
         reply = mqtt.request(f"{planted.base}/cmd/data.erase", {"account_cancellation": True},
@@ -168,4 +208,4 @@ def test_account_erase_leaves_no_personal_data_on_the_disk(
            for k, v in planted.message_ids(kind).items()},
     }
     binaries = {f"template bytes {i}": w for i, w in enumerate(planted.vectors)}
-    assert_clean(scan(disk, texts, binaries), "the account erase", jpegs=True)
+    assert_clean(scan(disk, texts, {**binaries, **keys}), "the account erase", jpegs=True)

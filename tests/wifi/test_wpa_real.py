@@ -129,7 +129,9 @@ def test_ping_status_and_quoting_round_trips(real_wpa: RealWpa, short_dir: str) 
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(ssid=st.text(min_size=1, max_size=8))
 def test_any_ssid_round_trips_through_the_real_daemon(
