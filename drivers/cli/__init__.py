@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 
 from agent import __version__
 from agent.errors import BadDataError, EdgeAgentError, StateDirError, TransportError
+from drivers.cli.output import UsageError
 
 EXIT_OK = 0
 EXIT_TRANSPORT = 1
@@ -60,14 +61,6 @@ def command_modules() -> list[str]:
     return sorted(
         info.name for info in pkgutil.iter_modules(package.__path__) if info.name.startswith("cmd_")
     )
-
-
-class UsageError(Exception):
-    """A command line argparse refused: exit code 2, an error document under ``--json``."""
-
-    def __init__(self, prog: str, message: str) -> None:
-        super().__init__(message)
-        self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):

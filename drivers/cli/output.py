@@ -104,8 +104,16 @@ class JsonLines:
         self.event("result", ok=True, **fields)
 
 
+class UsageError(Exception):
+    """A command line argparse refused: exit code 2, an error document under ``--json``."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 def error_code(error: BaseException) -> str:
-    if type(error).__name__ == "UsageError":  # drivers.cli's; importing it here would cycle
+    if isinstance(error, UsageError):
         return "usage"
     for cls in type(error).__mro__:
         if cls in ERROR_CODES:
